@@ -1,0 +1,160 @@
+"""Versioned schema migrations, applied in order when a catalog is opened for writing.
+
+Each migration is (version, name, sql). A migration is never edited once released; changes go
+into a new one. `schema_migrations` records which versions a catalog file has.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "initial tables",
+        """
+        CREATE TABLE videos (
+            video_id      VARCHAR PRIMARY KEY,   -- blake2b of size + head/middle/tail bytes (see catalog.identity)
+            path          VARCHAR NOT NULL,      -- absolute path where the bytes were last seen
+            size_bytes    BIGINT,
+            duration_s    DOUBLE,
+            fps           DOUBLE,                -- average frame rate (frames / duration)
+            width         INTEGER,               -- display width (after rotation)
+            height        INTEGER,
+            num_frames    INTEGER,
+            codec         VARCHAR,
+            container     VARCHAR,
+            rotation      INTEGER DEFAULT 0,
+            is_vfr        BOOLEAN DEFAULT FALSE,
+            reader        VARCHAR,               -- decord | pyav
+            status        VARCHAR NOT NULL,      -- ok | failed
+            error         VARCHAR DEFAULT '',    -- reason when failed, '' when ok
+            error_kind    VARCHAR DEFAULT '',    -- short reason code used in summaries
+            split_key     VARCHAR DEFAULT '',    -- hash of the split options its clips came from
+            ingested_at   TIMESTAMP DEFAULT current_timestamp
+        );
+
+        CREATE TABLE clip_segments (
+            clip_id        VARCHAR PRIMARY KEY,  -- <video_id[:16]>_<start_frame>_<end_frame>
+            video_id       VARCHAR NOT NULL,
+            scene_index    INTEGER NOT NULL,
+            window_index   INTEGER NOT NULL,
+            start_frame    INTEGER NOT NULL,     -- inclusive, decode order
+            end_frame      INTEGER NOT NULL,     -- exclusive
+            start_s        DOUBLE NOT NULL,      -- presentation time of start_frame
+            end_s          DOUBLE NOT NULL,      -- presentation time just after the last frame
+            motion_score   DOUBLE,
+            brightness     DOUBLE,
+            colorfulness   DOUBLE,
+            sharpness      DOUBLE,
+            keyframe_path  VARCHAR,
+            detector       VARCHAR,
+            detector_params VARCHAR,             -- JSON
+            split_key      VARCHAR,
+            created_at     TIMESTAMP DEFAULT current_timestamp
+        );
+
+        CREATE TABLE captions (
+            clip_id        VARCHAR NOT NULL,
+            captioner      VARCHAR NOT NULL,
+            prompt_version VARCHAR NOT NULL,
+            status         VARCHAR NOT NULL,     -- ok | parse_error | decode_error
+            caption        VARCHAR,
+            tag_list       VARCHAR[],
+            fields         VARCHAR,              -- JSON object of the structured fields
+            raw_output     VARCHAR,
+            error          VARCHAR DEFAULT '',
+            num_frames     INTEGER,
+            visual_tokens  INTEGER,
+            seconds        DOUBLE,
+            is_random_model BOOLEAN DEFAULT FALSE,
+            created_at     TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (clip_id, captioner, prompt_version)
+        );
+
+        CREATE TABLE runs (
+            run_id       VARCHAR PRIMARY KEY,
+            command      VARCHAR NOT NULL,
+            params       VARCHAR,                -- JSON
+            counts       VARCHAR,                -- JSON
+            status       VARCHAR,                -- running | ok | failed
+            started_at   TIMESTAMP DEFAULT current_timestamp,
+            finished_at  TIMESTAMP
+        );
+
+        CREATE TABLE run_clips (
+            run_id   VARCHAR NOT NULL,
+            clip_id  VARCHAR NOT NULL,
+            role     VARCHAR NOT NULL,           -- train | holdout
+            prompt   VARCHAR,
+            PRIMARY KEY (run_id, clip_id, role)
+        );
+
+        CREATE TABLE settings (
+            key   VARCHAR PRIMARY KEY,
+            value VARCHAR
+        );
+        """,
+    ),
+    (
+        2,
+        "clips view",
+        # The view picks one caption per clip: the pinned labelling when `settings.caption_pin`
+        # names one ('captioner' or 'captioner@version'), else the most recent successfully
+        # parsed caption of any labelling.
+        """
+        CREATE VIEW clips AS
+        WITH pin AS (
+            SELECT
+                split_part(value, '@', 1) AS captioner,
+                CASE WHEN strpos(value, '@') > 0 THEN split_part(value, '@', 2) END AS prompt_version
+            FROM settings WHERE key = 'caption_pin'
+        ),
+        chosen AS (
+            SELECT c.* FROM captions c
+            WHERE c.status = 'ok'
+              AND (NOT EXISTS (SELECT 1 FROM pin)
+                   OR EXISTS (SELECT 1 FROM pin p WHERE p.captioner = c.captioner
+                              AND (p.prompt_version IS NULL OR p.prompt_version = c.prompt_version)))
+            QUALIFY row_number() OVER (PARTITION BY c.clip_id ORDER BY c.created_at DESC, c.prompt_version) = 1
+        )
+        SELECT
+            s.clip_id,
+            s.video_id,
+            v.path                      AS video_path,
+            s.start_s,
+            s.end_s,
+            s.end_s - s.start_s         AS duration_s,
+            s.start_frame,
+            s.end_frame,
+            s.end_frame - s.start_frame AS num_frames,
+            v.fps,
+            v.width,
+            v.height,
+            s.motion_score,
+            s.brightness,
+            s.colorfulness,
+            s.sharpness,
+            s.keyframe_path,
+            s.scene_index,
+            s.window_index,
+            s.detector,
+            ch.caption,
+            CASE WHEN ch.tag_list IS NULL THEN NULL ELSE array_to_string(ch.tag_list, ',') END AS tags,
+            ch.tag_list,
+            json_extract_string(ch.fields, '$.characters') AS characters,
+            json_extract_string(ch.fields, '$.action')     AS action,
+            json_extract_string(ch.fields, '$.setting')    AS setting,
+            json_extract_string(ch.fields, '$.time_of_day') AS time_of_day,
+            json_extract_string(ch.fields, '$.camera')     AS camera,
+            json_extract_string(ch.fields, '$.motion')     AS motion,
+            ch.fields                   AS caption_fields,
+            ch.captioner,
+            ch.prompt_version
+        FROM clip_segments s
+        JOIN videos v USING (video_id)
+        LEFT JOIN chosen ch USING (clip_id)
+        WHERE v.status = 'ok';
+        """,
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]

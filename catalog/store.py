@@ -1,0 +1,46 @@
+"""Writes by the single catalog writer. Every function takes an open read-write connection and
+runs inside the caller's transaction; values are always bound parameters."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+VIDEO_COLUMNS = [
+    "video_id", "path", "size_bytes", "duration_s", "fps", "width", "height", "num_frames", "codec",
+    "container", "rotation", "is_vfr", "reader", "status", "error", "error_kind", "split_key",
+]
+CLIP_COLUMNS = [
+    "clip_id", "video_id", "scene_index", "window_index", "start_frame", "end_frame", "start_s", "end_s",
+    "motion_score", "brightness", "colorfulness", "sharpness", "keyframe_path", "detector",
+    "detector_params", "split_key",
+]
+
+SQL_UPSERT_VIDEO = (
+    f"INSERT OR REPLACE INTO videos ({', '.join(VIDEO_COLUMNS)}, ingested_at) "
+    f"VALUES ({', '.join('?' for _ in VIDEO_COLUMNS)}, current_timestamp)"
+)
+SQL_INSERT_CLIP = (
+    f"INSERT OR REPLACE INTO clip_segments ({', '.join(CLIP_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in CLIP_COLUMNS)})"
+)
+SQL_DELETE_CLIPS_OF_VIDEO = "DELETE FROM clip_segments WHERE video_id = ?"
+SQL_VIDEO_STATE = "SELECT video_id, path, status, split_key FROM videos"
+
+
+def known_videos(con) -> dict[str, dict[str, Any]]:
+    """video_id -> {path, status, split_key} for every video the catalog has seen."""
+    return {r[0]: {"path": r[1], "status": r[2], "split_key": r[3]} for r in con.execute(SQL_VIDEO_STATE).fetchall()}
+
+
+def save_video(con, video: dict[str, Any], clips: Iterable[dict[str, Any]]) -> int:
+    """Replace a video's row and all its clips (caller holds the transaction)."""
+    con.execute(SQL_UPSERT_VIDEO, [video.get(c) for c in VIDEO_COLUMNS])
+    con.execute(SQL_DELETE_CLIPS_OF_VIDEO, [video["video_id"]])
+    rows = [[clip.get(c) for c in CLIP_COLUMNS] for clip in clips]
+    if rows:
+        con.executemany(SQL_INSERT_CLIP, rows)
+    return len(rows)
+
+
+def update_path(con, video_id: str, path: str) -> None:
+    con.execute("UPDATE videos SET path = ? WHERE video_id = ?", [path, video_id])

@@ -1,0 +1,54 @@
+"""`de stats`: what the catalog holds, as plain data (the CLI formats it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DURATION_BINS = [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10), (10, 15), (15, 30), (30, None)]
+
+
+def catalog_stats(con, top_tags: int = 20) -> dict[str, Any]:
+    v = dict(con.execute("SELECT status, count(*) FROM videos GROUP BY status").fetchall())
+    failed = con.execute(
+        "SELECT error_kind, count(*) FROM videos WHERE status = 'failed' GROUP BY 1 ORDER BY 2 DESC"
+    ).fetchall()
+    n_clips, secs, src_secs = con.execute(
+        "SELECT count(*), coalesce(sum(duration_s), 0), "
+        "(SELECT coalesce(sum(duration_s), 0) FROM videos WHERE status = 'ok') FROM clips"
+    ).fetchone()
+    hist = []
+    for lo, hi in DURATION_BINS:
+        if hi is None:
+            n = con.execute("SELECT count(*) FROM clips WHERE duration_s >= ?", [lo]).fetchone()[0]
+            label = f">= {lo} s"
+        else:
+            n = con.execute("SELECT count(*) FROM clips WHERE duration_s >= ? AND duration_s < ?", [lo, hi]).fetchone()[0]
+            label = f"{lo}-{hi} s"
+        hist.append((label, n))
+    captioned = con.execute("SELECT count(*) FROM clips WHERE caption IS NOT NULL").fetchone()[0]
+    tags = con.execute(
+        "SELECT tag, count(*) AS n FROM (SELECT unnest(tag_list) AS tag FROM clips WHERE tag_list IS NOT NULL) "
+        "GROUP BY tag ORDER BY n DESC, tag LIMIT ?",
+        [top_tags],
+    ).fetchall()
+    labellings = con.execute(
+        "SELECT captioner, prompt_version, count(*) FILTER (WHERE status = 'ok'), "
+        "count(*) FILTER (WHERE status = 'parse_error'), count(*) FILTER (WHERE status = 'decode_error'), "
+        "bool_or(is_random_model) FROM captions GROUP BY 1, 2 ORDER BY 1, 2"
+    ).fetchall()
+    means = con.execute(
+        "SELECT avg(motion_score), avg(brightness), avg(colorfulness), avg(sharpness) FROM clips"
+    ).fetchone()
+    return {
+        "videos_ok": v.get("ok", 0),
+        "videos_failed": v.get("failed", 0),
+        "failed_by_reason": failed,
+        "clips": n_clips,
+        "clip_hours": secs / 3600.0,
+        "source_hours": src_secs / 3600.0,
+        "duration_histogram": hist,
+        "captioned_clips": captioned,
+        "tag_histogram": tags,
+        "labellings": labellings,
+        "means": dict(zip(["motion_score", "brightness", "colorfulness", "sharpness"], means)),
+    }

@@ -1,0 +1,200 @@
+"""One decode pass per video feeds everything: scene cuts, per-frame stats, keyframe candidates.
+
+`analyze_video` is a pure function of (file, options) -> VideoResult: it runs in worker processes
+and never touches the catalog; the single writer stores what it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import identity
+from .scenes import DetectorOptions, SceneFeeder, SplitOptions, split_key, split_scenes
+from .stats import FrameStats, clip_stats
+from .video import VideoError, analysis_size, iter_frames, probe
+
+
+@dataclass
+class IngestOptions:
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+    split: SplitOptions = field(default_factory=SplitOptions)
+    analysis_side: int = 320  # long side of the frames used for detection and stats
+    keyframe_dir: str = ""
+    keyframe_every_s: float = 0.25
+    reader: str = "decord"  # decord (PyAV fallback) | pyav
+    decode_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.analysis_side < 32:
+            raise ValueError("--analysis-side must be at least 32")
+        if self.reader not in ("decord", "pyav"):
+            raise ValueError("--reader must be decord or pyav")
+
+    @property
+    def split_key(self) -> str:
+        return split_key(self.detector, self.split, self.analysis_side)
+
+
+@dataclass
+class ClipRecord:
+    clip_id: str
+    video_id: str
+    scene_index: int
+    window_index: int
+    start_frame: int
+    end_frame: int
+    start_s: float
+    end_s: float
+    motion_score: float
+    brightness: float
+    colorfulness: float
+    sharpness: float
+    keyframe_path: str | None
+    detector: str
+    detector_params: str
+    split_key: str
+
+
+@dataclass
+class VideoResult:
+    video_id: str
+    path: str
+    size_bytes: int
+    status: str = "ok"
+    error: str = ""
+    error_kind: str = ""
+    duration_s: float | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    codec: str | None = None
+    container: str | None = None
+    rotation: int = 0
+    is_vfr: bool = False
+    reader: str | None = None
+    split_key: str = ""
+    clips: list[ClipRecord] = field(default_factory=list)
+    dropped_short: int = 0
+    cuts: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def video_row(self) -> dict:
+        d = asdict(self)
+        for k in ("clips", "dropped_short", "cuts", "seconds"):
+            d.pop(k)
+        return d
+
+
+def analyze_video(path: str, vid: str, opts: IngestOptions) -> VideoResult:
+    """Decode `path` once and return its video facts and clips; failures come back as data."""
+    t0 = time.perf_counter()
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    res = VideoResult(video_id=vid, path=os.path.abspath(path), size_bytes=size, split_key=opts.split_key)
+    try:
+        _analyze(path, opts, res)
+    except VideoError as e:
+        res.status, res.error, res.error_kind = "failed", str(e), e.kind
+        res.clips = []
+    except MemoryError:
+        res.status, res.error, res.error_kind = "failed", "out of memory while decoding", "out of memory"
+        res.clips = []
+    except Exception as e:  # a decoder bug must not take the run down; record it
+        res.status, res.error_kind = "failed", "internal error"
+        res.error = f"{type(e).__name__}: {str(e)[:300]}"
+        res.clips = []
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
+    info = probe(path)
+    res.codec, res.container, res.rotation = info.codec, info.container, info.rotation
+    res.width, res.height = info.width, info.height
+    size = analysis_size(info.width, info.height, opts.analysis_side)
+    feeder = SceneFeeder(opts.detector, info.nominal_fps)
+    stats = FrameStats()
+    times_parts: list[np.ndarray] = []
+    keyframes: list[tuple[int, bytes]] = []  # (frame index, jpeg)
+    next_kf_t = -1.0
+    n = 0
+    reader = None
+    for fb in iter_frames(path, info, size, prefer=opts.reader, threads=opts.decode_threads):
+        reader = fb.reader
+        feeder.update(fb.frames)
+        stats.update(fb.frames, fb.times)
+        times_parts.append(fb.times)
+        for i, t in enumerate(fb.times):
+            if t >= next_kf_t:
+                keyframes.append((n + i, _jpeg(fb.frames[i])))
+                next_kf_t = t + opts.keyframe_every_s
+        n += len(fb.times)
+    times = np.concatenate(times_parts) if times_parts else np.zeros(0)
+    if n < 2:
+        raise VideoError("too few frames", f"the video has {n} decodable frame(s); a clip needs at least 2")
+    if np.any(np.diff(times) <= 0):
+        # out-of-order or repeated timestamps: keep decode order, but make time monotonic
+        times = np.maximum.accumulate(times + np.arange(n) * 1e-6)
+    cuts = feeder.finish()
+    split = split_scenes(cuts, times, opts.split)
+    per_frame = stats.arrays()
+    steps = np.diff(times)
+    res.reader = reader
+    res.num_frames = n
+    res.duration_s = float(split_end(times))
+    res.fps = float(n / res.duration_s) if res.duration_s > 0 else info.nominal_fps
+    res.is_vfr = bool(len(steps) > 2 and (steps.max() - steps.min()) > 0.25 * np.median(steps))
+    res.cuts = cuts
+    res.dropped_short = split.dropped_short
+    det_params = _json(opts.detector.params())
+    kf_dir = Path(opts.keyframe_dir) / res.video_id if opts.keyframe_dir else None
+    for c in split.clips:
+        cid = identity.clip_id(res.video_id, c.start_frame, c.end_frame)
+        kf_path = None
+        if kf_dir is not None and keyframes:
+            kf_path = str(kf_dir / f"{cid}.jpg")
+            _write_keyframe(kf_path, keyframes, c.start_frame, c.end_frame)
+        res.clips.append(ClipRecord(
+            clip_id=cid, video_id=res.video_id, scene_index=c.scene_index, window_index=c.window_index,
+            start_frame=c.start_frame, end_frame=c.end_frame, start_s=c.start_s, end_s=c.end_s,
+            **clip_stats(per_frame, c.start_frame, c.end_frame),
+            keyframe_path=kf_path, detector=opts.detector.name, detector_params=det_params,
+            split_key=opts.split_key,
+        ))
+
+
+def split_end(times: np.ndarray) -> float:
+    from .scenes import frame_end_time
+
+    return frame_end_time(times) - float(times[0]) if len(times) else 0.0
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return buf.tobytes() if ok else b""
+
+
+def _write_keyframe(path: str, keyframes: list[tuple[int, bytes]], start: int, end: int) -> None:
+    """The candidate nearest the clip's middle, preferring ones inside the clip."""
+    mid = (start + end - 1) / 2
+    inside = [k for k in keyframes if start <= k[0] < end]
+    pool = inside or keyframes
+    _, data = min(pool, key=lambda k: abs(k[0] - mid))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _json(d: dict) -> str:
+    import json
+
+    return json.dumps(d, sort_keys=True)

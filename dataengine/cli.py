@@ -1,0 +1,208 @@
+"""The `de` command: a thin skin over dataengine and catalog.
+
+Each command parses options, opens the catalog, calls one library function and turns typed
+errors into `Error: ...` with exit 1. Heavy libraries (torch, transformers, decoders) are imported
+inside the commands that need them, so `de --help` and `de query` stay light.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from catalog.db import CatalogError
+
+from .formatting import print_csv, print_table
+
+CATALOG_HELP = "Catalog file (default: $DE_CATALOG, else ./catalog.duckdb)."
+
+
+def catalog_option(f):
+    return click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False), default=None,
+                        help=CATALOG_HELP)(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="cartoon-dataengine")
+def main() -> None:
+    """Cartoon data engine: scene-split raw videos into a DuckDB catalog, label clips with a VLM,
+    and query them with SQL.
+
+    \b
+    Typical session:
+      de ingest raw_videos/
+      de caption --model qwen2-vl
+      de query "tags LIKE '%chase%' AND duration_s > 3"
+      de stats
+    """
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@catalog_option
+@click.option("--workers", type=int, default=None, help="Parallel video workers (default: all cores).")
+@click.option("--detector", type=click.Choice(["adaptive", "content", "threshold", "histogram", "hash"]),
+              default="adaptive", show_default=True, help="PySceneDetect detector.")
+@click.option("--threshold", type=float, default=None,
+              help="Detector threshold (default: PySceneDetect's: adaptive 3.0, content 27, threshold 12, "
+                   "histogram 0.05, hash 0.395).")
+@click.option("--min-scene-len", type=int, default=8, show_default=True, help="Minimum frames between cuts.")
+@click.option("--min-duration", type=float, default=1.0, show_default=True, help="Drop clips shorter than this (s).")
+@click.option("--max-duration", type=float, default=10.2, show_default=True,
+              help="Split longer scenes into equal windows (each >= max/2, so 81 frames @16 fps fit).")
+@click.option("--trim-frames", type=int, default=2, show_default=True, help="Frames trimmed at each cut.")
+@click.option("--analysis-side", type=int, default=320, show_default=True,
+              help="Long side (px) of the frames used for detection and stats.")
+@click.option("--reader", type=click.Choice(["decord", "pyav"]), default="decord", show_default=True,
+              help="Preferred decoder (decord falls back to PyAV).")
+@click.option("--resplit", is_flag=True, help="Re-derive clips of already-ingested videos with these options.")
+@click.option("--retry-failed", is_flag=True, help="Try again videos that failed before.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min_duration, max_duration,
+           trim_frames, analysis_side, reader, resplit, retry_failed, no_progress):
+    """Split videos (files or folders, recursive) into scene clips in the catalog.
+
+    One decode pass per video feeds scene detection, per-clip stats and keyframes. Clips are
+    virtual (video + frame range); nothing is re-encoded. Re-running adds nothing new.
+
+    \b
+    Examples:
+      de ingest raw_videos/
+      de ingest ep01.mkv ep02.mp4 --detector content --threshold 30 --workers 4
+      de ingest raw_videos/ --max-duration 20 --resplit
+    """
+    from catalog import db
+
+    from .analyze import IngestOptions
+    from .ingest import IngestError, ingest_paths
+    from .scenes import DetectorOptions, SplitOptions
+
+    try:
+        opts_path = db.resolve_path(catalog_path)
+        opts = IngestOptions(
+            detector=DetectorOptions(detector, threshold, min_scene_len),
+            split=SplitOptions(min_duration, max_duration, trim_frames),
+            analysis_side=analysis_side,
+            keyframe_dir=str(db.cache_dir(opts_path) / "keyframes"),
+            reader=reader,
+        )
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+    if workers is not None and workers < 1:
+        raise click.BadParameter("--workers must be at least 1")
+    try:
+        con = db.connect(catalog_path)
+        try:
+            summary = ingest_paths(con, paths, opts, workers=workers, resplit=resplit,
+                                   retry_failed=retry_failed, progress=not no_progress)
+        finally:
+            con.close()
+    except (IngestError, CatalogError) as e:
+        raise click.ClickException(str(e)) from e
+    for path, err in summary.failed_paths:
+        click.echo(f"failed: {path}: {err}", err=True)
+    click.echo(summary.line())
+    if not summary.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("where", required=False)
+@catalog_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+@click.option("--limit", type=int, default=None, help="At most N rows.")
+@click.option("--columns", default=None,
+              help="Comma-separated columns for the table (default: a compact set; JSON/CSV get all).")
+def query(where, catalog_path, as_json, as_csv, limit, columns):
+    """Print clips matching a SQL WHERE clause over the `clips` view.
+
+    The clause runs read-only with external access disabled; anything that is not a single
+    expression (a second statement, DDL/DML, COPY, ATTACH, SET, file functions...) is refused.
+
+    \b
+    Examples:
+      de query "tags LIKE '%chase%'"
+      de query "duration_s > 4 AND motion_score > 3" --limit 20
+      de query "list_contains(tag_list, 'night')" --json
+      de query --csv > clips.csv
+    """
+    from catalog.query import run_query
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    try:
+        rows = run_query(where, catalog_path, limit=limit)
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(rows, default=str, indent=1))
+    elif as_csv:
+        print_csv(rows)
+    else:
+        cols = [c.strip() for c in columns.split(",")] if columns else [
+            "clip_id", "video_path", "start_s", "duration_s", "motion_score", "brightness", "tags"]
+        bad = [c for c in cols if rows and c not in rows[0]]
+        if bad:
+            raise click.ClickException(f"unknown column(s): {', '.join(bad)}")
+        print_table(rows, cols)
+        click.echo(f"{len(rows)} clip(s)", err=True)
+
+
+@main.command()
+@catalog_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(catalog_path, as_json):
+    """Summarise the catalog: videos, clips, hours, durations, tags.
+
+    \b
+    Examples:
+      de stats
+      de stats --catalog /data/cartoons.duckdb --json
+    """
+    from catalog import db
+    from catalog.summary import catalog_stats
+
+    from .formatting import format_stats
+
+    try:
+        con = db.connect(catalog_path, read_only=True)
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from e
+    try:
+        s = catalog_stats(con)
+    finally:
+        con.close()
+    click.echo(json.dumps(s, default=str, indent=1) if as_json else format_stats(s))
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--seconds", type=float, default=12.0, show_default=True, help="Length of the first cartoon.")
+@click.option("--fps", type=float, default=24.0, show_default=True)
+@click.option("--size", default="320x240", show_default=True, help="WIDTHxHEIGHT.")
+def synth(out_dir, seconds, fps, size):
+    """Write sample synthetic cartoons (flat colours, bold outlines, a cat chasing a mouse, hard
+    cuts at known times) to try the pipeline without real data.
+
+    \b
+    Example:
+      de synth raw_videos/ && de ingest raw_videos/
+    """
+    from .synth import make_sample_set
+
+    try:
+        w, h = (int(x) for x in size.lower().split("x"))
+    except ValueError as e:
+        raise click.BadParameter("--size must look like 320x240") from e
+    for r in make_sample_set(out_dir, seconds=seconds, fps=fps, size=(w, h)):
+        cuts = ", ".join(f"{t:.2f}s (frame {f})" for t, f in zip(r.cut_times, r.cut_frames))
+        click.echo(f"wrote {r.path}: {r.num_frames} frames, {r.width}x{r.height}, cuts at {cuts}")
+
+
+from . import cli_caption  # noqa: E402,F401  (registers caption commands on `main`)
+
+if __name__ == "__main__":
+    main()

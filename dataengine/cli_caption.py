@@ -1,0 +1,1 @@
+"""Caption commands are registered here (filled in by the captioning stage)."""

@@ -1,0 +1,228 @@
+"""Reading video: probe with PyAV, decode with decord (PyAV as the fallback).
+
+Everything downstream works in *presentation time*: each decoded frame comes with its
+timestamp in seconds, so variable-frame-rate files and odd time bases are handled by the
+container's own clock rather than frame index / nominal fps. Rotation metadata (display
+matrix) is applied, so frames and sizes are what a player shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
+MAX_SIDE = 16384  # beyond the H.264/HEVC/VP9 level limits; refuse rather than try
+
+
+class VideoError(Exception):
+    """A video that cannot be used. `kind` is a short reason code for summaries."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class VideoInfo:
+    path: str
+    size_bytes: int
+    container: str
+    codec: str
+    width: int  # displayed (after rotation)
+    height: int
+    coded_width: int
+    coded_height: int
+    rotation: int  # degrees counter-clockwise, one of 0, 90, 180, 270
+    nominal_fps: float
+    duration_s: float
+    frame_count_hint: int  # from the container; may be 0 or wrong, never trusted for timing
+    extra: dict = field(default_factory=dict)
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Container-level facts about a file, or VideoError with a readable reason."""
+    import av
+
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise VideoError("missing", f"cannot read file: {e.strerror or e}") from e
+    if size == 0:
+        raise VideoError("empty file", "file is empty (0 bytes)")
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except Exception as e:  # PyAV raises a family of FFmpeg errors
+        raise VideoError("unreadable", f"not a readable media file: {_short(e)}") from e
+    try:
+        if not container.streams.video:
+            raise VideoError("no video stream", "the file has no video stream")
+        st = container.streams.video[0]
+        cc = st.codec_context
+        if not cc.width or not cc.height:
+            raise VideoError("unreadable", "video stream has no frame size (corrupt header?)")
+        if max(cc.width, cc.height) > MAX_SIDE:
+            raise VideoError("resolution too large", f"{cc.width}x{cc.height} exceeds {MAX_SIDE} px on a side")
+        rate = st.average_rate or st.guessed_rate or st.base_rate
+        fps = float(rate) if rate else 0.0
+        if st.duration is not None and st.time_base is not None:
+            duration = float(st.duration * st.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000.0
+        else:
+            duration = 0.0
+        rotation = _first_frame_rotation(container, st)
+        w, h = cc.width, cc.height
+        if rotation in (90, 270):
+            w, h = h, w
+        return VideoInfo(
+            path=path,
+            size_bytes=size,
+            container=container.format.name,
+            codec=cc.name,
+            width=w,
+            height=h,
+            coded_width=cc.width,
+            coded_height=cc.height,
+            rotation=rotation,
+            nominal_fps=fps,
+            duration_s=duration,
+            frame_count_hint=int(st.frames or 0),
+        )
+    finally:
+        container.close()
+
+
+def _first_frame_rotation(container, stream) -> int:
+    """Rotation from the first decoded frame's display matrix (PyAV exposes it per frame)."""
+    try:
+        for frame in container.decode(stream):
+            rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+            return rot if rot in (0, 90, 180, 270) else 0
+    except Exception as e:
+        raise VideoError("corrupt", f"cannot decode the first frame: {_short(e)}") from e
+    raise VideoError("no frames", "the video stream holds no decodable frames")
+
+
+def _short(e: Exception) -> str:
+    """FFmpeg errors carry an errno and the path; keep the human part."""
+    import re
+
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = re.sub(r"^\[Errno -?\d+\]\s*", "", msg)
+    msg = re.sub(r":\s*'[^']*'$", "", msg)
+    return msg[:300]
+
+
+def analysis_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Even-sized (w, h) with the long side at most max_side, aspect kept."""
+    scale = min(1.0, max_side / max(width, height))
+    w = max(2, int(round(width * scale / 2)) * 2)
+    h = max(2, int(round(height * scale / 2)) * 2)
+    return w, h
+
+
+def _unrotate(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display rotation (degrees counter-clockwise) to (N,H,W,C) frames."""
+    if rotation == 0:
+        return frames
+    # FFmpeg's convention: rotation=90 means the coded picture is shown turned 90 degrees
+    # counter-clockwise; np.rot90 with k=1 turns counter-clockwise too. Tested with a file
+    # written with a display rotation (tests/dataengine/test_video.py).
+    k = {90: 1, 180: 2, 270: 3}[rotation]
+    return np.ascontiguousarray(np.rot90(frames, k=k, axes=(1, 2)))
+
+
+@dataclass
+class FrameBatch:
+    times: np.ndarray  # (N,) presentation time in seconds of each frame, from the container
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB at the requested size, display orientation
+    reader: str = ""  # which decoder produced it
+
+
+def iter_frames(
+    path: str,
+    info: VideoInfo,
+    size: tuple[int, int],
+    *,
+    batch: int = 32,
+    prefer: str = "decord",
+    threads: int = 1,
+) -> Iterator[FrameBatch]:
+    """Every frame of the file, in order, resized to `size` (display w, h), with timestamps.
+
+    decord is tried first (it resizes inside FFmpeg and is fast on sequential reads); if it cannot
+    open the file or fails before yielding anything, PyAV takes over. A failure after frames were
+    yielded is raised, since restarting would duplicate frames.
+    """
+    readers = [_iter_decord, _iter_pyav] if prefer == "decord" else [_iter_pyav]
+    last_err: Exception | None = None
+    for reader in readers:
+        yielded = False
+        try:
+            for fb in reader(path, info, size, batch, threads):
+                yielded = True
+                yield fb
+            if yielded:
+                return
+            last_err = VideoError("no frames", "decoder returned no frames")
+        except VideoError as e:
+            if yielded:
+                raise
+            last_err = e
+        except Exception as e:
+            if yielded:
+                raise VideoError("corrupt", f"decoding stopped part-way: {_short(e)}") from e
+            last_err = e
+            log.debug("reader %s failed on %s: %s", reader.__name__, path, e)
+    if isinstance(last_err, VideoError):
+        raise last_err
+    raise VideoError("corrupt", f"cannot decode: {_short(last_err) if last_err else 'unknown error'}")
+
+
+def _iter_decord(path, info, size, batch, threads) -> Iterator[FrameBatch]:
+    import decord
+
+    w, h = size
+    cw, ch = (h, w) if info.rotation in (90, 270) else (w, h)
+    vr = decord.VideoReader(path, ctx=decord.cpu(0), width=cw, height=ch, num_threads=threads)
+    n = len(vr)
+    if n <= 0:
+        raise VideoError("no frames", "decoder found no frames")
+    ts = np.asarray(vr.get_frame_timestamp(np.arange(n)), dtype=np.float64)[:, 0]
+    for s in range(0, n, batch):
+        idx = list(range(s, min(n, s + batch)))
+        arr = vr.get_batch(idx).asnumpy()
+        yield FrameBatch(ts[s : s + len(idx)], _unrotate(arr, info.rotation), "decord")
+
+
+def _iter_pyav(path, info, size, batch, threads) -> Iterator[FrameBatch]:
+    import av
+
+    w, h = size
+    cw, ch = (h, w) if info.rotation in (90, 270) else (w, h)
+    with av.open(path, metadata_errors="ignore") as container:
+        st = container.streams.video[0]
+        st.thread_type = "AUTO"
+        times: list[float] = []
+        frames: list[np.ndarray] = []
+        last_t = -1.0
+        for frame in container.decode(st):
+            t = frame.time
+            if t is None:  # no pts: continue the clock at the nominal rate
+                t = last_t + (1.0 / info.nominal_fps if info.nominal_fps else 0.04)
+            last_t = t
+            times.append(float(t))
+            frames.append(frame.to_ndarray(format="rgb24", width=cw, height=ch))
+            if len(frames) == batch:
+                yield FrameBatch(np.asarray(times), _unrotate(np.stack(frames), info.rotation), "pyav")
+                times, frames = [], []
+        if frames:
+            yield FrameBatch(np.asarray(times), _unrotate(np.stack(frames), info.rotation), "pyav")

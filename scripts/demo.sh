@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README demo: synthetic cartoons -> catalog -> (caption -> train as those stages land).
+# Everything lives in ./demo so it can be deleted in one go.
+set -euo pipefail
+mkdir -p demo
+cd demo
+export DE_CATALOG="$PWD/catalog.duckdb"
+
+echo "== 1. generate sample cartoons (known cuts)"
+de synth raw_videos/ --seconds 12
+
+echo "== 2. ingest: scene split + stats + keyframes into $DE_CATALOG"
+# the demo folder also holds a broken file, to show how failures are reported
+printf 'not a video' > raw_videos/broken.mp4
+de ingest raw_videos/ --no-progress || echo "(exit $? : one file is broken on purpose)"
+
+echo "== 3. what was found"
+de stats
+de query "duration_s > 2" --columns clip_id,video_path,start_s,end_s,motion_score,colorfulness
