@@ -212,7 +212,8 @@ def make_audio_only(path: str | os.PathLike, seconds: float = 1.0) -> str:
             buf = samples[s : s + chunk]
             if len(buf) < chunk:
                 buf = np.pad(buf, (0, chunk - len(buf)))
-            frame = av.AudioFrame.from_ndarray(buf[None, :].astype(np.float32), format="fltp" if fmt == "fltp" else fmt, layout="mono")
+            arr = (buf * 32767).astype(np.int16) if fmt.startswith("s16") else buf.astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(arr[None, :], format=fmt, layout="mono")
             frame.sample_rate = rate
             frame.pts = s
             for pkt in st.encode(frame):

@@ -163,6 +163,10 @@ def iter_frames(
     yielded is raised, since restarting would duplicate frames.
     """
     readers = [_iter_decord, _iter_pyav] if prefer == "decord" else [_iter_pyav]
+    if info.rotation:
+        # decord applies some display matrices itself and mis-sizes rotated output when asked to
+        # resize; PyAV gives the coded picture and we rotate it ourselves (tested both ways).
+        readers = [_iter_pyav]
     last_err: Exception | None = None
     for reader in readers:
         yielded = False
@@ -191,8 +195,7 @@ def _iter_decord(path, info, size, batch, threads) -> Iterator[FrameBatch]:
     import decord
 
     w, h = size
-    cw, ch = (h, w) if info.rotation in (90, 270) else (w, h)
-    vr = decord.VideoReader(path, ctx=decord.cpu(0), width=cw, height=ch, num_threads=threads)
+    vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=threads)
     n = len(vr)
     if n <= 0:
         raise VideoError("no frames", "decoder found no frames")
@@ -200,7 +203,7 @@ def _iter_decord(path, info, size, batch, threads) -> Iterator[FrameBatch]:
     for s in range(0, n, batch):
         idx = list(range(s, min(n, s + batch)))
         arr = vr.get_batch(idx).asnumpy()
-        yield FrameBatch(ts[s : s + len(idx)], _unrotate(arr, info.rotation), "decord")
+        yield FrameBatch(ts[s : s + len(idx)], arr, "decord")
 
 
 def _iter_pyav(path, info, size, batch, threads) -> Iterator[FrameBatch]:

@@ -1,0 +1,40 @@
+"""The light paths stay light: `de --help` and `de query` never import torch & co."""
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "transformers", "diffusers", "decord", "cv2", "scenedetect", "peft", "accelerate")
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint('\\n'.join(sys.modules))"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_de_help_imports_nothing_heavy():
+    mods = _modules_after("from click.testing import CliRunner\nfrom dataengine.cli import main\n"
+                          "r = CliRunner().invoke(main, ['--help'])\nassert r.exit_code == 0, r.output")
+    assert not [m for m in HEAVY if m in mods]
+
+
+def test_de_query_imports_nothing_heavy(tmp_path):
+    from catalog import db
+
+    p = tmp_path / "c.duckdb"
+    db.connect(p).close()
+    mods = _modules_after(f"from click.testing import CliRunner\nfrom dataengine.cli import main\n"
+                          f"r = CliRunner().invoke(main, ['query', '1=1', '--catalog', {str(p)!r}])\n"
+                          "assert r.exit_code == 0, r.output")
+    assert not [m for m in HEAVY if m in mods]
+
+
+def test_every_subcommand_has_help_with_example():
+    from click.testing import CliRunner
+
+    from dataengine.cli import main
+
+    for name in main.commands:
+        r = CliRunner().invoke(main, [name, "--help"])
+        assert r.exit_code == 0
+        assert "de " in r.output, name
