@@ -118,7 +118,7 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     res.width, res.height = info.width, info.height
     size = analysis_size(info.width, info.height, opts.analysis_side)
     feeder = SceneFeeder(opts.detector, info.nominal_fps)
-    stats = FrameStats()
+    stats = FrameStats(stride=max(1, round((info.nominal_fps or 24.0) / 8)))
     times_parts: list[np.ndarray] = []
     keyframes: list[tuple[int, bytes]] = []  # (frame index, jpeg)
     next_kf_t = -1.0

@@ -156,6 +156,11 @@ def _run_pool(con, todo, opts, workers, progress, summary, on_result) -> None:
     from tqdm import tqdm
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    if opts.decode_threads <= 1:
+        # fewer videos than cores: let each decoder use the spare cores
+        from dataclasses import replace
+
+        opts = replace(opts, decode_threads=max(1, (os.cpu_count() or 1) // workers))
     bar = tqdm(total=len(todo), unit="video", desc="ingest", disable=not progress, dynamic_ncols=True)
     pending = list(todo)
     try:

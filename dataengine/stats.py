@@ -4,9 +4,11 @@ All are computed on the low-resolution analysis frames (long side = `analysis_si
 default), which is what makes them cheap; sharpness is therefore relative, comparable between
 clips ingested at the same analysis size.
 
-- brightness: mean luma (BT.601) in [0, 1].
+- brightness: mean luma (BT.601) in [0, 1], every frame.
 - colorfulness: Hasler & Suesstrunk (2003) M3 on RGB, 0 (grey) to ~150 (very colourful).
 - sharpness: variance of the Laplacian of luma.
+  These two are sampled about 8 times a second (every `stride`-th frame): they change slowly
+  within a shot and are the most expensive per frame.
 - motion: mean absolute luma difference between consecutive frames on a 64-px-wide copy, scaled
   by 100/255 and by the time step relative to 1/24 s, so it reads per 24-fps frame whatever the
   source rate. Clip `motion_score` is its mean over the clip (0 static, ~2-10 typical cartoon
@@ -21,8 +23,10 @@ MOTION_WIDTH = 64
 
 
 def luma(frames: np.ndarray) -> np.ndarray:
-    f = frames.astype(np.float32)
-    return 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
+    """uint8 BT.601 luma, (N, H, W)."""
+    import cv2
+
+    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
 
 
 def colorfulness(frames: np.ndarray) -> np.ndarray:
@@ -47,13 +51,15 @@ def small_gray(gray: np.ndarray) -> np.ndarray:
     n, h, w = gray.shape
     sw = min(MOTION_WIDTH, w)
     sh = max(2, int(round(h * sw / w)))
-    return np.stack([cv2.resize(g, (sw, sh), interpolation=cv2.INTER_AREA) for g in gray])
+    return np.stack([cv2.resize(g, (sw, sh), interpolation=cv2.INTER_AREA) for g in gray]).astype(np.float32)
 
 
 class FrameStats:
     """Accumulates per-frame stats batch by batch (so memory is O(frames), not O(pixels))."""
 
-    def __init__(self) -> None:
+    def __init__(self, stride: int = 1) -> None:
+        self.stride = max(1, int(stride))
+        self._n = 0
         self.brightness: list[np.ndarray] = []
         self.colorfulness: list[np.ndarray] = []
         self.sharpness: list[np.ndarray] = []
@@ -64,8 +70,16 @@ class FrameStats:
     def update(self, frames: np.ndarray, times: np.ndarray) -> None:
         gray = luma(frames)
         self.brightness.append(gray.mean(axis=(1, 2)) / 255.0)
-        self.colorfulness.append(colorfulness(frames))
-        self.sharpness.append(sharpness(gray))
+        idx = np.arange(self._n, self._n + len(frames))
+        pick = np.nonzero(idx % self.stride == 0)[0]
+        col = np.full(len(frames), np.nan, np.float32)
+        sharp = np.full(len(frames), np.nan, np.float32)
+        if len(pick):
+            col[pick] = colorfulness(frames[pick])
+            sharp[pick] = sharpness(gray[pick])
+        self.colorfulness.append(col)
+        self.sharpness.append(sharp)
+        self._n += len(frames)
         small = small_gray(gray)
         if self._prev_small is not None:
             seq = np.concatenate([self._prev_small[None], small])
@@ -95,8 +109,14 @@ def clip_stats(per_frame: dict[str, np.ndarray], start: int, end: int) -> dict[s
     """Means over frames [start, end). Motion skips the clip's first frame (its diff crosses
     into the previous range, e.g. a trimmed transition)."""
     out = {}
-    for key, name in (("brightness", "brightness"), ("colorfulness", "colorfulness"), ("sharpness", "sharpness")):
-        out[name] = float(np.mean(per_frame[key][start:end]))
+    for key in ("brightness", "colorfulness", "sharpness"):
+        v = per_frame[key][start:end]
+        v = v[np.isfinite(v)]
+        if not len(v):  # a clip shorter than the sampling stride: use the nearest sample
+            allv = per_frame[key]
+            ok = np.nonzero(np.isfinite(allv))[0]
+            v = allv[ok[np.argmin(np.abs(ok - (start + end) // 2))]:][:1] if len(ok) else np.zeros(1)
+        out[key] = float(np.mean(v))
     m = per_frame["motion"][start + 1 : end]
     m = m[np.isfinite(m)]
     out["motion_score"] = float(m.mean()) if len(m) else 0.0

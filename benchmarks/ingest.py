@@ -1,0 +1,94 @@
+"""Benchmark: a whole `de ingest` process against a decode-only pass of the same file.
+
+Generates a 60 s synthetic cartoon (1280x720, 24 fps, h264, a cut every ~4 s), then times, in the
+same run:
+  - decode-only: decord reading every frame at full size (what any ingest must at least pay),
+  - decode-only at the analysis size (decord resizing inside FFmpeg, as ingest does),
+  - `de ingest` as a subprocess (process start, imports, catalog, detection, stats, keyframes)
+    with --workers 1 and with all cores on 2 copies of the cartoon.
+Prints wall times, frames/s and ratios. Usage: python benchmarks/ingest.py [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def decode_only(path: str, width: int | None = None, height: int | None = None, threads: int = 1) -> tuple[float, int]:
+    import decord
+
+    t0 = time.perf_counter()
+    kw = {"width": width, "height": height} if width else {}
+    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads, **kw)
+    n = len(vr)
+    for s in range(0, n, 32):
+        vr.get_batch(list(range(s, min(n, s + 32)))).asnumpy()
+    return time.perf_counter() - t0, n
+
+
+def run_ingest(folder: Path, catalog: Path, workers: int) -> float:
+    if catalog.exists():
+        catalog.unlink()
+    shutil.rmtree(catalog.parent / f"{catalog.stem}_cache", ignore_errors=True)
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "dataengine", "ingest", str(folder), "--catalog", str(catalog),
+                        "--no-progress", "--workers", str(workers)], capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(r.stderr)
+    print("   ", r.stdout.strip())
+    return dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--size", default="1280x720")
+    args = ap.parse_args()
+    from dataengine.synth import make_cartoon
+    from dataengine.video import analysis_size
+
+    w, h = map(int, args.size.split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        one = tmp / "one"
+        cuts = [float(t) for t in range(4, int(args.seconds), 4)]
+        t0 = time.perf_counter()
+        res = make_cartoon(one / "cartoon.mp4", duration_s=args.seconds, fps=24, size=(w, h), cuts=cuts)
+        print(f"generated {res.num_frames} frames {w}x{h} in {time.perf_counter() - t0:.1f} s")
+        path = res.path
+        decode_only(path)  # warm the page cache
+        d_full, n = decode_only(path)
+        aw, ah = analysis_size(w, h, 320)
+        cores = os.cpu_count() or 1
+        d_small, _ = decode_only(path, aw, ah)
+        d_small_mt, _ = decode_only(path, aw, ah, threads=cores)
+        print(f"decode-only full size, 1 thread       : {d_full:6.2f} s  {n / d_full:7.0f} frames/s")
+        print(f"decode-only {aw}x{ah}, 1 thread       : {d_small:6.2f} s  {n / d_small:7.0f} frames/s")
+        print(f"decode-only {aw}x{ah}, {cores} threads      : {d_small_mt:6.2f} s  {n / d_small_mt:7.0f} frames/s")
+        t1 = run_ingest(one, tmp / "c1.duckdb", 1)
+        print(f"de ingest, 1 worker (whole process)   : {t1:6.2f} s  {n / t1:7.0f} frames/s")
+        print(f"  ratio vs decode-only full size        : {t1 / d_full:.2f}x")
+        print(f"  ratio vs decode-only analysis size    : {t1 / d_small:.2f}x (1 thread), "
+              f"{t1 / d_small_mt:.2f}x ({cores} threads, same decoder threads as ingest)")
+        two = tmp / "two"
+        two.mkdir()
+        shutil.copy(path, two / "a.mp4")
+        make_cartoon(two / "b.mp4", duration_s=args.seconds, fps=24, size=(w, h), cuts=[c + 1 for c in cuts])
+        t2 = run_ingest(two, tmp / "c2.duckdb", cores)
+        print(f"de ingest, {cores} workers, 2 videos: {t2:6.2f} s  {2 * n / t2:7.0f} frames/s  "
+              f"ratio {t2 / (2 * d_full):.2f}x two sequential decode-only passes (full)")
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "dataengine", "--help"], capture_output=True, check=True)
+        print(f"de --help               : {time.perf_counter() - t0:6.2f} s")
+
+
+if __name__ == "__main__":
+    main()
