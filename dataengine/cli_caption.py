@@ -1,1 +1,205 @@
-"""Caption commands are registered here (filled in by the captioning stage)."""
+"""`de caption` and `de captions ...`: registered on the `de` group."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from catalog.db import CatalogError
+
+from .cli import catalog_option, main
+
+
+@main.command()
+@catalog_option
+@click.option("--model", "model", default="qwen2-vl", show_default=True,
+              help="Alias (qwen2-vl, qwen2-vl-7b, qwen2.5-vl, qwen2.5-vl-7b, qwen3-vl), hub id, local dir, or tiny.")
+@click.option("--query", default=None, help="Only clips matching this WHERE clause over the clips view.")
+@click.option("--limit", type=int, default=None, help="At most N clips this run.")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Clips per generate() call.")
+@click.option("--prompt", "prompt_name", default="caption_v1", show_default=True,
+              help="Template name in assets/prompts/ or a path to a .md template.")
+@click.option("--vocab", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Tag vocabulary JSON (default assets/vocab.json).")
+@click.option("--fps", type=float, default=2.0, show_default=True, help="Frames per second sampled from each clip.")
+@click.option("--max-frames", type=int, default=32, show_default=True, help="At most this many frames per clip.")
+@click.option("--max-pixels", type=int, default=360 * 420, show_default=True, help="Pixels per frame after resizing.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available).")
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True,
+              help="auto = bf16 on CUDA, fp32 on CPU.")
+@click.option("--name", default=None, help="Name to store as the captioner (default: the hub id).")
+@click.option("--overwrite", is_flag=True, help="Redo clips that already have a row for this labelling.")
+@click.option("--retry-failed", is_flag=True, help="Redo clips whose parse or decode failed.")
+@click.option("--no-overlap", is_flag=True, help="Decode and generate one after the other (for benchmarking).")
+@click.option("--no-progress", is_flag=True)
+def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, fps, max_frames, max_pixels,
+            max_new_tokens, device, dtype, name, overwrite, retry_failed, no_overlap, no_progress):
+    """Caption and tag clips with a vision-language model (Qwen2-VL family).
+
+    Each clip is read straight from its source video range, sampled by time. Results are stored
+    per (clip, captioner, prompt version); reruns only label what is missing.
+
+    \b
+    Examples:
+      de caption --model qwen2-vl
+      de caption --model qwen2.5-vl --query "duration_s > 3" --batch-size 8
+      de caption --model /models/Qwen2-VL-7B-Instruct --fps 1 --max-frames 16
+      de caption --model tiny --limit 4        # offline smoke run: labels are noise
+    """
+    from catalog import db
+
+    from .caption.models import CaptionModelError, load_captioner
+    from .caption.prompts import SamplingParams, load_prompt
+    from .caption.run import caption_clips
+
+    if batch_size < 1:
+        raise click.BadParameter("--batch-size must be at least 1")
+    try:
+        sampling = SamplingParams(fps=fps, max_frames=max_frames, max_pixels=max_pixels,
+                                  max_new_tokens=max_new_tokens)
+        prompt = load_prompt(prompt_name, sampling, vocab)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        raise click.BadParameter(str(e)) from e
+    try:
+        con = db.connect(catalog_path)
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from e
+    try:
+        click.echo(f"loading {model} ...", err=True)
+        try:
+            captioner = load_captioner(model, device=device, dtype=dtype, name=name)
+        except CaptionModelError as e:
+            raise click.ClickException(str(e)) from e
+        if captioner.is_random:
+            click.echo("note: this is a random tiny model; its labels are noise (marked in the catalog)", err=True)
+        summary = caption_clips(con, captioner, prompt, query=query, limit=limit, batch_size=batch_size,
+                                overwrite=overwrite, retry_failed=retry_failed, overlap=not no_overlap,
+                                progress=not no_progress)
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from e
+    finally:
+        con.close()
+    if summary.selected == 0:
+        click.echo("no clips matched" + (f" --query {query!r}" if query else " (ingest some videos first)"), err=True)
+    for kind, n in summary.errors.items():
+        click.echo(f"decode failures ({kind}): {n}", err=True)
+    click.echo(summary.line())
+    if not summary.ok:
+        sys.exit(1)
+
+
+@main.group()
+def captions():
+    """Inspect, pin and compare labellings.
+
+    \b
+    Examples:
+      de captions list
+      de captions use Qwen/Qwen2-VL-2B-Instruct@caption_v1-1a2b3c4d
+      de captions diff Qwen/Qwen2-VL-2B-Instruct Qwen/Qwen2.5-VL-3B-Instruct
+    """
+
+
+@captions.command("list")
+@catalog_option
+def captions_list(catalog_path):
+    """List labellings with counts, and which one the clips view shows.
+
+    \b
+    Example:
+      de captions list
+    """
+    from catalog import db
+
+    try:
+        con = db.connect(catalog_path, read_only=True)
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from e
+    pin = db.get_setting(con, "caption_pin")
+    rows = con.execute(
+        "SELECT captioner, prompt_version, count(*) FILTER (WHERE status='ok'), "
+        "count(*) FILTER (WHERE status='parse_error'), count(*) FILTER (WHERE status='decode_error'), "
+        "bool_or(is_random_model), max(created_at) FROM captions GROUP BY 1, 2 ORDER BY 7 DESC").fetchall()
+    con.close()
+    click.echo(f"clips view shows: {pin or 'the newest parsed caption of any labelling'}")
+    for cap, ver, ok, pe, de_, rnd, last in rows:
+        click.echo(f"{cap}@{ver}: ok {ok}, parse errors {pe}, decode errors {de_}, last {last}"
+                   + ("  [random tiny model]" if rnd else ""))
+
+
+@captions.command("use")
+@click.argument("labelling", required=False)
+@catalog_option
+@click.option("--clear", is_flag=True, help="Unpin: show the newest caption of any labelling.")
+def captions_use(labelling, catalog_path, clear):
+    """Pin which labelling (CAPTIONER or CAPTIONER@VERSION) the clips view shows.
+
+    \b
+    Examples:
+      de captions use Qwen/Qwen2-VL-2B-Instruct
+      de captions use tiny-random-qwen2-vl@caption_v1-1a2b3c4d
+      de captions use --clear
+    """
+    from catalog import db
+
+    from .caption.compare import resolve_labelling
+
+    if not clear and not labelling:
+        raise click.UsageError("give a LABELLING or --clear")
+    try:
+        con = db.connect(catalog_path)
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from e
+    try:
+        if clear:
+            db.set_setting(con, "caption_pin", None)
+            click.echo("clips view: newest parsed caption of any labelling")
+            return
+        try:
+            cap, ver = resolve_labelling(con, labelling)
+        except LookupError as e:
+            raise click.ClickException(str(e)) from e
+        value = labelling if "@" in labelling else cap
+        db.set_setting(con, "caption_pin", value)
+        click.echo(f"clips view now shows {value}" + ("" if "@" in labelling else f" (newest version: {ver})"))
+    finally:
+        con.close()
+
+
+@captions.command("diff")
+@click.argument("a")
+@click.argument("b")
+@catalog_option
+@click.option("--json", "as_json", is_flag=True)
+def captions_diff(a, b, catalog_path, as_json):
+    """Tag agreement between two labellings (CAPTIONER[@VERSION] each) on the clips both labelled.
+
+    \b
+    Example:
+      de captions diff Qwen/Qwen2-VL-2B-Instruct Qwen/Qwen2.5-VL-3B-Instruct
+    """
+    from catalog import db
+
+    from .caption.compare import diff_labellings
+
+    try:
+        con = db.connect(catalog_path, read_only=True)
+        try:
+            d = diff_labellings(con, a, b)
+        finally:
+            con.close()
+    except (CatalogError, LookupError) as e:
+        raise click.ClickException(str(e).strip("'\"")) from e
+    if as_json:
+        click.echo(json.dumps(d, indent=1))
+        return
+    mj = "n/a" if d["mean_jaccard"] is None else f"{d['mean_jaccard']:.3f}"
+    click.echo(f"A = {d['a']}\nB = {d['b']}\nclips labelled by both: {d['clips_compared']}, mean tag Jaccard: {mj}")
+    if d["per_tag"]:
+        click.echo(f"{'tag':>20}  {'A':>5}  {'B':>5}  {'both':>5}  recall of A")
+        for t in d["per_tag"][:40]:
+            r = "" if t["recall_of_a"] is None else f"{t['recall_of_a']:.2f}"
+            click.echo(f"{t['tag']:>20}  {t['a']:>5}  {t['b']:>5}  {t['both']:>5}  {r}")

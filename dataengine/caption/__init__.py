@@ -1,0 +1,1 @@
+"""VLM labelling of clips: prompts, robust parsing, model backends and the batched runner."""

@@ -1,0 +1,150 @@
+"""Captioner registry and the Qwen-VL backend.
+
+`--model` takes a short alias, a hub id, a local directory, or `tiny`. Loading goes through the
+standard transformers classes (AutoModelForImageTextToText + AutoProcessor): bf16 on CUDA, fp32 on
+CPU, `--device` to override. A model that cannot be found is a CaptionModelError that says which
+id was tried and how to download it ahead of time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ALIASES = {
+    "qwen2-vl": "Qwen/Qwen2-VL-2B-Instruct",
+    "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct",
+    "qwen2.5-vl": "Qwen/Qwen2.5-VL-3B-Instruct",
+    "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "qwen3-vl": "Qwen/Qwen3-VL-2B-Instruct",
+}
+
+
+class CaptionModelError(Exception):
+    """The captioner cannot be loaded; the message says why and what to do."""
+
+
+def resolve_model(name: str) -> str:
+    """Alias -> hub id; hub ids, local paths and `tiny` pass through."""
+    if name == "qwen3-vl":
+        try:
+            import transformers
+
+            if not hasattr(transformers, "Qwen3VLForConditionalGeneration"):
+                raise CaptionModelError("qwen3-vl needs a transformers release with Qwen3-VL "
+                                        f"(installed: {transformers.__version__}); use qwen2.5-vl or qwen2-vl")
+        except ImportError as e:  # pragma: no cover
+            raise CaptionModelError(str(e)) from e
+    return ALIASES.get(name, name)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Generation:
+    text: str
+    visual_tokens: int
+    num_frames: int
+
+
+class QwenVLCaptioner:
+    """Qwen2-VL / Qwen2.5-VL / Qwen3-VL through transformers; frames prepared with qwen-vl-utils."""
+
+    def __init__(self, model, processor, name: str, *, is_random: bool = False, device: str = "cpu"):
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.is_random = is_random
+        self.device = device
+        self.processor.tokenizer.padding_side = "left"  # batched generation needs left padding
+        vp = getattr(self.processor, "video_processor", None)
+        self.patch_size = getattr(vp, "patch_size", 14) or 14
+        self.merge_size = getattr(vp, "merge_size", 2) or 2
+        if vp is not None and hasattr(vp, "cap_pixels_per_frame"):
+            vp.cap_pixels_per_frame = False  # frames are already sized by qwen-vl-utils below
+
+    # CPU side: runs in the prefetch thread -------------------------------------------------
+    def prepare(self, frames: np.ndarray, sampling) -> "object":
+        """uint8 (N,H,W,3) frames -> the float tensor qwen-vl-utils makes for the model."""
+        from PIL import Image
+        from qwen_vl_utils import fetch_video
+
+        if len(frames) % 2:  # Qwen groups frames in temporal pairs
+            frames = np.concatenate([frames, frames[-1:]])
+        ele = {"video": [Image.fromarray(f) for f in frames], "max_pixels": sampling.max_pixels,
+               "min_pixels": sampling.min_pixels, "sample_fps": sampling.fps}
+        return fetch_video(ele, image_patch_size=self.patch_size)
+
+    # GPU side -------------------------------------------------------------------------------
+    def generate(self, videos: list, prompt_text: str, sampling) -> list[Generation]:
+        import torch
+
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt_text}]}]
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        inputs = self.processor(text=[text] * len(videos), videos=videos, padding=True, return_tensors="pt",
+                                do_resize=False, do_sample_frames=False, fps=sampling.fps)
+        grid = inputs["video_grid_thw"]
+        tokens = (grid.prod(dim=-1) // (self.merge_size ** 2)).tolist()
+        inputs = inputs.to(self.device)
+        if "pixel_values_videos" in inputs:
+            inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.model.dtype)
+        gen_kw = dict(max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample)
+        if sampling.do_sample:
+            gen_kw["temperature"] = sampling.temperature
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **gen_kw)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        texts = self.processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return [Generation(t, int(n), int(g[0]) * 2) for t, n, g in zip(texts, tokens, grid.tolist())]
+
+
+def load_captioner(model: str, *, device: str | None = None, dtype: str | None = None,
+                   name: str | None = None, seed: int = 0) -> QwenVLCaptioner:
+    import torch
+
+    device = device or default_device()
+    if dtype is None or dtype == "auto":
+        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    else:
+        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    t0 = time.perf_counter()
+    if model == "tiny":
+        from .tiny import TINY_NAME, build_tiny
+
+        m, proc = build_tiny(seed)
+        cap = QwenVLCaptioner(m.to(device=device, dtype=torch_dtype), proc, name or TINY_NAME,
+                              is_random=True, device=device)
+        return cap
+    repo = resolve_model(model)
+    local = os.path.isdir(repo)
+    try:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        proc = AutoProcessor.from_pretrained(repo)
+        m = AutoModelForImageTextToText.from_pretrained(repo, dtype=torch_dtype)
+    except OSError as e:
+        if local:
+            raise CaptionModelError(f"cannot load a model from directory {repo}: {str(e).splitlines()[0]}") from e
+        raise CaptionModelError(
+            f"cannot find model '{repo}'"
+            + (f" (alias '{model}')" if repo != model else "")
+            + ". It is not in the local Hugging Face cache and the hub is unreachable or the id is wrong. "
+            f"Pre-download it on a machine with network access: `huggingface-cli download {repo}` "
+            "(then copy ~/.cache/huggingface), or pass a local directory to --model."
+        ) from e
+    m = m.to(device).eval()
+    is_random = "tiny-random" in str(getattr(m.config, "name_or_path", "")) or (
+        local and os.path.exists(os.path.join(repo, "TINY_RANDOM")))
+    label = name or (f"local:{os.path.basename(os.path.normpath(repo))}" if local else repo)
+    log.info("loaded %s in %.1f s on %s (%s)", label, time.perf_counter() - t0, device, torch_dtype)
+    return QwenVLCaptioner(m, proc, label, is_random=is_random, device=device)

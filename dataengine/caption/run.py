@@ -1,0 +1,218 @@
+"""`de caption`: label clips with a VLM, batch by batch, resumable.
+
+Pipeline per batch: a background thread reads and prepares the frames of batch i+1 (decode by
+time from the source range, resize with qwen-vl-utils) while the model generates batch i. The
+single writer (this process) stores each batch's rows in one transaction, so a kill loses at
+most one batch and a rerun labels only clips without a row for (captioner, prompt version).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from catalog import db
+from catalog.query import run_query
+
+from ..video import ClipReader, VideoError
+from .parse import parse_output
+from .prompts import Prompt
+
+log = logging.getLogger(__name__)
+
+SQL_DONE = "SELECT clip_id, status FROM captions WHERE captioner = ? AND prompt_version = ?"
+SQL_SAVE = (
+    "INSERT OR REPLACE INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields, "
+    "raw_output, error, num_frames, visual_tokens, seconds, is_random_model, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)"
+)
+
+
+@dataclass
+class CaptionSummary:
+    captioner: str = ""
+    prompt_version: str = ""
+    selected: int = 0
+    already_done: int = 0
+    labelled: int = 0
+    parse_failures: int = 0
+    decode_failures: int = 0
+    visual_tokens: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    decode_seconds: float = 0.0
+    generate_seconds: float = 0.0
+    is_random: bool = False
+    errors: Counter = field(default_factory=Counter)
+
+    @property
+    def attempted(self) -> int:
+        return self.labelled + self.parse_failures + self.decode_failures
+
+    @property
+    def ok(self) -> bool:
+        return self.decode_failures == 0 and self.parse_failures == 0
+
+    def line(self) -> str:
+        rate = self.attempted / self.seconds if self.seconds > 0 else 0.0
+        model_done = self.labelled + self.parse_failures
+        mean_tok = self.visual_tokens / model_done if model_done else 0.0
+        s = (f"labelled {self.labelled} clips with {self.captioner} @ {self.prompt_version}; "
+             f"parse failures {self.parse_failures}, decode failures {self.decode_failures}; "
+             f"{self.already_done} already done; mean {mean_tok:.0f} visual tokens/clip; "
+             f"{rate:.2f} clips/s")
+        if self.is_random:
+            s += "  [random tiny model: labels are noise]"
+        return s
+
+
+@dataclass
+class Prepared:
+    row: dict
+    video: object | None = None
+    frames: int = 0
+    error: str = ""
+    seconds: float = 0.0
+
+
+def select_clips(con, captioner: str, version: str, *, query: str | None, limit: int | None,
+                 overwrite: bool, retry_failed: bool) -> tuple[list[dict], int]:
+    rows = run_query(query, con=con, columns="clip_id, video_path, start_s, end_s")
+    done = dict(con.execute(SQL_DONE, [captioner, version]).fetchall())
+    todo, skipped = [], 0
+    for r in rows:
+        status = done.get(r["clip_id"])
+        if status is None or overwrite or (retry_failed and status != "ok"):
+            todo.append(r)
+        else:
+            skipped += 1
+    # group by video so one open decoder serves consecutive clips
+    todo.sort(key=lambda r: (r["video_path"], r["start_s"]))
+    if limit is not None:
+        todo = todo[:limit]
+    return todo, skipped
+
+
+class _Preparer:
+    """Decodes and prepares clips; keeps the last video open (clips come grouped by video)."""
+
+    def __init__(self, captioner, sampling):
+        self.captioner = captioner
+        self.sampling = sampling
+        self._reader: ClipReader | None = None
+
+    def _reader_for(self, path: str) -> ClipReader:
+        if self._reader is None or self._reader.path != path:
+            self._reader = ClipReader(path, max_pixels=self.sampling.max_pixels)
+        return self._reader
+
+    def __call__(self, batch: list[dict]) -> list[Prepared]:
+        out = []
+        for row in batch:
+            t0 = time.perf_counter()
+            try:
+                reader = self._reader_for(row["video_path"])
+                frames, _ = reader.read(row["start_s"], row["end_s"], self.sampling.fps,
+                                        max_frames=self.sampling.max_frames)
+                video = self.captioner.prepare(frames, self.sampling)
+                out.append(Prepared(row, video, int(video.shape[0]), seconds=time.perf_counter() - t0))
+            except VideoError as e:
+                out.append(Prepared(row, error=f"{e.kind}: {e}", seconds=time.perf_counter() - t0))
+            except Exception as e:  # a broken file must not stop the run
+                out.append(Prepared(row, error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0))
+        return out
+
+
+def _batches(rows: list[dict], size: int) -> Iterator[list[dict]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def prefetched(fn, batches: list[list[dict]], overlap: bool) -> Iterator[tuple[list[Prepared], float]]:
+    """Yield fn(batch) for each batch; with overlap, batch i+1 is prepared while i is consumed.
+    Also yields how long the consumer waited for the batch (time the decode was *not* hidden)."""
+    if not overlap:
+        for b in batches:
+            t0 = time.perf_counter()
+            res = fn(b)
+            yield res, time.perf_counter() - t0
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caption-decode") as ex:
+        fut = ex.submit(fn, batches[0]) if batches else None
+        for i in range(len(batches)):
+            t0 = time.perf_counter()
+            res = fut.result()
+            waited = time.perf_counter() - t0
+            fut = ex.submit(fn, batches[i + 1]) if i + 1 < len(batches) else None
+            yield res, waited
+
+
+def caption_clips(con, captioner, prompt: Prompt, *, query: str | None = None, limit: int | None = None,
+                  batch_size: int = 4, overwrite: bool = False, retry_failed: bool = False,
+                  overlap: bool = True, progress: bool = True) -> CaptionSummary:
+    t_start = time.perf_counter()
+    version = prompt.version
+    s = CaptionSummary(captioner=captioner.name, prompt_version=version, is_random=captioner.is_random)
+    todo, s.already_done = select_clips(con, captioner.name, version, query=query, limit=limit,
+                                        overwrite=overwrite, retry_failed=retry_failed)
+    s.selected = len(todo) + s.already_done
+    run = db.start_run(con, "caption", {"captioner": captioner.name, "prompt_version": version, "query": query,
+                                         "limit": limit, "batch_size": batch_size, "overwrite": overwrite,
+                                         "sampling": prompt.sampling.__dict__})
+    text = prompt.render()
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), unit="clip", desc="caption", disable=not progress, dynamic_ncols=True)
+    prep = _Preparer(captioner, prompt.sampling)
+    try:
+        for prepared, waited in prefetched(prep, list(_batches(todo, batch_size)), overlap):
+            s.decode_seconds += waited
+            rows = _label_batch(captioner, prepared, text, prompt, s)
+            with db.transaction(con):
+                con.executemany(SQL_SAVE, rows)
+            bar.update(len(prepared))
+            elapsed = time.perf_counter() - t_start
+            bar.set_postfix(clips_per_s=f"{s.attempted / elapsed:.2f}", fail=s.parse_failures + s.decode_failures)
+    finally:
+        bar.close()
+        s.seconds = time.perf_counter() - t_start
+        db.finish_run(con, run, {k: v for k, v in s.__dict__.items() if k != "errors"}, s.ok)
+    return s
+
+
+def _label_batch(captioner, prepared: list[Prepared], text: str, prompt: Prompt, s: CaptionSummary) -> list[list]:
+    rows = []
+    good = [p for p in prepared if not p.error]
+    gens = []
+    if good:
+        t0 = time.perf_counter()
+        gens = captioner.generate([p.video for p in good], text, prompt.sampling)
+        dt = time.perf_counter() - t0
+        s.generate_seconds += dt
+        per_clip = dt / len(good)
+    for p in prepared:
+        cid = p.row["clip_id"]
+        if p.error:
+            s.decode_failures += 1
+            s.errors[p.error.split(":")[0]] += 1
+            rows.append([cid, captioner.name, prompt.version, "decode_error", None, None, None, None, p.error,
+                         None, None, p.seconds, captioner.is_random])
+    for p, g in zip(good, gens):
+        parsed = parse_output(g.text, prompt.synonyms)
+        s.visual_tokens += g.visual_tokens
+        s.frames += g.num_frames
+        if parsed.ok:
+            s.labelled += 1
+            rows.append([p.row["clip_id"], captioner.name, prompt.version, "ok", parsed.caption, parsed.tags,
+                         json.dumps(parsed.fields), g.text, "", g.num_frames, g.visual_tokens,
+                         p.seconds + per_clip, captioner.is_random])
+        else:
+            s.parse_failures += 1
+            rows.append([p.row["clip_id"], captioner.name, prompt.version, "parse_error", None, None, None, g.text,
+                         parsed.error, g.num_frames, g.visual_tokens, p.seconds + per_clip, captioner.is_random])
+    return rows
