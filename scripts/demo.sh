@@ -17,3 +17,8 @@ de ingest raw_videos/ --no-progress || echo "(exit $? : one file is broken on pu
 echo "== 3. what was found"
 de stats
 de query "duration_s > 2" --columns clip_id,video_path,start_s,end_s,motion_score,colorfulness
+
+echo "== 4. caption with the tiny random Qwen2-VL (offline; its labels are noise, so expect parse failures)"
+de caption --model tiny --max-new-tokens 48 --max-frames 4 --no-progress || echo "(exit $? : the random model's output does not parse, as expected)"
+de captions list
+de stats

@@ -75,15 +75,25 @@ class QwenVLCaptioner:
 
     # CPU side: runs in the prefetch thread -------------------------------------------------
     def prepare(self, frames: np.ndarray, sampling) -> "object":
-        """uint8 (N,H,W,3) frames -> the float tensor qwen-vl-utils makes for the model."""
-        from PIL import Image
-        from qwen_vl_utils import fetch_video
+        """uint8 (N,H,W,3) frames -> the float (N,3,H',W') tensor the processor expects.
+
+        The target size is qwen-vl-utils' `smart_resize` (multiples of patch*merge, within
+        min/max pixels), the same rule its `fetch_video` applies; the resize itself is done once
+        with OpenCV (single-threaded, releases the GIL) so this can run beside generation
+        without fighting torch for cores.
+        """
+        import cv2
+        import torch
+        from qwen_vl_utils import smart_resize
 
         if len(frames) % 2:  # Qwen groups frames in temporal pairs
             frames = np.concatenate([frames, frames[-1:]])
-        ele = {"video": [Image.fromarray(f) for f in frames], "max_pixels": sampling.max_pixels,
-               "min_pixels": sampling.min_pixels, "sample_fps": sampling.fps}
-        return fetch_video(ele, image_patch_size=self.patch_size)
+        h, w = frames.shape[1:3]
+        rh, rw = smart_resize(h, w, factor=self.patch_size * self.merge_size,
+                              min_pixels=sampling.min_pixels, max_pixels=sampling.max_pixels)
+        interp = cv2.INTER_AREA if rh * rw < h * w else cv2.INTER_CUBIC
+        out = np.stack([cv2.resize(f, (rw, rh), interpolation=interp) for f in frames])
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float()
 
     # GPU side -------------------------------------------------------------------------------
     def generate(self, videos: list, prompt_text: str, sampling) -> list[Generation]:

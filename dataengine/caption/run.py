@@ -167,6 +167,15 @@ def caption_clips(con, captioner, prompt: Prompt, *, query: str | None = None, l
     text = prompt.render()
     from tqdm import tqdm
 
+    if overlap and str(getattr(captioner, "device", "cpu")).startswith("cpu"):
+        # On CPU the model and the decoder share cores: leave one core to the decode thread so
+        # prefetching overlaps instead of time-slicing with generation.
+        import os
+
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+
     bar = tqdm(total=len(todo), unit="clip", desc="caption", disable=not progress, dynamic_ncols=True)
     prep = _Preparer(captioner, prompt.sampling)
     try:
