@@ -1,0 +1,156 @@
+"""Latent and text-embedding cache, keyed by a hash of what produced each entry.
+
+- latents: the Wan VAE posterior mode of a window's frames, normalised per channel exactly as
+  the pipeline expects ((z - latents_mean) / latents_std; the pipeline decodes with the inverse);
+- text: prompt embeddings and masks from the pipeline's own `encode_prompt`, *with* the complex
+  human instruction prefix that `__call__` adds, so training and inference see the same encoding.
+  The unconditional embedding (for caption dropout) is what the pipeline uses for the negative
+  prompt "": encoded without the prefix.
+
+Entries are safetensors files named by key, so other runs on the same clips reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .data import Window, read_window
+
+
+def chi_default() -> list[str]:
+    """The complex-human-instruction prefix SanaVideoPipeline.__call__ uses by default."""
+    from diffusers import SanaVideoPipeline
+
+    return list(inspect.signature(SanaVideoPipeline.__call__).parameters["complex_human_instruction"].default)
+
+
+def _h(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def vae_identity(components) -> str:
+    return _h({"model": components.name, "vae": dict(components.vae.config)})
+
+
+def text_identity(components, max_len: int) -> str:
+    return _h({"model": components.name, "te": components.text_encoder.config.to_dict(), "max_len": max_len,
+               "chi": chi_default()})
+
+
+def latent_key(vae_id: str, w: Window, height: int, width: int) -> str:
+    return _h([vae_id, w.video_id, round(w.start_s, 4), w.frames, w.fps, height, width])
+
+
+def text_key(text_id: str, prompt: str) -> str:
+    return _h([text_id, prompt])
+
+
+def _save(path: Path, tensors: dict) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)  # atomic: a killed precompute never leaves half a file
+
+
+def load(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def normalise_latents(z, vae):
+    import torch
+
+    mean = torch.tensor(vae.config.latents_mean, dtype=z.dtype, device=z.device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=z.dtype, device=z.device).view(1, -1, 1, 1, 1)
+    return (z - mean) / std
+
+
+def frames_to_tensor(frames: np.ndarray):
+    """uint8 (T,H,W,3) -> float (1,3,T,H,W) in [-1, 1]."""
+    import torch
+
+    x = torch.from_numpy(frames).float().div_(127.5).sub_(1.0)
+    return x.permute(3, 0, 1, 2).unsqueeze(0)
+
+
+def encode_text(pipe, prompts: list[str], max_len: int, device):
+    """(embeds, mask) for prompts, plus the unconditional pair, exactly as the pipeline encodes."""
+    import torch
+
+    with torch.no_grad():
+        pe, pm, ne, nm = pipe.encode_prompt(prompts, do_classifier_free_guidance=True, negative_prompt="",
+                                            device=device, max_sequence_length=max_len,
+                                            complex_human_instruction=chi_default())
+    return pe.float().cpu(), pm.cpu(), ne[:1].float().cpu(), nm[:1].cpu()
+
+
+class Cache:
+    def __init__(self, root: str | Path, components, height: int, width: int, max_len: int):
+        self.root = Path(root)
+        self.c = components
+        self.height, self.width, self.max_len = height, width, max_len
+        self.vae_id = vae_identity(components)
+        self.text_id = text_identity(components, max_len)
+
+    def latent_path(self, w: Window) -> Path:
+        return self.root / "latents" / f"{latent_key(self.vae_id, w, self.height, self.width)}.safetensors"
+
+    def text_path(self, prompt: str) -> Path:
+        return self.root / "text" / f"{text_key(self.text_id, prompt)}.safetensors"
+
+    def null_path(self) -> Path:
+        return self.root / "text" / f"{text_key(self.text_id, '<uncond>')}.safetensors"
+
+    def missing(self, windows: list[Window], prompts: list[str]) -> tuple[list[Window], list[str]]:
+        lat = [w for w in windows if not self.latent_path(w).exists()]
+        txt = sorted({p for p in prompts if not self.text_path(p).exists()})
+        if not self.null_path().exists():
+            txt = txt or [prompts[0]]
+        return lat, txt
+
+    def precompute(self, windows: list[Window], prompts: list[str], device, progress: bool = True,
+                   text_batch: int = 8) -> dict:
+        """Encode whatever is missing, one pass, then the caller frees the VAE / text encoder."""
+        import torch
+        from tqdm import tqdm
+
+        lat, txt = self.missing(windows, prompts)
+        stats = {"latents_cached": len(windows) - len(lat), "latents_encoded": 0, "text_encoded": 0,
+                 "decode_failures": []}
+        if txt:
+            pipe = self.c.pipeline()
+            self.c.text_encoder.to(device)
+            for i in tqdm(range(0, len(txt), text_batch), desc="cache text", disable=not progress):
+                chunk = txt[i : i + text_batch]
+                pe, pm, ne, nm = encode_text(pipe, chunk, self.max_len, device)
+                for j, p in enumerate(chunk):
+                    _save(self.text_path(p), {"embeds": pe[j], "mask": pm[j]})
+                if not self.null_path().exists():
+                    _save(self.null_path(), {"embeds": ne[0], "mask": nm[0]})
+                stats["text_encoded"] += len(chunk)
+        if lat:
+            self.c.vae.to(device)
+            readers: dict = {}
+            for w in tqdm(sorted(lat, key=lambda w: (w.video_path, w.start_s)), desc="cache latents",
+                          unit="window", disable=not progress):
+                try:
+                    frames = read_window(w, self.height, self.width, readers)
+                except Exception as e:  # recorded; the window is then left out of training
+                    stats["decode_failures"].append((w.key, f"{type(e).__name__}: {e}"))
+                    continue
+                x = frames_to_tensor(frames).to(device, self.c.vae.dtype)
+                with torch.no_grad():
+                    z = self.c.vae.encode(x).latent_dist.mode()
+                z = normalise_latents(z.float(), self.c.vae)[0].cpu()
+                _save(self.latent_path(w), {"latents": z})
+                stats["latents_encoded"] += 1
+        return stats

@@ -1,0 +1,155 @@
+"""The `train` command: `train --query ...` trains; `train generate|eval|...` are subcommands.
+
+A thin skin: parse, resolve the config (explicit options > --preset > the original experiment's
+defaults), freeze the manifest, then call train.loop.train. Heavy imports happen inside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from catalog.db import CatalogError
+
+# option name -> TrainConfig field; every one defaults to None so presets can fill the gaps
+TRAIN_OPTIONS = [
+    ("--catalog", "catalog", str, "Catalog file (default: $DE_CATALOG, else ./catalog.duckdb)."),
+    ("--captioner", "captioner", str, "Labelling to take captions from: CAPTIONER[@VERSION] (default: what the clips view shows)."),
+    ("--base-model", "base_model", str, "Hub id, local diffusers folder, or tiny. [default: Efficient-Large-Model/SANA-Video_2B_480p_diffusers]"),
+    ("--prompt-template", "prompt_template", str, "class | caption | class+caption | tags, or a format string with {caption} {tags} {tag_tokens} {action} {setting} {class_prompt}... [default: class]"),
+    ("--class-prompt", "class_prompt", str, "Class prompt text or file [default: assets/prompts/class_tomjerry.txt]."),
+    ("--motion-scale", "motion_scale", float, "Multiplier from our motion_score to SANA's motion score N. [default: 5]"),
+    ("--caption-dropout", "caption_dropout", float, "Probability of training on the empty prompt. [default: 0.1]"),
+    ("--holdout", "holdout", int, "Windows (whole clips) held out for the eval loss. [default: 4]"),
+    ("--rank", "rank", int, "LoRA rank. [default: 16]"),
+    ("--alpha", "alpha", float, "LoRA alpha. [default: 32]"),
+    ("--lora-dropout", "lora_dropout", float, "LoRA dropout. [default: 0.1]"),
+    ("--lora-targets", "lora_targets", click.Choice(["linear", "linear+conv"]), "linear = every nn.Linear; +conv adds the FFN 1x1/temporal convs. [default: linear]"),
+    ("--lr", "lr", float, "Learning rate. [default: 2e-4]"),
+    ("--batch-size", "batch_size", int, "Per-device batch. [default: 8]"),
+    ("--grad-accum", "grad_accum", int, "Gradient accumulation steps. [default: 1]"),
+    ("--max-steps", "max_steps", int, "Optimizer steps. [default: 10000]"),
+    ("--height", "height", int, "[default: 224]"),
+    ("--width", "width", int, "[default: 224]"),
+    ("--frames", "frames", int, "Frames per sample, 1 + 4k. [default: 81]"),
+    ("--fps", "fps", float, "Frames are resampled by time to this rate. [default: 16]"),
+    ("--optimizer", "optimizer", click.Choice(["adamw", "adamw8bit"]), "[default: adamw]"),
+    ("--warmup-steps", "warmup_steps", int, "[default: 0]"),
+    ("--lr-schedule", "lr_schedule", click.Choice(["constant", "linear", "cosine"]), "[default: constant]"),
+    ("--grad-clip", "grad_clip", float, "Max grad norm, 0 = off. [default: 1.0]"),
+    ("--mixed-precision", "mixed_precision", click.Choice(["bf16", "fp16", "no"]), "On CUDA; CPU runs fp32. [default: bf16]"),
+    ("--seed", "seed", int, "[default: 42]"),
+    ("--timestep-sampling", "timestep_sampling", click.Choice(["logit_normal", "uniform"]), "[default: logit_normal]"),
+    ("--flow-shift", "flow_shift", float, "Shift applied to training sigmas. [default: 8]"),
+    ("--validation-every", "validation_every", int, "Steps between validations, 0 = off. [default: 500]"),
+    ("--validation-prompts", "validation_prompts", str, "File of 'summary | prompt' lines [default: the original five]."),
+    ("--validation-seed", "validation_seed", int, "[default: 69420]"),
+    ("--cfg", "cfg", float, "Guidance scale for validation. [default: 4]"),
+    ("--validation-steps", "validation_steps", int, "Sampler steps for validation. [default: 50]"),
+    ("--checkpoint-every", "checkpoint_every", int, "[default: 500]"),
+    ("--keep-checkpoints", "keep_checkpoints", int, "[default: 3]"),
+    ("--report-to", "report_to", click.Choice(["none", "tensorboard", "wandb", "all"]), "[default: none]"),
+    ("--device", "device", str, "cpu to force the CPU (default: CUDA when available)."),
+    ("--name", "name", str, "Run name (default: derived from rank, lr and time)."),
+]
+
+
+def _add_train_options(f):
+    for opt, dest, typ, help_ in reversed(TRAIN_OPTIONS):
+        f = click.option(opt, dest, type=typ, default=None, help=help_)(f)
+    return f
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"],
+                                                            "max_content_width": 110})
+@click.option("--query", default=None, help="WHERE clause over the clips view selecting the training clips.")
+@click.option("--preset", type=click.Choice(["seed-tomjerry", "stability-lora64", "tiny"]), default=None,
+              help="seed-tomjerry = the original experiment's table; tiny = CPU smoke run.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=None, help="Run folder (default: runs/<name>).")
+@click.option("--motion-score/--no-motion-score", default=None, help="Append SANA's ' motion score: N.' to prompts.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None)
+@click.option("--resume", default=None, help="latest, or a checkpoint folder: continue exactly where it stopped.")
+@click.option("--dry-run", is_flag=True, help="Resolve the query and print the manifest summary; load no model.")
+@click.option("--no-progress", is_flag=True)
+@_add_train_options
+@click.pass_context
+def main(ctx, query, preset, output_dir, motion_score, gradient_checkpointing, resume, dry_run, no_progress, **opts):
+    """Train a SANA-Video LoRA on the clips a SQL filter selects.
+
+    \b
+    Examples:
+      train --query "tags LIKE '%chase%'"
+      train --query "duration_s > 5" --preset seed-tomjerry --prompt-template class+caption
+      train --query "tags LIKE '%chase%'" --rank 64 --lr 1e-4 --warmup-steps 500 --max-steps 15000
+      train --query "1=1" --preset tiny --output-dir runs/smoke      # CPU smoke run
+      train --resume latest --output-dir runs/smoke                  # continue a run
+      train --query "tags LIKE '%night%'" --dry-run
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if query is None and resume is None:
+        click.echo(ctx.get_help())
+        raise click.UsageError("give --query (a WHERE clause over the clips view), or --resume with --output-dir")
+    from .run import RunError, start_training
+
+    overrides = {k: v for k, v in opts.items() if v is not None}
+    if motion_score is not None:
+        overrides["motion_score"] = motion_score
+    if gradient_checkpointing is not None:
+        overrides["gradient_checkpointing"] = gradient_checkpointing
+    try:
+        code = start_training(query=query, preset=preset, overrides=overrides, output_dir=output_dir,
+                              resume=resume, dry_run=dry_run, progress=not no_progress, echo=click.echo)
+    except (RunError, CatalogError) as e:
+        raise click.ClickException(str(e)) from e
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--lora", "lora", required=False, help="Run folder or .safetensors file (omit for the base model).")
+@click.option("--prompt", required=True, help="Text prompt.")
+@click.option("--base-model", default=None, help="Default: the base model the LoRA was trained on.")
+@click.option("--seed", type=int, default=69420, show_default=True)
+@click.option("--cfg", type=float, default=4.0, show_default=True)
+@click.option("--steps", type=int, default=50, show_default=True)
+@click.option("--frames", type=int, default=None, help="Default: the LoRA's training frames (81).")
+@click.option("--size", default=None, help="HEIGHTxWIDTH (default: the LoRA's training size, 224x224).")
+@click.option("--lora-scale", type=float, default=1.0, show_default=True)
+@click.option("--negative-prompt", default="", show_default=True)
+@click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
+              help="Output .mp4 (a .gif is written beside it). Default: <run>/generated/<time>.mp4")
+@click.option("--device", default=None)
+def generate(lora, prompt, base_model, seed, cfg, steps, frames, size, lora_scale, negative_prompt, output, device):
+    """Generate a video with the base model plus a LoRA.
+
+    \b
+    Examples:
+      train generate --lora runs/chase-r16 --prompt "A grey cat sneaks up on a mouse at night"
+      train generate --lora runs/chase-r16/pytorch_lora_weights.safetensors --prompt "..." --steps 20 --lora-scale 0.8
+      train generate --base-model tiny --prompt "a cat" --steps 2 --frames 9 --size 64x64 --output /tmp/x.mp4
+    """
+    from .generate import GenerateError, generate_video
+
+    try:
+        paths = generate_video(lora=lora, prompt=prompt, base_model=base_model, seed=seed, cfg=cfg, steps=steps,
+                               frames=frames, size=size, lora_scale=lora_scale, negative_prompt=negative_prompt,
+                               output=output, device=device)
+    except GenerateError as e:
+        raise click.ClickException(str(e)) from e
+    for p in paths:
+        click.echo(f"wrote {p}")
+
+
+try:  # experiment commands (eval, sweep-steps, compress, compare) register themselves
+    from . import cli_experiments  # noqa: F401,E402
+except ImportError as _e:  # pragma: no cover - only while that module does not exist yet
+    if "cli_experiments" not in str(_e):
+        raise
+
+if __name__ == "__main__":
+    main()

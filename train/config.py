@@ -1,0 +1,136 @@
+"""TrainConfig: one typed, validated config per training run, saved beside its outputs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+REAL_BASE_MODEL = "Efficient-Large-Model/SANA-Video_2B_480p_diffusers"
+TEMPLATES = {
+    "class": "{class_prompt}",
+    "caption": "{caption}",
+    "class+caption": "{class_prompt} {caption}",
+    "tags": "{class_prompt} {tag_tokens}",
+}
+
+
+class ConfigError(ValueError):
+    """A config value that makes no sense; the message names the option."""
+
+
+@dataclass
+class TrainConfig:
+    # data
+    query: str | None = None
+    catalog: str | None = None
+    captioner: str | None = None  # CAPTIONER[@VERSION]; None = what the clips view shows
+    prompt_template: str = "class"  # a built-in name or a format string
+    class_prompt: str | None = None  # None = assets/prompts/class_tomjerry.txt
+    motion_score: bool = False
+    motion_scale: float = 5.0
+    caption_dropout: float = 0.1
+    holdout: int = 4  # windows kept out of training for the eval loss
+    # model
+    base_model: str = REAL_BASE_MODEL
+    height: int = 224
+    width: int = 224
+    frames: int = 81
+    fps: float = 16.0
+    max_sequence_length: int = 300
+    # LoRA
+    rank: int = 16
+    alpha: float = 32.0
+    lora_dropout: float = 0.1
+    lora_targets: str = "linear"  # linear | linear+conv
+    # optimisation
+    lr: float = 2e-4
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int = 10_000
+    optimizer: str = "adamw"  # adamw | adamw8bit
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | linear | cosine
+    grad_clip: float = 1.0
+    mixed_precision: str = "bf16"  # bf16 | fp16 | no
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    # flow matching
+    timestep_sampling: str = "logit_normal"  # logit_normal | uniform
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    flow_shift: float = 8.0
+    max_nonfinite: int = 10  # abort after this many non-finite losses in a row
+    # validation
+    validation_every: int = 500
+    validation_prompts: str | None = None  # file; None = assets/prompts/validation_tomjerry.txt
+    validation_seed: int = 69420
+    cfg: float = 4.0
+    validation_steps: int = 50
+    # checkpoints / output
+    output_dir: str | None = None
+    name: str | None = None
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    report_to: str = "none"  # none | tensorboard | wandb | all
+    device: str | None = None
+    num_workers: int = 0
+    preset: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        need((self.frames - 1) % 4 == 0 and self.frames >= 1, f"--frames must be 1 + 4k (e.g. 81), got {self.frames}")
+        need(self.height % 16 == 0 and self.width % 16 == 0,
+             f"--height/--width must be multiples of 16 (VAE 8 x patch 2), got {self.height}x{self.width}")
+        need(self.fps > 0, "--fps must be positive")
+        need(self.rank >= 1, "--rank must be >= 1")
+        need(self.alpha > 0, "--alpha must be positive")
+        need(0 <= self.lora_dropout < 1, "--lora-dropout must be in [0, 1)")
+        need(self.lora_targets in ("linear", "linear+conv"), "--lora-targets must be linear or linear+conv")
+        need(self.lr > 0, "--lr must be positive")
+        need(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be >= 1")
+        need(self.max_steps >= 1, "--max-steps must be >= 1")
+        need(self.optimizer in ("adamw", "adamw8bit"), "--optimizer must be adamw or adamw8bit")
+        need(self.lr_schedule in ("constant", "linear", "cosine"), "--lr-schedule must be constant, linear or cosine")
+        need(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
+        need(self.mixed_precision in ("bf16", "fp16", "no"), "--mixed-precision must be bf16, fp16 or no")
+        need(self.timestep_sampling in ("logit_normal", "uniform"), "--timestep-sampling must be logit_normal or uniform")
+        need(self.flow_shift > 0, "--flow-shift must be positive")
+        need(0 <= self.caption_dropout < 1, "--caption-dropout must be in [0, 1)")
+        need(self.validation_every >= 0 and self.checkpoint_every >= 0, "intervals must be >= 0")
+        need(self.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1")
+        need(self.report_to in ("none", "tensorboard", "wandb", "all"), "--report-to must be none, tensorboard, wandb or all")
+        need(self.holdout >= 0, "--holdout must be >= 0")
+        need(self.validation_steps >= 1, "--validation-steps must be >= 1")
+        if self.prompt_template not in TEMPLATES:
+            need("{" in self.prompt_template, f"--prompt-template must be one of {', '.join(TEMPLATES)} or a "
+                                              "format string with {caption}, {tags}, {class_prompt}...")
+
+    @property
+    def template(self) -> str:
+        return TEMPLATES.get(self.prompt_template, self.prompt_template)
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.base_model == "tiny"
+
+    @property
+    def window_seconds(self) -> float:
+        return self.frames / self.fps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,185 @@
+"""From a catalog query to training windows: the frozen manifest, frame reading, and batching.
+
+The manifest is written before any model loads. Each row is one training window: a clip, the
+window's start time inside it, and the exact prompt text. Long clips give several windows that
+never leave the clip (so never cross a cut); clips shorter than one window are counted and
+reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import TrainConfig
+from .prompts import PromptError, class_prompt, fill
+
+
+class DataError(ValueError):
+    """The selection cannot be trained on (empty, too short, missing captions...)."""
+
+
+@dataclass
+class Window:
+    clip_id: str
+    video_id: str
+    video_path: str
+    clip_start_s: float
+    clip_end_s: float
+    window_index: int
+    start_s: float
+    frames: int
+    fps: float
+    prompt: str
+    labelling: str | None
+    motion_score: float | None
+    role: str = "train"  # train | holdout
+
+    @property
+    def key(self) -> str:
+        return f"{self.clip_id}#w{self.window_index}"
+
+
+@dataclass
+class Manifest:
+    windows: list[Window]
+    clips: int
+    too_short: int
+    hours: float
+    buckets: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        tr = sum(w.role == "train" for w in self.windows)
+        ho = len(self.windows) - tr
+        b = ", ".join(f"{k}: {v}" for k, v in sorted(self.buckets.items()))
+        return (f"{self.clips} clips ({self.hours:.3f} h) -> {len(self.windows)} windows ({tr} train, {ho} held out); "
+                f"{self.too_short} clips shorter than one window skipped; windows per clip: {b}")
+
+    def write(self, path: str | Path) -> None:
+        with open(path, "w") as f:
+            for w in self.windows:
+                f.write(json.dumps(asdict(w), sort_keys=True) + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Manifest":
+        ws = [Window(**json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+        return cls(ws, len({w.clip_id for w in ws}), 0, 0.0)
+
+
+def select_rows(cfg: TrainConfig) -> list[dict]:
+    """Run the user's query (sandboxed) and attach the chosen labelling's caption fields."""
+    from catalog import db
+    from catalog.query import run_query
+
+    rows = run_query(cfg.query, cfg.catalog)
+    if not cfg.captioner or not rows:
+        return rows
+    from dataengine.caption.compare import resolve_labelling
+
+    con = db.connect(cfg.catalog, read_only=True)
+    try:
+        try:
+            cap, ver = resolve_labelling(con, cfg.captioner)
+        except LookupError as e:
+            raise DataError(str(e).strip("'\"")) from e
+        caps = {r[0]: r[1:] for r in con.execute(
+            "SELECT clip_id, caption, tag_list, fields FROM captions WHERE captioner = ? AND prompt_version = ? "
+            "AND status = 'ok'", [cap, ver]).fetchall()}
+    finally:
+        con.close()
+    for r in rows:
+        c = caps.get(r["clip_id"])
+        r["caption"], r["tag_list"], r["caption_fields"] = c if c else (None, None, None)
+        r["captioner"], r["prompt_version"] = (cap, ver) if c else (None, None)
+        for k in ("action", "setting", "time_of_day", "camera", "motion", "characters"):
+            r[k] = None
+    return rows
+
+
+def build_manifest(cfg: TrainConfig, rows: list[dict]) -> Manifest:
+    if not rows:
+        raise DataError(f"the query matched no clips: {cfg.query!r}" if cfg.query else "the catalog has no clips")
+    win = cfg.window_seconds
+    cls_text = class_prompt(cfg.class_prompt)
+    windows, too_short, buckets, hours = [], 0, Counter(), 0.0
+    missing = []
+    for r in rows:
+        dur = r["end_s"] - r["start_s"]
+        n = int(math.floor(dur / win + 1e-6))
+        if n < 1:
+            too_short += 1
+            buckets["0 (too short)"] += 1
+            continue
+        try:
+            prompt = fill(cfg.template, r, cls_text, motion_score=cfg.motion_score, motion_scale=cfg.motion_scale)
+        except PromptError as e:
+            missing.append(str(e))
+            continue
+        buckets[str(n) if n < 5 else "5+"] += 1
+        hours += dur / 3600
+        lab = f"{r['captioner']}@{r['prompt_version']}" if r.get("captioner") else None
+        # windows tile the clip evenly: spare time is spread between them, never past the clip end
+        spare = (dur - n * win) / n
+        for i in range(n):
+            windows.append(Window(r["clip_id"], r["video_id"], r["video_path"], r["start_s"], r["end_s"], i,
+                                  r["start_s"] + i * (win + spare) + spare / 2, cfg.frames, cfg.fps, prompt, lab,
+                                  r.get("motion_score")))
+    if missing:
+        raise DataError(f"{len(missing)} clip(s) cannot fill --prompt-template {cfg.prompt_template!r}: {missing[0]}")
+    if not windows:
+        raise DataError(f"none of the {len(rows)} selected clips is long enough for {cfg.frames} frames at "
+                        f"{cfg.fps:g} fps ({win:.2f} s); lower --frames or select longer clips")
+    _assign_holdout(windows, cfg.holdout, cfg.seed)
+    if not any(w.role == "train" for w in windows):
+        raise DataError(f"only {len(windows)} window(s): nothing left to train on after --holdout {cfg.holdout}")
+    return Manifest(windows, len(rows) - too_short, too_short, hours, buckets)
+
+
+def _assign_holdout(windows: list[Window], k: int, seed: int) -> None:
+    """Hold out whole clips (never one window of a clip used for training), chosen by a seeded hash."""
+    if k <= 0 or len(windows) < 2:
+        return
+    clips = sorted({w.clip_id for w in windows}, key=lambda c: hashlib.sha1(f"{seed}:{c}".encode()).hexdigest())
+    held, n = set(), 0
+    for c in clips:
+        if n >= k or len(held) + 1 >= len(clips):
+            break
+        held.add(c)
+        n += sum(w.clip_id == c for w in windows)
+    for w in windows:
+        if w.clip_id in held:
+            w.role = "holdout"
+
+
+def resize_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale the short side to fit, then centre-crop to (height, width)."""
+    import cv2
+
+    n, h, w, _ = frames.shape
+    s = max(height / h, width / w)
+    nh, nw = max(height, int(round(h * s))), max(width, int(round(w * s)))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+    out = np.empty((n, height, width, 3), np.uint8)
+    y0, x0 = (nh - height) // 2, (nw - width) // 2
+    for i, f in enumerate(frames):
+        out[i] = cv2.resize(f, (nw, nh), interpolation=interp)[y0 : y0 + height, x0 : x0 + width]
+    return out
+
+
+def read_window(w: Window, height: int, width: int, reader_cache: dict | None = None) -> np.ndarray:
+    """uint8 (frames, H, W, 3): the window's frames resampled by time to w.fps."""
+    from dataengine.video import ClipReader
+
+    cache = reader_cache if reader_cache is not None else {}
+    reader = cache.get(w.video_path)
+    if reader is None:
+        cache.clear()  # windows come grouped by video; keep one decoder open
+        reader = cache[w.video_path] = ClipReader(w.video_path, max_pixels=max(height * width * 4, 64 * 64))
+    frames, _ = reader.read(w.start_s, w.clip_end_s, w.fps, exact=w.frames)
+    return resize_crop(frames, height, width)

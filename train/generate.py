@@ -1,0 +1,87 @@
+"""`train generate`: base model + LoRA -> a video, through the stock SanaVideoPipeline."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+class GenerateError(Exception):
+    pass
+
+
+def resolve_lora(lora: str | None) -> tuple[Path | None, dict]:
+    if lora is None:
+        return None, {}
+    p = Path(lora)
+    if p.is_dir():
+        f = p / "pytorch_lora_weights.safetensors"
+        meta = p / "lora_metadata.json"
+    else:
+        f, meta = p, p.parent / "lora_metadata.json"
+    if not f.exists():
+        raise GenerateError(f"no LoRA at {f} (a run folder holds pytorch_lora_weights.safetensors once training ends)")
+    return f, (json.loads(meta.read_text()) if meta.exists() else {})
+
+
+def load_pipeline(base_model: str, lora_file: Path | None, lora_scale: float, device: str):
+    import torch
+
+    from .models import load_components
+
+    comps = load_components(base_model)
+    if device.startswith("cuda"):
+        comps.transformer.to(torch.bfloat16)
+        comps.text_encoder.to(torch.bfloat16)
+    pipe = comps.pipeline()
+    if lora_file is not None:
+        pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name="style")
+        pipe.set_adapters(["style"], adapter_weights=[lora_scale])
+    pipe.to(device)
+    return pipe, comps
+
+
+def generate_video(*, lora, prompt, base_model, seed, cfg, steps, frames, size, lora_scale, negative_prompt,
+                   output, device) -> list[Path]:
+    import torch
+
+    from .media import save_gif, save_mp4
+    from .models import ModelLoadError
+
+    lora_file, meta = resolve_lora(lora)
+    base = base_model or meta.get("base_model")
+    if not base:
+        raise GenerateError("give --base-model (the LoRA has no lora_metadata.json naming one)")
+    frames = frames or meta.get("frames", 81)
+    if size:
+        try:
+            h, w = (int(x) for x in size.lower().split("x"))
+        except ValueError as e:
+            raise GenerateError("--size must look like 224x224") from e
+    else:
+        h, w = meta.get("height", 224), meta.get("width", 224)
+    if (frames - 1) % 4:
+        raise GenerateError(f"--frames must be 1 + 4k, got {frames}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        pipe, comps = load_pipeline(base, lora_file, lora_scale, device)
+    except ModelLoadError as e:
+        raise GenerateError(str(e)) from e
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    video = pipe(prompt=prompt, negative_prompt=negative_prompt, guidance_scale=cfg, num_inference_steps=steps,
+                 height=h, width=w, frames=frames, generator=g, use_resolution_binning=False,
+                 output_type="np").frames[0]
+    if output is None:
+        root = Path(lora) if lora and Path(lora).is_dir() else Path(".")
+        output = root / "generated" / f"{time.strftime('%Y%m%d-%H%M%S')}.mp4"
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fps = meta.get("fps", 16.0)
+    mp4 = save_mp4(video, out.with_suffix(".mp4"), fps)
+    gif = save_gif(video, out.with_suffix(".gif"), fps)
+    (out.with_suffix(".json")).write_text(json.dumps({
+        "prompt": prompt, "seed": seed, "cfg": cfg, "steps": steps, "frames": frames, "height": h, "width": w,
+        "lora": str(lora_file) if lora_file else None, "lora_scale": lora_scale, "base_model": base,
+        "random_base_model": comps.is_random}, indent=1))
+    return [mp4, gif]

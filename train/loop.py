@@ -1,0 +1,336 @@
+"""The training loop. Reads top to bottom: set up, cache, adapt, (resume), validate, loop.
+
+accelerate owns device placement, mixed precision and DDP; the same code runs as `train ...`,
+under `accelerate launch` on several GPUs, or under `torchrun` on CPU (gloo).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import checkpoint as ckpt
+from . import flow
+from .cache import Cache, load
+from .config import TrainConfig
+from .data import Manifest
+from .lora import WEIGHTS_NAME, add_lora, load_lora_into, lora_state_dict, save_lora, trainable_parameters
+from .prompts import motion_suffix, validation_prompts
+
+log = logging.getLogger(__name__)
+
+
+class TrainError(Exception):
+    """Training cannot go on; the message is for the user."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    lora_path: Path | None
+    skipped_nonfinite: int
+    final_loss: float | None
+
+
+def peak_memory_mb(device) -> float:
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class DataOrder:
+    """Epoch permutations from (seed, epoch); the position is part of every checkpoint."""
+
+    def __init__(self, n: int, seed: int, epoch: int = 0, pos: int = 0):
+        self.n, self.seed, self.epoch, self.pos = n, seed, epoch, pos
+        self._perm = self._make()
+
+    def _make(self):
+        import torch
+
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch)).tolist()
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if self.pos >= self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._perm = self._make()
+            out.append(self._perm[self.pos])
+            self.pos += 1
+        return out
+
+
+def _lr_scheduler(cfg: TrainConfig, optimizer):
+    from diffusers.optimization import get_scheduler
+
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.lr_schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps)
+
+
+def _optimizer(cfg: TrainConfig, params, device):
+    import torch
+
+    if cfg.optimizer == "adamw8bit":
+        if not str(device).startswith("cuda"):
+            raise TrainError("--optimizer adamw8bit needs a CUDA GPU (bitsandbytes); use --optimizer adamw on CPU")
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Path, resume: str | None = None,
+          progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    from .models import load_components
+    from .validate import eval_loss, run_validation, write_gallery
+
+    # ---- 1. accelerator, precision, output folder ------------------------------------------------
+    want_cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    mp = cfg.mixed_precision if want_cuda else "no"  # CPU runs fp32
+    acc = Accelerator(mixed_precision=mp, cpu=not want_cuda,
+                      log_with=None if cfg.report_to == "none" else
+                      (["tensorboard", "wandb"] if cfg.report_to == "all" else [cfg.report_to]),
+                      project_dir=str(out_dir))
+    device = acc.device
+    weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mp, torch.float32)
+    set_seed(cfg.seed)
+    ckpt_root = out_dir / "checkpoints"
+
+    # ---- 2. models (CPU), then the one-pass cache --------------------------------------------------
+    comps = load_components(cfg.base_model, seed=0)
+    train_w = [w for w in manifest.windows if w.role == "train"]
+    hold_w = [w for w in manifest.windows if w.role == "holdout"]
+    vps = validation_prompts(cfg.validation_prompts)
+    suffix = motion_suffix(_median([w.motion_score for w in train_w]), cfg.motion_scale) if cfg.motion_score else ""
+    val_texts = [vp.prompt + suffix for vp in vps]
+    cache = Cache(cache_root, comps, cfg.height, cfg.width, cfg.max_sequence_length)
+    with acc.main_process_first():
+        stats = cache.precompute(manifest.windows, [w.prompt for w in manifest.windows] + val_texts, device,
+                                 progress=progress and acc.is_main_process)
+    failed = {k for k, _ in stats["decode_failures"]}
+    if failed and acc.is_main_process:
+        for k, e in stats["decode_failures"]:
+            log.warning("window %s left out: %s", k, e)
+    train_w = [w for w in train_w if w.key not in failed]
+    hold_w = [w for w in hold_w if w.key not in failed]
+    if not train_w:
+        raise TrainError("no training window could be decoded; see the warnings above")
+    # free the text encoder for good and park the VAE on the CPU until validation needs it
+    comps.text_encoder.to("cpu")
+    comps.vae.to("cpu")
+    comps.text_encoder = None
+    gc.collect()
+    if want_cuda:
+        torch.cuda.empty_cache()
+    null = load(cache.null_path())
+    null_pair = (null["embeds"], null["mask"])
+    val_embeds = [(lambda d: (d["embeds"], d["mask"]))(load(cache.text_path(t))) for t in val_texts]
+    holdout_items = [{"key": w.key, "latents": load(cache.latent_path(w))["latents"],
+                      **load(cache.text_path(w.prompt))} for w in hold_w]
+
+    # ---- 3. LoRA on the transformer only; trainable params in fp32 ---------------------------------
+    tr = comps.transformer
+    tr.to(device, dtype=weight_dtype)
+    add_lora(tr, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.lora_dropout, targets=cfg.lora_targets, seed=cfg.seed)
+    for p in trainable_parameters(tr):
+        p.data = p.data.float()
+    if cfg.gradient_checkpointing:
+        tr.enable_gradient_checkpointing()
+    params = trainable_parameters(tr)
+    optimizer = _optimizer(cfg, params, device)
+    scheduler = _lr_scheduler(cfg, optimizer)
+    model, optimizer = acc.prepare(tr, optimizer)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + acc.process_index)  # sigmas, noise, dropout choice
+    order = DataOrder(len(train_w), cfg.seed)
+
+    # ---- 4. resume ---------------------------------------------------------------------------------
+    step, skipped, nonfinite_run = 0, 0, 0
+    if resume:
+        try:
+            path = ckpt.find(resume, ckpt_root)
+        except FileNotFoundError as e:
+            raise TrainError(str(e)) from e
+        st = ckpt.load(path)
+        load_lora_into(acc.unwrap_model(model), {k: v.to(device) for k, v in st["lora"].items()})
+        optimizer.load_state_dict(st["optimizer"])
+        scheduler.load_state_dict(st["scheduler"])
+        ckpt.set_rng_state(st["rng"], gen)
+        step = st["state"]["step"]
+        skipped = st["state"].get("skipped_nonfinite", 0)
+        order = DataOrder(len(train_w), cfg.seed, st["state"]["epoch"], st["state"]["pos"])
+        if acc.is_main_process:
+            log.info("resumed from %s at step %d", path, step)
+
+    from .tracking import make_trackers
+
+    trackers = make_trackers(acc, out_dir, cfg.report_to, cfg.to_dict(), truncate_after=step if resume else None)
+    unwrapped = acc.unwrap_model(model)
+
+    def validate(at: int) -> None:
+        if not acc.is_main_process:
+            return
+        with torch.random.fork_rng(devices=[]):
+            comps.vae.to(device)
+            pipe = comps.pipeline()
+            pipe.set_progress_bar_config(disable=True)
+            model.eval()
+            run_validation(pipe, vps, val_embeds, null_pair, step=at, out_dir=out_dir, cfg=cfg, device=device,
+                           adapter=at > 0)
+            if at == 0:
+                unwrapped.disable_adapters()
+            ev = eval_loss(unwrapped, holdout_items, device, weight_dtype)
+            if at == 0:
+                unwrapped.enable_adapters()
+            model.train()
+            comps.vae.to("cpu")
+            if want_cuda:
+                torch.cuda.empty_cache()
+        if ev:
+            trackers.log(ev, at)
+        note = ("Random tiny model: the videos are noise; this gallery shows the mechanics only."
+                if comps.is_random else f"Base model {comps.name}.")
+        write_gallery(out_dir, vps, f"{out_dir.name}: validation (seed {cfg.validation_seed}, cfg {cfg.cfg}, "
+                                    f"{cfg.validation_steps} steps)", note)
+
+    if step == 0 and cfg.validation_every > 0:
+        validate(0)
+    acc.wait_for_everyone()
+
+    # ---- 5. the loop -------------------------------------------------------------------------------
+    world, rank = acc.num_processes, acc.process_index
+    per_rank = cfg.batch_size  # per-device batch; global batch = batch_size * world * grad_accum
+    model.train()
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step",
+               disable=not (progress and acc.is_main_process), dynamic_ncols=True)
+    t_last, last_loss = time.perf_counter(), None
+    try:
+        while step < cfg.max_steps:
+            losses, sig_all, loss_all = [], [], []
+            optimizer.zero_grad(set_to_none=True)
+            finite_all = True
+            for micro in range(cfg.grad_accum):
+                idx = order.take(per_rank * world)[rank * per_rank:(rank + 1) * per_rank]
+                batch = _load_batch([train_w[i] for i in idx], cache, null, cfg.caption_dropout, gen)
+                x0 = batch["latents"].to(device)
+                noise = torch.randn(x0.shape, generator=gen).to(device)
+                sig = flow.sample_sigmas(len(idx), mode=cfg.timestep_sampling, mean=cfg.logit_mean,
+                                         std=cfg.logit_std, shift=cfg.flow_shift, generator=gen).to(device)
+                xt = flow.noisy(x0, noise, sig)
+                ctx = acc.no_sync(model) if micro < cfg.grad_accum - 1 else _nullcontext()
+                with ctx, acc.autocast():
+                    pred = model(xt.to(weight_dtype), encoder_hidden_states=batch["embeds"].to(device, weight_dtype),
+                                 encoder_attention_mask=batch["mask"].to(device),
+                                 timestep=flow.timesteps(sig).to(weight_dtype), return_dict=False)[0]
+                    per = flow.per_sample_loss(pred, flow.target(x0, noise))
+                    loss = per.mean()
+                    # every rank must agree to skip, or DDP's all-reduce would hang
+                    ok = acc.reduce(torch.tensor(float(torch.isfinite(loss)), device=device), "min").item() > 0
+                    if ok:
+                        acc.backward(loss / cfg.grad_accum)
+                finite_all &= ok
+                if ok:
+                    losses.append(loss.item())
+                    sig_all += sig.tolist()
+                    loss_all += per.detach().tolist()
+            step += 1
+            if not finite_all:
+                skipped += 1
+                nonfinite_run += 1
+                optimizer.zero_grad(set_to_none=True)
+                trackers.log({"nonfinite": 1, "skipped_nonfinite": skipped}, step)
+                if nonfinite_run >= cfg.max_nonfinite:
+                    raise TrainError(f"{nonfinite_run} non-finite losses in a row at step {step}: training diverged. "
+                                     "Lower --lr, add --warmup-steps, or raise --grad-clip strictness.")
+            else:
+                nonfinite_run = 0
+                gnorm = acc.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else _grad_norm(params)
+                optimizer.step()
+                scheduler.step()
+                now = time.perf_counter()
+                last_loss = sum(losses) / len(losses)
+                trackers.log({"loss": last_loss, "grad_norm": float(gnorm), "lr": scheduler.get_last_lr()[0],
+                              "loss_by_sigma": flow.loss_by_bucket(torch.tensor(sig_all), torch.tensor(loss_all)),
+                              "steps_per_s": 1.0 / max(now - t_last, 1e-9), "peak_mem_mb": peak_memory_mb(device),
+                              "epoch": order.epoch}, step)
+                t_last = now
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}" if last_loss is not None else "nan", skipped=skipped)
+            if cfg.validation_every and step % cfg.validation_every == 0:
+                validate(step)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+                if acc.is_main_process:
+                    ckpt.save(ckpt_root, step, lora=lora_state_dict(unwrapped), optimizer=optimizer,
+                              scheduler=scheduler, generator=gen, keep=cfg.keep_checkpoints,
+                              state={"epoch": order.epoch, "pos": order.pos, "skipped_nonfinite": skipped})
+                acc.wait_for_everyone()
+            t_last = time.perf_counter()  # steps/s measures training, not validation or checkpoints
+            if stop_after is not None and step >= stop_after:
+                break
+    finally:
+        bar.close()
+        trackers.close()
+
+    # ---- 6. the LoRA, in diffusers format --------------------------------------------------------
+    lora_path = None
+    acc.wait_for_everyone()
+    if acc.is_main_process and step >= cfg.max_steps:
+        if cfg.validation_every and step % cfg.validation_every != 0:
+            validate(step)
+        lora_path = save_lora(out_dir, unwrapped, {
+            "base_model": cfg.base_model, "base_model_name": comps.name, "is_random_base": comps.is_random,
+            "rank": cfg.rank, "alpha": cfg.alpha, "targets": cfg.lora_targets, "steps": step,
+            "height": cfg.height, "width": cfg.width, "frames": cfg.frames, "fps": cfg.fps})
+    acc.wait_for_everyone()
+    acc.end_training()
+    return TrainResult(out_dir, step, lora_path, skipped, last_loss)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _grad_norm(params) -> float:
+    sq = sum(float(p.grad.detach().float().pow(2).sum()) for p in params if p.grad is not None)
+    return math.sqrt(sq)
+
+
+def _median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    return xs[len(xs) // 2] if xs else None
+
+
+def _load_batch(windows, cache: Cache, null: dict, dropout: float, gen) -> dict:
+    """Stack cached latents and text embeddings; caption dropout swaps in the unconditional pair."""
+    import torch
+
+    lat, emb, mask = [], [], []
+    drops = (torch.rand(len(windows), generator=gen) < dropout).tolist()
+    for w, drop in zip(windows, drops):
+        lat.append(load(cache.latent_path(w))["latents"])
+        t = null if drop else load(cache.text_path(w.prompt))
+        emb.append(t["embeds"])
+        mask.append(t["mask"])
+    return {"latents": torch.stack(lat), "embeds": torch.stack(emb), "mask": torch.stack(mask)}
+
+
+def final_lora_path(out_dir: Path) -> Path:
+    return Path(out_dir) / WEIGHTS_NAME
+

@@ -1,0 +1,133 @@
+"""SANA-Video components behind one loader seam: a hub id, a local directory, or `tiny`.
+
+`tiny` builds a deterministic random SANA-Video in-process (transformer, Wan VAE, Gemma-2 text
+encoder, a byte-level BPE tokenizer trained in-process, and the flow DPM-Solver scheduler). It is
+for tests and offline smoke runs; everything it produces is labelled as coming from a random model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+TINY_NAME = "tiny-random-sana-video"
+
+
+class ModelLoadError(Exception):
+    """The base model cannot be loaded; the message says what was tried and what to do."""
+
+
+@dataclass
+class Components:
+    tokenizer: object
+    text_encoder: object
+    vae: object
+    transformer: object
+    scheduler: object
+    name: str
+    is_random: bool = False
+
+    def pipeline(self):
+        from diffusers import SanaVideoPipeline
+
+        return SanaVideoPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
+                                 transformer=self.transformer, scheduler=self.scheduler)
+
+
+def flow_scheduler(flow_shift: float = 8.0):
+    """SANA-Video's inference scheduler: DPM-Solver++ on flow sigmas with shift 8."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                       flow_shift=flow_shift, num_train_timesteps=1000)
+
+
+def _tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from dataengine.assets import asset
+
+    corpus = [asset("prompts", "validation_tomjerry.txt").read_text(),
+              asset("prompts", "class_tomjerry.txt").read_text(),
+              "motion score a the of and in with cat mouse chase night day kitchen house"] * 3
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=384, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    from tokenizers.processors import TemplateProcessing
+
+    tk.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tk.token_to_id("<bos>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>", padding_side="right", model_max_length=4096)
+
+
+def build_tiny(seed: int = 0) -> Components:
+    import torch
+    from diffusers import AutoencoderKLWan, SanaVideoTransformer3DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    tok = _tiny_tokenizer()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                               temperal_downsample=[False, True, True])
+        torch.manual_seed(seed)
+        te = Gemma2Model(Gemma2Config(
+            head_dim=16, hidden_size=32, initializer_range=0.02, intermediate_size=64,
+            max_position_embeddings=4096, num_attention_heads=2, num_hidden_layers=1, num_key_value_heads=2,
+            vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, attn_implementation="eager"))
+        torch.manual_seed(seed)
+        tr = SanaVideoTransformer3DModel(
+            in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=12, num_layers=2,
+            num_cross_attention_heads=2, cross_attention_head_dim=12, cross_attention_dim=24, caption_channels=32,
+            mlp_ratio=2.5, dropout=0.0, attention_bias=False, sample_size=8, patch_size=(1, 2, 2),
+            norm_elementwise_affine=False, norm_eps=1e-6, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    return Components(tok, te.eval(), vae.eval(), tr, flow_scheduler(), TINY_NAME, is_random=True)
+
+
+def save_tiny(path: str | os.PathLike, seed: int = 0) -> str:
+    """Write the tiny model as a normal diffusers pipeline directory (loadable by path)."""
+    c = build_tiny(seed)
+    c.pipeline().save_pretrained(path)
+    (Path(path) / "TINY_RANDOM").write_text("random weights: output is noise\n")
+    return str(path)
+
+
+def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components:
+    """Load tokenizer, Gemma-2 text encoder, Wan VAE, transformer and scheduler on the CPU.
+
+    Placement and precision are the caller's (accelerate's) job. The VAE stays fp32: its decode
+    is sensitive and it only runs at cache time and validation.
+    """
+    import torch
+
+    if base_model == "tiny":
+        c = build_tiny(seed)
+    else:
+        local = os.path.isdir(base_model)
+        try:
+            from diffusers import SanaVideoPipeline
+
+            pipe = SanaVideoPipeline.from_pretrained(base_model, torch_dtype=torch.float32)
+        except (OSError, ValueError, EnvironmentError) as e:
+            if local:
+                raise ModelLoadError(f"cannot load SANA-Video from directory {base_model}: "
+                                     f"{str(e).splitlines()[0]}") from e
+            raise ModelLoadError(
+                f"cannot find base model '{base_model}': it is not in the local Hugging Face cache and the hub "
+                f"is unreachable or the id is wrong. Pre-download it: `huggingface-cli download {base_model}`, "
+                "or pass a local directory to --base-model.") from e
+        is_random = local and (Path(base_model) / "TINY_RANDOM").exists()
+        name = f"local:{Path(base_model).name}" if local else base_model
+        c = Components(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler, name, is_random)
+    if dtype is not None:
+        c.transformer.to(dtype)
+        c.text_encoder.to(dtype)
+    for m in (c.vae, c.text_encoder, c.transformer):
+        m.requires_grad_(False)
+    return c

@@ -1,0 +1,134 @@
+"""From CLI options to a run folder: resolve the config, freeze the manifest, record the run in the
+catalog, train, and record the outcome. Nothing here loads a model until the manifest is on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .config import ConfigError, TrainConfig
+from .data import DataError, Manifest, build_manifest, select_rows
+from .presets import PRESETS
+
+
+class RunError(Exception):
+    pass
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_config(query, preset, overrides) -> TrainConfig:
+    values = dict(PRESETS[preset]()) if preset else {}
+    values.update(overrides)
+    values["query"] = query
+    values["preset"] = preset
+    try:
+        return TrainConfig(**values)
+    except ConfigError as e:
+        raise RunError(str(e)) from e
+
+
+def default_name(cfg: TrainConfig) -> str:
+    return cfg.name or f"r{cfg.rank}-lr{cfg.lr:g}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def record_start(cfg: TrainConfig, run_id: str, manifest: Manifest) -> None:
+    from catalog import db
+
+    con = db.connect(cfg.catalog)
+    try:
+        with db.transaction(con):
+            db.start_run(con, "train", cfg.to_dict(), run_id=run_id)
+            rows = {(w.clip_id, w.role): w.prompt for w in manifest.windows}
+            con.executemany("INSERT OR IGNORE INTO run_clips (run_id, clip_id, role, prompt) VALUES (?, ?, ?, ?)",
+                            [[run_id, c, r, p] for (c, r), p in rows.items()])
+    finally:
+        con.close()
+
+
+def record_end(cfg: TrainConfig, run_id: str, counts: dict, ok: bool, echo) -> None:
+    from catalog import db
+
+    try:
+        con = db.connect(cfg.catalog)
+    except Exception as e:  # the run's folder is the source of truth; the catalog record is a convenience
+        echo(f"warning: could not record the run's end in the catalog: {e}", err=True)
+        return
+    try:
+        db.finish_run(con, db.RunRecord(run_id, "train"), counts, ok)
+    finally:
+        con.close()
+
+
+def start_training(*, query, preset, overrides, output_dir, resume, dry_run, progress, echo) -> int:
+    from catalog import db
+
+    if resume:
+        if not output_dir:
+            raise RunError("--resume needs --output-dir (the run folder to continue)")
+        out = Path(output_dir)
+        if not (out / "config.json").exists():
+            raise RunError(f"{out} is not a run folder (no config.json)")
+        cfg = TrainConfig.load(out / "config.json")
+        if "max_steps" in overrides:  # extending a run is the one change a resume allows
+            cfg.max_steps = overrides["max_steps"]
+        manifest = Manifest.read(out / "manifest.jsonl")
+        run_id = json.loads((out / "run.json").read_text())["run_id"]
+    else:
+        cfg = resolve_config(query, preset, overrides)
+        cfg.catalog = str(db.resolve_path(cfg.catalog))
+        try:
+            manifest = build_manifest(cfg, select_rows(cfg))
+        except DataError as e:
+            raise RunError(str(e)) from e
+        cfg.name = default_name(cfg)
+        out = Path(output_dir or Path("runs") / cfg.name)
+        cfg.output_dir = str(out)
+        echo(manifest.summary())
+        ex = [w.prompt for w in manifest.windows[:3]]
+        for p in dict.fromkeys(ex):
+            echo(f"  prompt: {p}")
+        if dry_run:
+            echo(f"dry run: would write {out}/ (manifest, config, LoRA, gallery); no model loaded")
+            return 0
+        if out.exists() and any(out.iterdir()):
+            raise RunError(f"{out} already holds a run; pass --resume latest to continue it, or choose "
+                           "another --output-dir / --name")
+        run_id = f"train-{cfg.name}"
+        if _rank() == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            manifest.write(out / "manifest.jsonl")
+            cfg.save(out / "config.json")
+            (out / "run.json").write_text(json.dumps({"run_id": run_id, "catalog": cfg.catalog}, indent=1))
+            record_start(cfg, run_id, manifest)
+        else:  # other DDP ranks wait for rank 0 to create the folder
+            for _ in range(600):
+                if (out / "run.json").exists():
+                    break
+                time.sleep(0.1)
+    from catalog.db import cache_dir
+
+    from .loop import TrainError, train
+    from .models import ModelLoadError
+
+    cache_root = cache_dir(cfg.catalog) / "train"
+    try:
+        res = train(cfg, manifest, out, cache_root=cache_root, resume=resume, progress=progress)
+    except (TrainError, ModelLoadError) as e:
+        if _rank() == 0:
+            record_end(cfg, run_id, {"error": str(e)}, False, echo)
+        raise RunError(str(e)) from e
+    if _rank() == 0:
+        counts = {"steps": res.steps, "skipped_nonfinite": res.skipped_nonfinite, "final_loss": res.final_loss,
+                  "windows": len(manifest.windows)}
+        record_end(cfg, run_id, counts, res.lora_path is not None, echo)
+        echo(f"trained {res.steps} steps; final loss {res.final_loss if res.final_loss is not None else 'n/a'}; "
+             f"skipped {res.skipped_nonfinite} non-finite")
+        if res.lora_path:
+            echo(f"LoRA: {res.lora_path}")
+        echo(f"gallery: {out / 'gallery.md'} (and gallery.html)")
+    return 0
