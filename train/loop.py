@@ -9,7 +9,9 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 import resource
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,9 @@ from .lora import WEIGHTS_NAME, add_lora, load_lora_into, lora_state_dict, save_
 from .prompts import motion_suffix, validation_prompts
 
 log = logging.getLogger(__name__)
+
+# Tests set this to make the process kill itself (SIGKILL, no cleanup) right after that step.
+_FAULT_KILL_AT = int(os.environ.get("DE_FAULT_KILL_AT_STEP", "0") or 0)
 
 
 class TrainError(Exception):
@@ -278,6 +283,8 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
                               state={"epoch": order.epoch, "pos": order.pos, "skipped_nonfinite": skipped})
                 acc.wait_for_everyone()
             t_last = time.perf_counter()  # steps/s measures training, not validation or checkpoints
+            if _FAULT_KILL_AT and step == _FAULT_KILL_AT and acc.is_main_process:
+                os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume test: a real kill -9
             if stop_after is not None and step >= stop_after:
                 break
     finally:

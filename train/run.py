@@ -78,6 +78,21 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
             cfg.max_steps = overrides["max_steps"]
         manifest = Manifest.read(out / "manifest.jsonl")
         run_id = json.loads((out / "run.json").read_text())["run_id"]
+    elif _rank() != 0:
+        # Other DDP ranks never touch the catalog (DuckDB's single-writer lock): they wait for rank 0
+        # to freeze the run folder and read the same config and manifest from it.
+        if not output_dir:
+            raise RunError("under torchrun / accelerate launch, pass --output-dir so every rank finds the run")
+        out = Path(output_dir)
+        for _ in range(3000):
+            if (out / "run.json").exists():
+                break
+            time.sleep(0.1)
+        else:
+            raise RunError(f"rank {_rank()}: rank 0 never created {out}/run.json")
+        cfg = TrainConfig.load(out / "config.json")
+        manifest = Manifest.read(out / "manifest.jsonl")
+        run_id = json.loads((out / "run.json").read_text())["run_id"]
     else:
         cfg = resolve_config(query, preset, overrides)
         cfg.catalog = str(db.resolve_path(cfg.catalog))
@@ -99,17 +114,11 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
             raise RunError(f"{out} already holds a run; pass --resume latest to continue it, or choose "
                            "another --output-dir / --name")
         run_id = f"train-{cfg.name}"
-        if _rank() == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            manifest.write(out / "manifest.jsonl")
-            cfg.save(out / "config.json")
-            (out / "run.json").write_text(json.dumps({"run_id": run_id, "catalog": cfg.catalog}, indent=1))
-            record_start(cfg, run_id, manifest)
-        else:  # other DDP ranks wait for rank 0 to create the folder
-            for _ in range(600):
-                if (out / "run.json").exists():
-                    break
-                time.sleep(0.1)
+        out.mkdir(parents=True, exist_ok=True)
+        manifest.write(out / "manifest.jsonl")
+        cfg.save(out / "config.json")
+        record_start(cfg, run_id, manifest)
+        (out / "run.json").write_text(json.dumps({"run_id": run_id, "catalog": cfg.catalog}, indent=1))
     from catalog.db import cache_dir
 
     from .loop import TrainError, train

@@ -1,0 +1,205 @@
+"""train end to end on a tiny SANA-Video saved to disk and loaded by path (the real loader)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from helpers import ingest_cli
+
+TINY = ["--preset", "tiny", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sana_dir(tmp_path_factory):
+    from train.models import save_tiny
+
+    d = tmp_path_factory.mktemp("tiny-sana")
+    save_tiny(d)
+    return str(d)
+
+
+@pytest.fixture(scope="session")
+def train_catalog(videos, tmp_path_factory):
+    root, _ = videos
+    cat = tmp_path_factory.mktemp("train") / "cat.duckdb"
+    r = ingest_cli(CliRunner(), cat, root)
+    assert r.exit_code == 0, r.output
+    return cat
+
+
+def run_train(*args, env=None, check=True):
+    e = dict(os.environ, **(env or {}))
+    r = subprocess.run([sys.executable, "-m", "train.cli", *args], capture_output=True, text=True, env=e)
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def metrics(run_dir):
+    return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if l.strip()]
+
+
+def test_train_from_saved_tiny_model_writes_the_output_contract(tmp_path, train_catalog, tiny_sana_dir):
+    out = tmp_path / "run"
+    r = run_train("--query", "1=1", *TINY, "--base-model", tiny_sana_dir, "--catalog", str(train_catalog),
+                  "--output-dir", str(out))
+    assert "LoRA:" in r.stdout and "gallery:" in r.stdout
+    for f in ("pytorch_lora_weights.safetensors", "lora_metadata.json", "config.json", "manifest.jsonl",
+              "metrics.jsonl", "gallery.md", "gallery.html"):
+        assert (out / f).exists(), f
+    from safetensors.torch import load_file
+
+    sd = load_file(out / "pytorch_lora_weights.safetensors")
+    assert sd and all(k.startswith("transformer.") for k in sd)
+    assert any(".attn1.to_out.0.lora_A" in k for k in sd) and any(".attn2.to_out.0.lora_B" in k for k in sd)
+    assert all("_orig_mod" not in k and "module." not in k for k in sd)
+    assert any(v.abs().sum() > 0 for k, v in sd.items() if "lora_B" in k)  # it trained
+    meta = json.loads((out / "lora_metadata.json").read_text())
+    assert meta["rank"] == 4 and meta["is_random_base"] is True and meta["steps"] == 4
+    m = metrics(out)
+    steps = [x["step"] for x in m if "loss" in x]
+    assert steps == [1, 2, 3, 4]
+    assert all(k in m[1] for k in ("loss", "grad_norm", "lr", "loss_by_sigma", "steps_per_s", "peak_mem_mb"))
+    assert [x["step"] for x in m if "eval_loss" in x] == [0, 2, 4]
+    gallery = (out / "gallery.md").read_text()
+    assert "| Base |" in gallery and "| 2 |" in gallery and "| 4 |" in gallery
+    for step in ("base", "step_000002", "step_000004"):
+        for i in range(5):
+            assert (out / "validation" / step / f"p{i}.gif").exists() and (out / "validation" / step / f"p{i}.mp4").exists()
+    manifest = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {w["role"] for w in manifest} == {"train", "holdout"}
+    assert all(w["prompt"].startswith("A vintage slapstick 2D cartoon") for w in manifest)
+    con = duckdb.connect(str(train_catalog), read_only=True)
+    status, counts = con.execute("SELECT status, counts FROM runs WHERE command = 'train' AND params LIKE ?",
+                                 [f"%{out}%"]).fetchone()
+    n_clips = con.execute("SELECT count(DISTINCT clip_id) FROM run_clips WHERE run_id = ?",
+                          [json.loads((out / "run.json").read_text())["run_id"]]).fetchone()[0]
+    con.close()
+    assert status == "ok" and json.loads(counts)["steps"] == 4 and n_clips == len({w["clip_id"] for w in manifest})
+
+    # the LoRA loads with the stock pipeline and changes its output
+    import torch
+
+    from train.models import build_tiny
+
+    def gen(pipe):
+        return pipe(prompt="a cat", negative_prompt="", num_inference_steps=2, height=64, width=64, frames=9,
+                    generator=torch.Generator().manual_seed(0), use_resolution_binning=False, output_type="np").frames[0]
+
+    base = build_tiny().pipeline()
+    ref = gen(base)
+    base.load_lora_weights(str(out))
+    assert abs(gen(base) - ref).max() > 1e-6
+
+    # train generate writes a video with the LoRA
+    r = subprocess.run([sys.executable, "-m", "train.cli", "generate", "--lora", str(out), "--prompt", "a cat",
+                        "--steps", "2", "--base-model", tiny_sana_dir, "--output", str(tmp_path / "g.mp4")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    from train.media import read_video
+
+    v = read_video(tmp_path / "g.mp4")
+    assert v.shape == (9, 64, 64, 3) and (tmp_path / "g.gif").exists()
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_losses(tmp_path, train_catalog, tiny_sana_dir):
+    common = ["--query", "1=1", *TINY, "--base-model", tiny_sana_dir, "--catalog", str(train_catalog),
+              "--validation-every", "0", "--checkpoint-every", "2", "--max-steps", "5", "--lora-dropout", "0.1",
+              "--caption-dropout", "0.3"]
+    a = tmp_path / "a"
+    run_train(*common, "--output-dir", str(a))
+    b = tmp_path / "b"
+    killed = run_train(*common, "--output-dir", str(b), env={"DE_FAULT_KILL_AT_STEP": "3"}, check=False)
+    assert killed.returncode == -9
+    assert (b / "checkpoints" / "step_000002").exists() and not (b / "pytorch_lora_weights.safetensors").exists()
+    run_train("--resume", "latest", "--output-dir", str(b), "--no-progress")
+    la = [(x["step"], x["loss"]) for x in metrics(a) if "loss" in x]
+    lb = [(x["step"], x["loss"]) for x in metrics(b) if "loss" in x]
+    assert [s for s, _ in lb] == [1, 2, 3, 4, 5]  # the step logged after the checkpoint was replaced
+    assert la == lb
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a / "pytorch_lora_weights.safetensors"), load_file(b / "pytorch_lora_weights.safetensors")
+    assert all((wa[k] == wb[k]).all() for k in wa)
+
+
+def test_errors_before_any_model_loads(tmp_path, train_catalog):
+    from train.cli import main
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["--query", "tags LIKE '%chase%'", "--catalog", str(train_catalog), "--dry-run"])
+    assert r.exit_code == 1 and "matched no clips" in r.output  # nothing is captioned in this catalog
+    r = runner.invoke(main, ["--query", "1=1; DROP TABLE videos", "--catalog", str(train_catalog)])
+    assert r.exit_code == 1 and "Error:" in r.output
+    r = runner.invoke(main, ["--query", "1=1", "--catalog", str(train_catalog), "--frames", "80"])
+    assert r.exit_code == 1 and "1 + 4k" in r.output
+    r = runner.invoke(main, ["--query", "1=1", "--catalog", str(train_catalog), "--dry-run", "--preset", "tiny",
+                             "--output-dir", str(tmp_path / "x")])
+    assert r.exit_code == 0 and "windows" in r.output and "dry run" in r.output
+    assert not (tmp_path / "x").exists()
+    r = runner.invoke(main, ["--query", "1=1", "--catalog", str(train_catalog), "--dry-run"])
+    assert r.exit_code == 1 and "long enough for 81 frames" in r.output
+    r = runner.invoke(main, ["--query", "1=1", "--catalog", str(train_catalog), "--prompt-template", "caption",
+                             "--preset", "tiny", "--dry-run"])
+    assert r.exit_code == 1 and "caption it first" in r.output
+
+
+def test_existing_run_folder_is_never_overwritten(tmp_path, train_catalog):
+    from train.cli import main
+
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "precious.txt").write_text("x")
+    r = CliRunner().invoke(main, ["--query", "1=1", "--catalog", str(train_catalog), "--preset", "tiny",
+                                  "--output-dir", str(out)])
+    assert r.exit_code == 1 and "--resume latest" in r.output
+    assert (out / "precious.txt").read_text() == "x"
+
+
+def test_nonfinite_losses_are_skipped_then_abort(tmp_path, train_catalog, monkeypatch):
+    import torch
+
+    from train import flow
+    from train.run import RunError, start_training
+
+    real = flow.per_sample_loss
+    calls = {"n": 0}
+
+    def flaky(pred, tgt):
+        calls["n"] += 1
+        out = real(pred, tgt)
+        return out * float("nan") if calls["n"] > 1 else out  # first step fine, then NaN forever
+
+    monkeypatch.setattr(flow, "per_sample_loss", flaky)
+    out = tmp_path / "nan"
+    with pytest.raises(RunError, match="non-finite losses in a row"):
+        start_training(query="1=1", preset="tiny", overrides={"catalog": str(train_catalog), "validation_every": 0,
+                                                              "max_steps": 20, "checkpoint_every": 0},
+                       output_dir=str(out), resume=None, dry_run=False, progress=False, echo=lambda *a, **k: None)
+    m = metrics(out)
+    assert [x["step"] for x in m if "loss" in x] == [1]
+    assert sum(1 for x in m if x.get("nonfinite")) == 10
+    assert torch.isfinite(torch.tensor([x["loss"] for x in m if "loss" in x])).all()
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_ddp(tmp_path, train_catalog, tiny_sana_dir):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    out = tmp_path / "ddp"
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "train.cli",
+                        "--query", "1=1", *TINY, "--base-model", tiny_sana_dir, "--catalog", str(train_catalog),
+                        "--max-steps", "2", "--validation-every", "0", "--checkpoint-every", "0",
+                        "--output-dir", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("LoRA:") == 1  # rank 0 alone reports and writes
+    assert list(out.glob("*.safetensors")) == [out / "pytorch_lora_weights.safetensors"]
+    m = metrics(out)
+    assert [x["step"] for x in m if "loss" in x] == [1, 2]
