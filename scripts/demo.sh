@@ -22,3 +22,9 @@ echo "== 4. caption with the tiny random Qwen2-VL (offline; its labels are noise
 de caption --model tiny --max-new-tokens 48 --max-frames 4 --no-progress || echo "(exit $? : the random model's output does not parse, as expected)"
 de captions list
 de stats
+
+echo "== 5. train a LoRA with the tiny random SANA-Video (4 steps, 9 frames at 64x64)"
+rm -rf runs/demo-tiny
+train --query "duration_s > 1" --preset tiny --output-dir runs/demo-tiny --no-progress
+echo
+echo "gallery: $PWD/runs/demo-tiny/gallery.md  (HTML: $PWD/runs/demo-tiny/gallery.html)"

@@ -29,3 +29,11 @@ def test_readme_opens_with_the_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     assert "make test" in ci and "make test" in README
+
+
+def test_every_train_command_is_documented():
+    from train.cli import main
+
+    assert "`train --query" in README
+    for full, _ in _walk(main, "train"):
+        assert f"`{full}" in README, f"README lacks a section for `{full}`"

@@ -149,7 +149,9 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
 
     # ---- 3. LoRA on the transformer only; trainable params in fp32 ---------------------------------
     tr = comps.transformer
-    tr.to(device, dtype=weight_dtype)
+    tr.to(device)
+    if weight_dtype != torch.float32:
+        tr.to(dtype=weight_dtype)
     add_lora(tr, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.lora_dropout, targets=cfg.lora_targets, seed=cfg.seed)
     for p in trainable_parameters(tr):
         p.data = p.data.float()
