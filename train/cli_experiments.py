@@ -1,0 +1,160 @@
+"""`train eval`, `train sweep-steps`, `train compress`, `train compare`: registered on `train`."""
+
+from __future__ import annotations
+
+import click
+
+from .cli import main
+
+
+def _floats(s: str) -> list[float]:
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError as e:
+        raise click.BadParameter(f"expected comma-separated numbers, got {s!r}") from e
+
+
+@main.command("eval")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--query", required=True, help="WHERE clause selecting held-out clips (captioned ones).")
+@click.option("--catalog", default=None, help="Default: the run's catalog.")
+@click.option("--captioner", "captioner", default="qwen2-vl", show_default=True,
+              help="VLM that re-captions the generated videos (alias, hub id, local dir, or tiny).")
+@click.option("--source", default=None, help="Labelling giving the source captions/tags: CAPTIONER[@VERSION] "
+                                             "(default: what the clips view shows).")
+@click.option("--prompt", "prompt_name", default="caption_v1", show_default=True, help="Caption prompt template.")
+@click.option("--caption-fps", type=float, default=2.0, show_default=True)
+@click.option("--caption-max-frames", type=int, default=16, show_default=True)
+@click.option("--caption-max-pixels", type=int, default=360 * 420, show_default=True)
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--limit", type=int, default=8, show_default=True, help="At most N clips.")
+@click.option("--seed", type=int, default=None, help="Default: the run's validation seed.")
+@click.option("--steps", type=int, default=None, help="Sampler steps (default: the run's validation steps).")
+@click.option("--clip-model", type=click.Path(exists=True), default=None,
+              help="Local CLIP weights for a text-video CLIP score (none are downloaded).")
+@click.option("--device", default=None)
+@click.option("--no-progress", is_flag=True)
+def eval_cmd(run, query, catalog, captioner, source, prompt_name, caption_fps, caption_max_frames,
+             caption_max_pixels, max_new_tokens, limit, seed, steps, clip_model, device, no_progress):
+    """Video -> text -> video: does the LoRA keep text control?
+
+    For each held-out clip: its catalog caption/tags fill the run's prompt; base and LoRA generate
+    with the same seed; the same captioner re-captions both; tags, style and temporal statistics are
+    compared with the real clip, plus the eval loss. Writes RUN/eval/metrics.json and report.md/html.
+
+    \b
+    Examples:
+      train eval runs/chase-r16 --query "tags LIKE '%chase%' AND video_path LIKE '%ep07%'"
+      train eval runs/chase-r16 --query "1=1" --captioner qwen2.5-vl --limit 20 --steps 30
+      train eval runs/smoke --query "1=1" --captioner tiny --limit 2 --steps 2    # offline smoke run
+    """
+    from dataengine.caption.prompts import SamplingParams
+
+    from .experiments.evaluate import evaluate
+    from .experiments.runctx import ExperimentError
+
+    try:
+        sampling = SamplingParams(fps=caption_fps, max_frames=caption_max_frames, max_pixels=caption_max_pixels,
+                                  max_new_tokens=max_new_tokens)
+        res = evaluate(run, query=query, catalog=catalog, captioner_model=captioner, source=source,
+                       prompt_name=prompt_name, sampling=sampling, seed=seed, steps=steps, limit=limit, device=device,
+                       clip_model=clip_model, progress=not no_progress)
+    except (ExperimentError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    s = res["summary"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    click.echo(f"{s['clips']} clips; Jaccard base {fmt(s['base']['jaccard'])} vs LoRA {fmt(s['lora']['jaccard'])}; "
+               f"palette distance base {fmt(s['base']['palette_distance'])} vs LoRA {fmt(s['lora']['palette_distance'])}; "
+               f"eval loss base {fmt(res['eval_loss']['base'])} vs LoRA {fmt(res['eval_loss']['lora'])}")
+    click.echo(f"report: {run}/eval/report.md (and report.html)")
+
+
+@main.command("sweep-steps")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--steps", "steps", default="4,8,16,32,50", show_default=True, help="Step counts; the largest is the reference.")
+@click.option("--cfg", "cfgs", default="4", show_default=True, help="CFG values, comma-separated.")
+@click.option("--prompts", "prompts_file", default=None, help="Prompt file (default: the run's validation prompts).")
+@click.option("--limit-prompts", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--device", default=None)
+@click.option("--no-progress", is_flag=True)
+def sweep_steps_cmd(run, steps, cfgs, prompts_file, limit_prompts, seed, device, no_progress):
+    """Sampling budget: quality (PSNR/SSIM vs the largest step count) against seconds per video.
+
+    \b
+    Examples:
+      train sweep-steps runs/chase-r16
+      train sweep-steps runs/chase-r16 --steps 4,8,16,32,50 --cfg 3,4,6
+    """
+    from .experiments.runctx import ExperimentError
+    from .experiments.sweep import sweep_steps
+
+    st = [int(x) for x in _floats(steps)]
+    if not st or min(st) < 1:
+        raise click.BadParameter("--steps must be positive integers")
+    try:
+        res = sweep_steps(run, steps=st, cfgs=_floats(cfgs), prompts_file=prompts_file, seed=seed, device=device,
+                          limit_prompts=limit_prompts, progress=not no_progress)
+    except (ExperimentError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    for r in res["summary"]:
+        click.echo(f"cfg {r['cfg']:g} steps {r['steps']:3d}: {r['seconds_per_video']:.2f} s/video, "
+                   f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
+    click.echo(f"report: {run}/sweep_steps/report.md")
+
+
+@main.command("compress")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--ranks", default=None, help="Target ranks, comma-separated (default: r/2, r/4, ... down to 1).")
+@click.option("--limit-prompts", type=int, default=None)
+@click.option("--steps", type=int, default=None, help="Sampler steps for the comparison videos.")
+@click.option("--seed", type=int, default=None)
+@click.option("--device", default=None)
+@click.option("--no-progress", is_flag=True)
+def compress_cmd(run, ranks, limit_prompts, steps, seed, device, no_progress):
+    """Truncate the run's LoRA to lower ranks by SVD; report size, energy kept and quality.
+
+    \b
+    Examples:
+      train compress runs/lora64
+      train compress runs/lora64 --ranks 32,16,8 --steps 20
+    """
+    from .experiments.compress import compress
+    from .experiments.runctx import ExperimentError
+
+    try:
+        res = compress(run, ranks=[int(x) for x in _floats(ranks)] if ranks else None, device=device, seed=seed,
+                       steps=steps, limit_prompts=limit_prompts, progress=not no_progress)
+    except (ExperimentError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    for v in res["variants"]:
+        click.echo(f"{v['variant']:>8}: {v['file_bytes']:>10,} bytes, energy {v['retained_energy']:.4f}, "
+                   f"eval loss {v['eval_loss']}, PSNR vs full {v['psnr_vs_full']:.2f}")
+    click.echo(f"report: {run}/compress/report.md")
+
+
+@main.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--output-dir", default="runs/compare", show_default=True)
+@click.option("--k", type=float, default=3.0, show_default=True, help="Explosion: loss > k x running median.")
+@click.option("--window", type=int, default=20, show_default=True, help="Running-median window (steps).")
+@click.option("--smooth", type=float, default=0.1, show_default=True, help="EMA factor for smoothed curves.")
+def compare_cmd(runs, output_dir, k, window, smooth):
+    """Stability study: overlay the runs' curves, mark early loss explosions and grad-norm spikes.
+
+    \b
+    Examples:
+      train compare runs/lora16-lr2e-4 runs/lora64-lr1e-4-warmup --output-dir runs/stability
+    """
+    from .experiments.compare import compare
+
+    try:
+        res = compare(list(runs), output_dir, k=k, window=window, smooth=smooth)
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from e
+    for r in res["runs"]:
+        ex = r["loss_explosions"]
+        click.echo(f"{r['run']}: final loss {r['final_loss']}, best eval {r['best_eval_loss']}, "
+                   f"explosions {len(ex)}" + (f" (first at step {ex[0]})" if ex else "")
+                   + (f", first grad-norm spike at {r['first_grad_norm_spike']}" if r["first_grad_norm_spike"] else ""))
+    click.echo(f"report: {output_dir}/report.md, plot: {output_dir}/compare.png")

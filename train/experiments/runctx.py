@@ -1,0 +1,86 @@
+"""Opening a finished run for experiments: its config, its LoRA, and a pipeline with both."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..lora import WEIGHTS_NAME
+
+
+class ExperimentError(Exception):
+    pass
+
+
+@dataclass
+class RunCtx:
+    out_dir: Path
+    cfg: TrainConfig
+    lora_path: Path
+    meta: dict
+    comps: object
+    pipe: object
+    device: str
+
+    @property
+    def is_random(self) -> bool:
+        return bool(self.comps.is_random)
+
+
+def open_run(run_dir: str | Path, *, device: str | None = None, base_model: str | None = None,
+             lora_file: str | Path | None = None, adapter: str = "lora") -> RunCtx:
+    import torch
+
+    from ..models import ModelLoadError, load_components
+
+    out = Path(run_dir)
+    if not (out / "config.json").exists():
+        raise ExperimentError(f"{out} is not a run folder (no config.json)")
+    lp = Path(lora_file) if lora_file else out / WEIGHTS_NAME
+    if not lp.exists():
+        raise ExperimentError(f"no LoRA at {lp}: the run has not finished (resume it with `train --resume latest "
+                              f"--output-dir {out}`)")
+    cfg = TrainConfig.load(out / "config.json")
+    meta_p = out / "lora_metadata.json"
+    meta = json.loads(meta_p.read_text()) if meta_p.exists() else {}
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        comps = load_components(base_model or cfg.base_model)
+    except ModelLoadError as e:
+        raise ExperimentError(str(e)) from e
+    if device.startswith("cuda"):
+        comps.transformer.to(torch.bfloat16)
+        comps.text_encoder.to(torch.bfloat16)
+    pipe = comps.pipeline()
+    pipe.load_lora_weights(str(lp.parent), weight_name=lp.name, adapter_name=adapter)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return RunCtx(out, cfg, lp, meta, comps, pipe, device)
+
+
+def generate(ctx: RunCtx, prompt: str, *, lora: bool, seed: int, steps: int, cfg_scale: float | None = None,
+             frames: int | None = None) -> tuple[np.ndarray, float]:
+    """uint8 (T,H,W,3) and seconds taken; the base model is the same pipeline with the adapter off."""
+    import torch
+
+    from ..media import to_uint8
+
+    tr = ctx.pipe.transformer
+    if not lora:
+        tr.disable_adapters()
+    try:
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        t0 = time.perf_counter()
+        out = ctx.pipe(prompt=prompt, negative_prompt="", guidance_scale=ctx.cfg.cfg if cfg_scale is None else cfg_scale,
+                       num_inference_steps=steps, height=ctx.cfg.height, width=ctx.cfg.width,
+                       frames=frames or ctx.cfg.frames, generator=g, use_resolution_binning=False, output_type="np")
+        dt = time.perf_counter() - t0
+    finally:
+        if not lora:
+            tr.enable_adapters()
+    return to_uint8(out.frames[0]), dt
