@@ -51,3 +51,46 @@ def runner():
 @pytest.fixture()
 def catalog_path(tmp_path) -> Path:
     return tmp_path / "cat.duckdb"
+
+
+@pytest.fixture(scope="session")
+def tiny_sana_dir(tmp_path_factory):
+    from train.models import save_tiny
+
+    d = tmp_path_factory.mktemp("tiny-sana")
+    save_tiny(d)
+    return str(d)
+
+
+@pytest.fixture(scope="session")
+def train_catalog(videos, tmp_path_factory):
+    root, _ = videos
+    cat = tmp_path_factory.mktemp("train") / "cat.duckdb"
+    from helpers import ingest_cli
+
+    r = ingest_cli(CliRunner(), cat, root)
+    assert r.exit_code == 0, r.output
+    return cat
+
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, train_catalog, tiny_sana_dir):
+    """One finished tiny run (4 steps, validation at 0/2/4) shared by the experiment tests."""
+    from helpers import run_train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny-run"
+    run_train("--query", "1=1", "--preset", "tiny", "--no-progress", "--base-model", tiny_sana_dir,
+              "--catalog", str(train_catalog), "--output-dir", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory):
+    from dataengine.caption.tiny import save_tiny
+
+    d = tmp_path_factory.mktemp("tiny-qwen2-vl")
+    save_tiny(d)
+    return str(d)
+
+

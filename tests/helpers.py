@@ -1,8 +1,27 @@
 """Helpers shared by tests (import as `from helpers import ...`)."""
 
+import json
+import os
+import subprocess
+import sys
+
 
 def ingest_cli(runner, catalog, *paths, extra=()):
     from dataengine.cli import main
 
     return runner.invoke(main, ["ingest", *map(str, paths), "--catalog", str(catalog), "--no-progress",
                                 "--workers", "2", *extra])
+
+
+def run_train(*args, env=None, check=True):
+    e = dict(os.environ, **(env or {}))
+    r = subprocess.run([sys.executable, "-m", "train.cli", *args], capture_output=True, text=True, env=e)
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def metrics(run_dir):
+    return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if l.strip()]
+
+

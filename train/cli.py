@@ -145,11 +145,9 @@ def generate(lora, prompt, base_model, seed, cfg, steps, frames, size, lora_scal
         click.echo(f"wrote {p}")
 
 
-try:  # experiment commands (eval, sweep-steps, compress, compare) register themselves
-    from . import cli_experiments  # noqa: F401,E402
-except ImportError as _e:  # pragma: no cover - only while that module does not exist yet
-    if "cli_experiments" not in str(_e):
-        raise
+from .cli_experiments import register as _register_experiments  # noqa: E402
+
+_register_experiments(main)  # eval, sweep-steps, compress, compare
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from .cli import main
 
 
 def _floats(s: str) -> list[float]:
@@ -14,7 +13,7 @@ def _floats(s: str) -> list[float]:
         raise click.BadParameter(f"expected comma-separated numbers, got {s!r}") from e
 
 
-@main.command("eval")
+@click.command("eval")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--query", required=True, help="WHERE clause selecting held-out clips (captioned ones).")
 @click.option("--catalog", default=None, help="Default: the run's catalog.")
@@ -69,7 +68,7 @@ def eval_cmd(run, query, catalog, captioner, source, prompt_name, caption_fps, c
     click.echo(f"report: {run}/eval/report.md (and report.html)")
 
 
-@main.command("sweep-steps")
+@click.command("sweep-steps")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--steps", "steps", default="4,8,16,32,50", show_default=True, help="Step counts; the largest is the reference.")
 @click.option("--cfg", "cfgs", default="4", show_default=True, help="CFG values, comma-separated.")
@@ -103,7 +102,7 @@ def sweep_steps_cmd(run, steps, cfgs, prompts_file, limit_prompts, seed, device,
     click.echo(f"report: {run}/sweep_steps/report.md")
 
 
-@main.command("compress")
+@click.command("compress")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--ranks", default=None, help="Target ranks, comma-separated (default: r/2, r/4, ... down to 1).")
 @click.option("--limit-prompts", type=int, default=None)
@@ -133,7 +132,7 @@ def compress_cmd(run, ranks, limit_prompts, steps, seed, device, no_progress):
     click.echo(f"report: {run}/compress/report.md")
 
 
-@main.command("compare")
+@click.command("compare")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--output-dir", default="runs/compare", show_default=True)
 @click.option("--k", type=float, default=3.0, show_default=True, help="Explosion: loss > k x running median.")
@@ -158,3 +157,8 @@ def compare_cmd(runs, output_dir, k, window, smooth):
                    f"explosions {len(ex)}" + (f" (first at step {ex[0]})" if ex else "")
                    + (f", first grad-norm spike at {r['first_grad_norm_spike']}" if r["first_grad_norm_spike"] else ""))
     click.echo(f"report: {output_dir}/report.md, plot: {output_dir}/compare.png")
+
+
+def register(group) -> None:
+    for cmd in (eval_cmd, sweep_steps_cmd, compress_cmd, compare_cmd):
+        group.add_command(cmd)

@@ -20,15 +20,6 @@ FAST = ["--max-new-tokens", "12", "--fps", "2", "--max-frames", "4", "--max-pixe
 
 
 @pytest.fixture(scope="session")
-def tiny_vlm_dir(tmp_path_factory):
-    from dataengine.caption.tiny import save_tiny
-
-    d = tmp_path_factory.mktemp("tiny-qwen2-vl")
-    save_tiny(d)
-    return str(d)
-
-
-@pytest.fixture(scope="session")
 def ingested(videos, tmp_path_factory):
     """A catalog with the session videos ingested (copied per test)."""
     from click.testing import CliRunner

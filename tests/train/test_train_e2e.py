@@ -12,46 +12,13 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from helpers import ingest_cli
+from helpers import metrics, run_train
 
 TINY = ["--preset", "tiny", "--no-progress"]
 
 
-@pytest.fixture(scope="session")
-def tiny_sana_dir(tmp_path_factory):
-    from train.models import save_tiny
-
-    d = tmp_path_factory.mktemp("tiny-sana")
-    save_tiny(d)
-    return str(d)
-
-
-@pytest.fixture(scope="session")
-def train_catalog(videos, tmp_path_factory):
-    root, _ = videos
-    cat = tmp_path_factory.mktemp("train") / "cat.duckdb"
-    r = ingest_cli(CliRunner(), cat, root)
-    assert r.exit_code == 0, r.output
-    return cat
-
-
-def run_train(*args, env=None, check=True):
-    e = dict(os.environ, **(env or {}))
-    r = subprocess.run([sys.executable, "-m", "train.cli", *args], capture_output=True, text=True, env=e)
-    if check:
-        assert r.returncode == 0, r.stdout + r.stderr
-    return r
-
-
-def metrics(run_dir):
-    return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if l.strip()]
-
-
-def test_train_from_saved_tiny_model_writes_the_output_contract(tmp_path, train_catalog, tiny_sana_dir):
-    out = tmp_path / "run"
-    r = run_train("--query", "1=1", *TINY, "--base-model", tiny_sana_dir, "--catalog", str(train_catalog),
-                  "--output-dir", str(out))
-    assert "LoRA:" in r.stdout and "gallery:" in r.stdout
+def test_train_from_saved_tiny_model_writes_the_output_contract(tmp_path, train_catalog, tiny_sana_dir, trained_run):
+    out = trained_run  # `train --query 1=1 --preset tiny --base-model <saved dir>` (see conftest)
     for f in ("pytorch_lora_weights.safetensors", "lora_metadata.json", "config.json", "manifest.jsonl",
               "metrics.jsonl", "gallery.md", "gallery.html"):
         assert (out / f).exists(), f
