@@ -28,3 +28,10 @@ rm -rf runs/demo-tiny
 train --query "duration_s > 1" --preset tiny --output-dir runs/demo-tiny --no-progress
 echo
 echo "gallery: $PWD/runs/demo-tiny/gallery.md  (HTML: $PWD/runs/demo-tiny/gallery.html)"
+
+echo "== 6. experiments on the demo run (random models: this shows the mechanics, not quality)"
+train eval runs/demo-tiny --query "1=1" --captioner tiny --limit 2 --steps 2 --max-new-tokens 16 \
+  --caption-max-frames 4 --caption-max-pixels 12544 --no-progress
+train compare runs/demo-tiny --output-dir runs/compare
+echo
+echo "done: everything is in $PWD (catalog.duckdb, catalog_cache/, runs/)"

@@ -35,6 +35,7 @@ def sweep_steps(run_dir, *, steps=(4, 8, 16, 32, 50), cfgs=(4.0,), prompts_file=
     rows = []
     jobs = [(c, i, s) for c in cfgs for i in range(len(vps)) for s in reversed(steps)]  # reference first
     refs = {}
+    generate(ctx, vps[0].prompt, lora=True, seed=seed, steps=1)  # warm-up, so the first timing is not inflated
     for c, i, s in tqdm(jobs, desc="sweep", unit="video", disable=not progress):
         video, secs = generate(ctx, vps[i].prompt, lora=True, seed=seed, steps=s, cfg_scale=c)
         save_gif(video, out / f"cfg{c:g}_p{i}_s{s}.gif", cfg.fps)
