@@ -180,6 +180,42 @@ def stats(catalog_path, as_json):
 
 @main.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
+@catalog_option
+@click.option("--query", default=None, help="WHERE clause over the clips view (default: all clips).")
+@click.option("--fps", type=float, default=None, help="Resample by time to this rate (default: the source rate).")
+@click.option("--max-side", type=int, default=None, help="Resize so the long side is at most this (px).")
+@click.option("--overwrite", is_flag=True, help="Rewrite clips already exported.")
+@click.option("--no-progress", is_flag=True)
+def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress):
+    """Write selected clips to MP4 files plus an index.jsonl of their catalog rows.
+
+    Clips are virtual everywhere else; this is the one explicit step that re-encodes.
+
+    \b
+    Examples:
+      de export chase_clips/ --query "tags LIKE '%chase%'"
+      de export dataset_16fps/ --fps 16 --max-side 480
+    """
+    from catalog.query import run_query
+
+    from .export import export_clips
+
+    try:
+        rows = run_query(query, catalog_path)
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from e
+    if not rows:
+        raise click.ClickException("no clips matched" + (f" --query {query!r}" if query else ""))
+    s = export_clips(rows, out_dir, fps=fps, max_side=max_side, overwrite=overwrite, progress=not no_progress)
+    for cid, err in s.failed:
+        click.echo(f"failed: {cid}: {err}", err=True)
+    click.echo(f"exported {s.written} clips to {out_dir}; {s.skipped_existing} already there; failed {len(s.failed)}")
+    if s.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--seconds", type=float, default=12.0, show_default=True, help="Length of the first cartoon.")
 @click.option("--fps", type=float, default=24.0, show_default=True)
 @click.option("--size", default="320x240", show_default=True, help="WIDTHxHEIGHT.")

@@ -192,7 +192,7 @@ def captions_diff(a, b, catalog_path, as_json):
         finally:
             con.close()
     except (CatalogError, LookupError) as e:
-        raise click.ClickException(str(e).strip("'\"")) from e
+        raise click.ClickException(e.args[0] if e.args else str(e)) from e
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return

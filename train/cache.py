@@ -40,7 +40,7 @@ def vae_identity(components) -> str:
 
 def text_identity(components, max_len: int) -> str:
     return _h({"model": components.name, "te": components.text_encoder.config.to_dict(), "max_len": max_len,
-               "chi": chi_default()})
+               "chi": chi_default(), "dtype": str(components.text_encoder.dtype)})
 
 
 def latent_key(vae_id: str, w: Window, height: int, width: int) -> str:

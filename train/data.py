@@ -87,7 +87,7 @@ def select_rows(cfg: TrainConfig) -> list[dict]:
         try:
             cap, ver = resolve_labelling(con, cfg.captioner)
         except LookupError as e:
-            raise DataError(str(e).strip("'\"")) from e
+            raise DataError(e.args[0] if e.args else str(e)) from e
         caps = {r[0]: r[1:] for r in con.execute(
             "SELECT clip_id, caption, tag_list, fields FROM captions WHERE captioner = ? AND prompt_version = ? "
             "AND status = 'ok'", [cap, ver]).fetchall()}

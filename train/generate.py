@@ -46,7 +46,7 @@ def generate_video(*, lora, prompt, base_model, seed, cfg, steps, frames, size, 
                    output, device) -> list[Path]:
     import torch
 
-    from .media import save_gif, save_mp4
+    from dataengine.media import save_gif, save_mp4
     from .models import ModelLoadError
 
     lora_file, meta = resolve_lora(lora)

@@ -122,6 +122,8 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
     vps = validation_prompts(cfg.validation_prompts)
     suffix = motion_suffix(_median([w.motion_score for w in train_w]), cfg.motion_scale) if cfg.motion_score else ""
     val_texts = [vp.prompt + suffix for vp in vps]
+    if want_cuda:  # Gemma-2 2B in bf16 for the one caching pass (fp16 overflows in Gemma-2)
+        comps.text_encoder.to(torch.bfloat16)
     cache = Cache(cache_root, comps, cfg.height, cfg.width, cfg.max_sequence_length)
     with acc.main_process_first():
         stats = cache.precompute(manifest.windows, [w.prompt for w in manifest.windows] + val_texts, device,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from . import flow
-from .media import save_gif, save_mp4
+from dataengine.media import save_gif, save_mp4
 
 
 def generate(pipe, embeds: tuple, null: tuple, *, seed: int, cfg: float, steps: int, height: int, width: int,

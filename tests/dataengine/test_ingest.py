@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -177,3 +178,25 @@ def test_kill_9_then_rerun_finishes_without_duplicates(tmp_path):
     got = rows(cat, "SELECT video_id, start_frame, end_frame FROM clip_segments ORDER BY 1, 2")
     assert got == want
     assert rows(cat, "SELECT count(*), count(DISTINCT video_id) FROM videos")[0] == (8, 8)
+
+
+def test_export_writes_selected_clips_resampled_by_time(video_dir, runner, catalog_path, tmp_path):
+    from dataengine.cli import main
+    from dataengine.media import read_video
+
+    d, truth = video_dir
+    ingest_cli(runner, catalog_path, d / "h264 cartoon.mp4")
+    out = tmp_path / "export"
+    r = runner.invoke(main, ["export", str(out), "--catalog", str(catalog_path), "--fps", "16", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    clips = rows(catalog_path, "SELECT clip_id, duration_s FROM clips")
+    assert f"exported {len(clips)} clips" in r.output
+    for cid, dur in clips:
+        v = read_video(out / f"{cid}.mp4")
+        assert abs(len(v) - dur * 16) <= 1  # 24 fps source -> 16 fps by time, not by stride
+    index = [json.loads(l) for l in (out / "index.jsonl").read_text().splitlines()]
+    assert {x["clip_id"] for x in index} == {c for c, _ in clips}
+    r = runner.invoke(main, ["export", str(out), "--catalog", str(catalog_path), "--no-progress"])
+    assert "exported 0 clips" in r.output and f"{len(clips)} already there" in r.output
+    r = runner.invoke(main, ["export", str(out), "--catalog", str(catalog_path), "--query", "duration_s > 99"])
+    assert r.exit_code == 1 and "no clips matched" in r.output

@@ -71,7 +71,7 @@ def test_train_from_saved_tiny_model_writes_the_output_contract(tmp_path, train_
                         "--steps", "2", "--base-model", tiny_sana_dir, "--output", str(tmp_path / "g.mp4")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    from train.media import read_video
+    from dataengine.media import read_video
 
     v = read_video(tmp_path / "g.mp4")
     assert v.shape == (9, 64, 64, 3) and (tmp_path / "g.gif").exists()
@@ -117,6 +117,9 @@ def test_errors_before_any_model_loads(tmp_path, train_catalog):
     r = runner.invoke(main, ["--query", "1=1", "--catalog", str(train_catalog), "--prompt-template", "caption",
                              "--preset", "tiny", "--dry-run"])
     assert r.exit_code == 1 and "caption it first" in r.output
+    r = runner.invoke(main, ["--query", "1=1", "--catalog", str(train_catalog), "--captioner", "nobody",
+                             "--preset", "tiny", "--dry-run"])
+    assert r.exit_code == 1 and "no captions by 'nobody'" in r.output
 
 
 def test_existing_run_folder_is_never_overwritten(tmp_path, train_catalog):

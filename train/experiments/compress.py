@@ -84,7 +84,7 @@ def compress(run_dir, *, ranks=None, device=None, seed=None, steps=None, limit_p
     from ..cache import Cache, load
     from ..data import Manifest
     from ..lora import WEIGHTS_NAME
-    from ..media import save_gif
+    from dataengine.media import save_gif
     from ..prompts import validation_prompts
     from ..validate import eval_loss
     from . import metrics as M

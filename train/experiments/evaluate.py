@@ -63,7 +63,7 @@ def _recaption(captioner, prompt, frames_list: list[np.ndarray], fps: float) -> 
 
 
 def _strip(real, base, lora, path: Path, fps: float) -> None:
-    from ..media import save_gif
+    from dataengine.media import save_gif
 
     n = min(len(real), len(base), len(lora))
     sep = np.full((n, real.shape[1], 4, 3), 255, np.uint8)

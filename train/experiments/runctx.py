@@ -68,7 +68,7 @@ def generate(ctx: RunCtx, prompt: str, *, lora: bool, seed: int, steps: int, cfg
     """uint8 (T,H,W,3) and seconds taken; the base model is the same pipeline with the adapter off."""
     import torch
 
-    from ..media import to_uint8
+    from dataengine.media import to_uint8
 
     tr = ctx.pipe.transformer
     if not lora:

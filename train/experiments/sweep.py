@@ -21,7 +21,7 @@ def sweep_steps(run_dir, *, steps=(4, 8, 16, 32, 50), cfgs=(4.0,), prompts_file=
                 limit_prompts=None, progress=True) -> dict:
     from tqdm import tqdm
 
-    from ..media import save_gif
+    from dataengine.media import save_gif
     from ..prompts import validation_prompts
 
     ctx = open_run(run_dir, device=device)
