@@ -63,6 +63,9 @@ def format_stats(s: dict) -> str:
         out += ["", "labellings (captioner @ prompt version: ok / parse errors / decode errors):"]
         for cap, ver, ok, pe, de_, rnd in s["labellings"]:
             out.append(f"  {cap} @ {ver}: {ok} / {pe} / {de_}" + ("  [random tiny model: output is noise]" if rnd else ""))
+    if s["labellings"] and not s["tag_histogram"]:
+        out += ["", "tags: none parsed yet" + (" (a random tiny model's output is noise: expect parse errors)"
+                                              if any(r[5] for r in s["labellings"]) else "")]
     if s["tag_histogram"]:
         out += ["", "tags (shown labelling):"]
         top = max(n for _, n in s["tag_histogram"])

@@ -25,3 +25,14 @@ def metrics(run_dir):
     return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if l.strip()]
 
 
+
+
+def rows(catalog, sql, params=()):
+    """Run a read-only query on a catalog file (tests check rows directly, not through our code)."""
+    import duckdb
+
+    con = duckdb.connect(str(catalog), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()

@@ -139,5 +139,8 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
              f"skipped {res.skipped_nonfinite} non-finite")
         if res.lora_path:
             echo(f"LoRA: {res.lora_path}")
-        echo(f"gallery: {out / 'gallery.md'} (and gallery.html)")
+        if (out / "gallery.md").exists():
+            echo(f"gallery: {out / 'gallery.md'} (and gallery.html)")
+        else:
+            echo("no gallery: validation is off (--validation-every 0)")
     return 0

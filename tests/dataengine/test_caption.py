@@ -13,39 +13,19 @@ import time
 import duckdb
 import pytest
 
-from helpers import ingest_cli
+from helpers import ingest_cli, rows
 from dataengine.cli import main
 
 FAST = ["--max-new-tokens", "12", "--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress"]
 
 
-@pytest.fixture(scope="session")
-def ingested(videos, tmp_path_factory):
-    """A catalog with the session videos ingested (copied per test)."""
-    from click.testing import CliRunner
-
-    root, _ = videos
-    cat = tmp_path_factory.mktemp("cap") / "base.duckdb"
-    r = ingest_cli(CliRunner(), cat, root)
-    assert r.exit_code == 0, r.output
-    return cat
-
-
 @pytest.fixture()
-def cat(ingested, tmp_path):
+def cat(train_catalog, tmp_path):
     import shutil
 
     p = tmp_path / "c.duckdb"
-    shutil.copy(ingested, p)
+    shutil.copy(train_catalog, p)
     return p
-
-
-def rows(cat, sql, params=()):
-    con = duckdb.connect(str(cat), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def caption(runner, cat, model, *extra):
@@ -110,7 +90,7 @@ def test_query_limits_the_subset(runner, cat, tiny_vlm_dir):
 def test_missing_video_is_a_decode_failure_and_the_run_goes_on(runner, cat, tiny_vlm_dir, tmp_path):
     import shutil
 
-    from helpers import ingest_cli
+    from helpers import ingest_cli, rows
 
     vids = tmp_path / "v"
     vids.mkdir()

@@ -14,17 +14,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from helpers import ingest_cli
+from helpers import ingest_cli, rows
 from dataengine import synth
 from dataengine.video import iter_frames, probe
-
-
-def rows(catalog, sql, params=()):
-    con = duckdb.connect(str(catalog), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def test_cuts_within_two_frames_in_every_codec(video_dir, runner, catalog_path):
