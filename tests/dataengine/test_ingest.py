@@ -192,3 +192,15 @@ def test_export_writes_selected_clips_resampled_by_time(video_dir, runner, catal
     assert "exported 0 clips" in r.output and f"{len(clips)} already there" in r.output
     r = runner.invoke(main, ["export", str(out), "--catalog", str(catalog_path), "--query", "duration_s > 99"])
     assert r.exit_code == 1 and "no clips matched" in r.output
+
+
+def test_large_resolution_is_decoded_at_the_analysis_size(tmp_path, runner, catalog_path):
+    path = tmp_path / "big" / "uhd.mp4"
+    synth.make_cartoon(path, duration_s=1.5, fps=12, size=(3840, 2160), cuts=[])
+    r = ingest_cli(runner, catalog_path, path.parent)
+    assert r.exit_code == 0, r.output
+    assert rows(catalog_path, "SELECT width, height, status FROM videos")[0] == (3840, 2160, "ok")
+    (kf,) = rows(catalog_path, "SELECT keyframe_path FROM clips")[0]
+    import cv2
+
+    assert cv2.imread(kf).shape[:2] == (180, 320)  # keyframes and stats come from the 320-px analysis frames
