@@ -78,3 +78,32 @@ def test_compare_marks_explosions_in_the_report(tmp_path):
     md = (tmp_path / "cmp" / "report.md").read_text()
     assert "| lora16 | 16 |" in md and "compare.png" in md
     assert (tmp_path / "cmp" / "report.html").exists()
+
+
+def test_clip_score_from_local_weights(tmp_path):
+    """CLIP is only used when weights are given by path: a tiny random CLIP saved to disk."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
+
+    from train.experiments.evaluate import _clip_scores
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(["a cat chases a mouse"] * 3, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                  model_max_length=32)
+    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, max_position_embeddings=32, eos_token_id=2, pad_token_id=0,
+                                      bos_token_id=1),
+                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                        image_size=32, patch_size=8), projection_dim=16)
+    CLIPModel(cfg).save_pretrained(tmp_path)
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                  tokenizer=tok).save_pretrained(tmp_path)
+    v = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    s = _clip_scores(str(tmp_path), "a cat", {"a": v, "b": v, "c": np.zeros_like(v)})
+    assert set(s) == {"a", "b", "c"} and all(-1 <= x <= 1 for x in s.values())
+    assert s["a"] == pytest.approx(s["b"]) and s["a"] != pytest.approx(s["c"])

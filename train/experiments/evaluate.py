@@ -77,13 +77,16 @@ def _clip_scores(clip_model: str, prompt: str, videos: dict[str, np.ndarray]) ->
 
     model = CLIPModel.from_pretrained(clip_model).eval()
     proc = CLIPProcessor.from_pretrained(clip_model)
+
+    def emb(x):  # transformers 5 returns an output object whose pooler_output is the projection
+        x = x if torch.is_tensor(x) else x.pooler_output
+        return x / x.norm(dim=-1, keepdim=True)
+
     out = {}
     with torch.no_grad():
-        t = model.get_text_features(**proc(text=[prompt], return_tensors="pt", padding=True, truncation=True))
-        t = t / t.norm(dim=-1, keepdim=True)
+        t = emb(model.get_text_features(**proc(text=[prompt], return_tensors="pt", padding=True, truncation=True)))
         for k, v in videos.items():
-            im = model.get_image_features(**proc(images=list(v), return_tensors="pt"))
-            im = im / im.norm(dim=-1, keepdim=True)
+            im = emb(model.get_image_features(**proc(images=list(v), return_tensors="pt")))
             out[k] = float((im @ t.T).mean())
     return out
 
