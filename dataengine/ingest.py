@@ -138,6 +138,7 @@ def ingest_paths(
 def _store(con, res: VideoResult, summary: IngestSummary) -> None:
     with db.transaction(con):
         n = store.save_video(con, res.video_row(), (asdict(c) for c in res.clips))
+    _drop_orphan_keyframes(res)
     if res.status == "ok":
         summary.videos_ok += 1
         summary.clips += n
@@ -148,6 +149,18 @@ def _store(con, res: VideoResult, summary: IngestSummary) -> None:
         summary.videos_failed += 1
         summary.failures[res.error_kind or "failed"] += 1
         summary.failed_paths.append((res.path, res.error))
+
+
+def _drop_orphan_keyframes(res: VideoResult) -> None:
+    """After a resplit, keyframes of clips that no longer exist are removed (only once the new
+    clips are committed, so a crash never leaves rows pointing at deleted files)."""
+    keep = {c.keyframe_path for c in res.clips if c.keyframe_path}
+    if not keep:
+        return
+    folder = Path(next(iter(keep))).parent
+    for f in folder.glob("*.jpg"):
+        if str(f) not in keep:
+            f.unlink(missing_ok=True)
 
 
 def _run_pool(con, todo, opts, workers, progress, summary, on_result) -> None:

@@ -88,6 +88,8 @@ def test_resplit_rederives_clips(video_dir, runner, catalog_path):
     assert r.exit_code == 0, r.output
     n2 = rows(catalog_path, "SELECT count(*) FROM clips")[0][0]
     assert n2 > n1
+    kfs = [r[0] for r in rows(catalog_path, "SELECT keyframe_path FROM clips")]
+    assert sorted(os.listdir(os.path.dirname(kfs[0]))) == sorted(os.path.basename(k) for k in kfs)  # no orphans
     assert rows(catalog_path, "SELECT max(duration_s) FROM clips")[0][0] <= 1.2 + 1e-6
 
 
