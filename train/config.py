@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 REAL_BASE_MODEL = "Efficient-Large-Model/SANA-Video_2B_480p_diffusers"
@@ -75,9 +75,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     report_to: str = "none"  # none | tensorboard | wandb | all
     device: str | None = None
-    num_workers: int = 0
     preset: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:

@@ -94,7 +94,7 @@ def _optimizer(cfg: TrainConfig, params, device):
 
 
 def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Path, resume: str | None = None,
-          progress: bool = True, stop_after: int | None = None) -> TrainResult:
+          progress: bool = True) -> TrainResult:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -289,8 +289,6 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
             t_last = time.perf_counter()  # steps/s measures training, not validation or checkpoints
             if _FAULT_KILL_AT and step == _FAULT_KILL_AT and acc.is_main_process:
                 os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume test: a real kill -9
-            if stop_after is not None and step >= stop_after:
-                break
     finally:
         bar.close()
         trackers.close()
