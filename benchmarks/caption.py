@@ -18,7 +18,7 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=64)
-    ap.add_argument("--max-new-tokens", type=int, default=128)  # a JSON caption is ~100-150 tokens
+    ap.add_argument("--max-new-tokens", type=int, default=256)  # `de caption` default
     args = ap.parse_args()
 
     from catalog import db
