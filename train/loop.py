@@ -6,6 +6,7 @@ under `accelerate launch` on several GPUs, or under `torchrun` on CPU (gloo).
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import math
@@ -326,6 +327,12 @@ def _median(xs):
     return xs[len(xs) // 2] if xs else None
 
 
+@functools.lru_cache(maxsize=512)
+def _load_text(path: str) -> dict:
+    # prompts repeat across windows (the class template uses one prompt for every clip): read once
+    return load(Path(path))
+
+
 def _load_batch(windows, cache: Cache, null: dict, dropout: float, gen) -> dict:
     """Stack cached latents and text embeddings; caption dropout swaps in the unconditional pair."""
     import torch
@@ -334,7 +341,7 @@ def _load_batch(windows, cache: Cache, null: dict, dropout: float, gen) -> dict:
     drops = (torch.rand(len(windows), generator=gen) < dropout).tolist()
     for w, drop in zip(windows, drops):
         lat.append(load(cache.latent_path(w))["latents"])
-        t = null if drop else load(cache.text_path(w.prompt))
+        t = null if drop else _load_text(str(cache.text_path(w.prompt)))
         emb.append(t["embeds"])
         mask.append(t["mask"])
     return {"latents": torch.stack(lat), "embeds": torch.stack(emb), "mask": torch.stack(mask)}
