@@ -110,6 +110,11 @@ class Cache:
     def null_path(self) -> Path:
         return self.root / "text" / f"{text_key(self.text_id, '<uncond>')}.safetensors"
 
+    def eval_items(self, windows: list[Window]) -> list[dict]:
+        """What `validate.eval_loss` needs per cached window: key, latents, prompt embeds and mask."""
+        return [{"key": w.key, "latents": load(self.latent_path(w))["latents"], **load(self.text_path(w.prompt))}
+                for w in windows if self.latent_path(w).exists()]
+
     def missing(self, windows: list[Window], prompts: list[str]) -> tuple[list[Window], list[str]]:
         lat = [w for w in windows if not self.latent_path(w).exists()]
         txt = sorted({p for p in prompts if not self.text_path(p).exists()})

@@ -6,11 +6,7 @@ defaults), freeze the manifest, then call train.loop.train. Heavy imports happen
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import time
-from pathlib import Path
 
 import click
 

@@ -147,8 +147,7 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
     null = load(cache.null_path())
     null_pair = (null["embeds"], null["mask"])
     val_embeds = [(lambda d: (d["embeds"], d["mask"]))(load(cache.text_path(t))) for t in val_texts]
-    holdout_items = [{"key": w.key, "latents": load(cache.latent_path(w))["latents"],
-                      **load(cache.text_path(w.prompt))} for w in hold_w]
+    holdout_items = cache.eval_items(hold_w)
 
     # ---- 3. LoRA on the transformer only; trainable params in fp32 ---------------------------------
     tr = comps.transformer

@@ -44,21 +44,16 @@ def flow_scheduler(flow_shift: float = 8.0):
 
 
 def _tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
     from dataengine.assets import asset
+    from dataengine.tiny_tokenizer import train_byte_bpe
 
     corpus = [asset("prompts", "validation_tomjerry.txt").read_text(),
               asset("prompts", "class_tomjerry.txt").read_text(),
               "motion score a the of and in with cat mouse chase night day kitchen house"] * 3
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=384, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    from tokenizers.processors import TemplateProcessing
+    tk = train_byte_bpe(corpus, 384, ["<pad>", "<eos>", "<bos>", "<unk>"])
 
     tk.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tk.token_to_id("<bos>"))])
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",

@@ -6,6 +6,7 @@ from collections import Counter
 
 
 def jaccard(a, b) -> float:
+    """|A n B| / |A u B|; two empty sets agree perfectly (1.0)."""
     a, b = set(a or []), set(b or [])
     if not a and not b:
         return 1.0

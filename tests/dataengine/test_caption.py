@@ -13,7 +13,7 @@ import time
 import duckdb
 import pytest
 
-from helpers import ingest_cli, rows
+from helpers import rows
 from dataengine.cli import main
 
 FAST = ["--max-new-tokens", "12", "--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress"]

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import duckdb
 import numpy as np
 import pytest
 

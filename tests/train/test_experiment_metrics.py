@@ -82,17 +82,12 @@ def test_compare_marks_explosions_in_the_report(tmp_path):
 
 def test_clip_score_from_local_weights(tmp_path):
     """CLIP is only used when weights are given by path: a tiny random CLIP saved to disk."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
 
+    from dataengine.tiny_tokenizer import train_byte_bpe
     from train.experiments.evaluate import _clip_scores
 
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(["a cat chases a mouse"] * 3, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk = train_byte_bpe(["a cat chases a mouse"] * 3, 300, ["<pad>", "<s>", "</s>"])
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                                   model_max_length=32)
     cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

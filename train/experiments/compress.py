@@ -81,14 +81,13 @@ def compress(run_dir, *, ranks=None, device=None, seed=None, steps=None, limit_p
     from safetensors.torch import load_file
     from tqdm import tqdm
 
-    from ..cache import Cache, load
     from ..data import Manifest
     from ..lora import WEIGHTS_NAME
     from dataengine.media import save_gif
     from ..prompts import validation_prompts
     from ..validate import eval_loss
     from . import metrics as M
-    from .runctx import ExperimentError, generate, open_run
+    from .runctx import ExperimentError, eval_items, generate, open_run
 
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "lora_metadata.json").read_text()) if (run_dir / "lora_metadata.json").exists() else {}
@@ -116,12 +115,7 @@ def compress(run_dir, *, ranks=None, device=None, seed=None, steps=None, limit_p
     vps = validation_prompts(cfg.validation_prompts)[: limit_prompts or None]
     man = Manifest.read(run_dir / "manifest.jsonl")
     hold = [w for w in man.windows if w.role == "holdout"]
-    from catalog.db import cache_dir
-
-    cache = Cache(cache_dir(cfg.catalog) / "train", ctx.comps, cfg.height, cfg.width, cfg.max_sequence_length)
-    cache.precompute(hold, [w.prompt for w in hold], ctx.device, progress=False)
-    items = [{"key": w.key, "latents": load(cache.latent_path(w))["latents"], **load(cache.text_path(w.prompt))}
-             for w in hold if cache.latent_path(w).exists()]
+    items = eval_items(ctx, hold)
     rows, refs = [], {}
     pipe = ctx.pipe
     for name, k, path, energy in tqdm(variants, desc="compress", unit="rank", disable=not progress):

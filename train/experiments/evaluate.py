@@ -17,7 +17,7 @@ import numpy as np
 
 from . import metrics as M
 from .report import table, write
-from .runctx import ExperimentError, generate, open_run
+from .runctx import ExperimentError, eval_items, generate, open_run
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,6 @@ def evaluate(run_dir: str | Path, *, query: str, catalog: str | None = None, cap
     from dataengine.caption.models import CaptionModelError, load_captioner
     from dataengine.caption.prompts import SamplingParams, load_prompt
 
-    from ..cache import Cache, load
     from ..data import read_window
     from ..validate import eval_loss
 
@@ -144,12 +143,7 @@ def evaluate(run_dir: str | Path, *, query: str, catalog: str | None = None, cap
         _strip(real, base, lora, ev_dir / "strips" / f"{w.clip_id}.gif", cfg.fps)
         clips.append(row)
     # eval loss at fixed sigmas on these clips, base vs LoRA (latents/text from the shared cache)
-    from catalog.db import cache_dir
-
-    cache = Cache(cache_dir(cfg.catalog) / "train", ctx.comps, cfg.height, cfg.width, cfg.max_sequence_length)
-    cache.precompute(windows, [w.prompt for w in windows], ctx.device, progress=False)
-    items = [{"key": w.key, "latents": load(cache.latent_path(w))["latents"], **load(cache.text_path(w.prompt))}
-             for w in windows if cache.latent_path(w).exists()]
+    items = eval_items(ctx, windows)
     tr = ctx.pipe.transformer
     dtype = next(tr.parameters()).dtype
     tr.disable_adapters()

@@ -11,12 +11,7 @@ import numpy as np
 # --- tags -------------------------------------------------------------------------------------
 
 
-def jaccard(a, b) -> float:
-    """|A n B| / |A u B|; two empty sets agree perfectly (1.0)."""
-    a, b = set(a or []), set(b or [])
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)
+from dataengine.caption.compare import jaccard  # noqa: E402,F401  (|A n B| / |A u B|; empty vs empty = 1)
 
 
 def tag_recall(source, generated) -> dict[str, bool]:

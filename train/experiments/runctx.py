@@ -63,6 +63,18 @@ def open_run(run_dir: str | Path, *, device: str | None = None, base_model: str 
     return RunCtx(out, cfg, lp, meta, comps, pipe, device)
 
 
+def eval_items(ctx: RunCtx, windows) -> list[dict]:
+    """Latents and text embeddings of `windows` from the shared cache (encoded now if missing)."""
+    from catalog.db import cache_dir
+
+    from ..cache import Cache
+
+    cfg = ctx.cfg
+    cache = Cache(cache_dir(cfg.catalog) / "train", ctx.comps, cfg.height, cfg.width, cfg.max_sequence_length)
+    cache.precompute(windows, [w.prompt for w in windows], ctx.device, progress=False)
+    return cache.eval_items(windows)
+
+
 def generate(ctx: RunCtx, prompt: str, *, lora: bool, seed: int, steps: int, cfg_scale: float | None = None,
              frames: int | None = None) -> tuple[np.ndarray, float]:
     """uint8 (T,H,W,3) and seconds taken; the base model is the same pipeline with the adapter off."""
