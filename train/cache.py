@@ -115,22 +115,32 @@ class Cache:
         return [{"key": w.key, "latents": load(self.latent_path(w))["latents"], **load(self.text_path(w.prompt))}
                 for w in windows if self.latent_path(w).exists()]
 
-    def missing(self, windows: list[Window], prompts: list[str]) -> tuple[list[Window], list[str]]:
-        lat = [w for w in windows if not self.latent_path(w).exists()]
-        txt = sorted({p for p in prompts if not self.text_path(p).exists()})
-        if not self.null_path().exists():
-            txt = txt or [prompts[0]]
+    def missing(self, windows: list[Window], prompts: list[str], shard: tuple[int, int] = (0, 1)
+                ) -> tuple[list[Window], list[str]]:
+        """This rank's share of what is not cached yet.
+
+        The share is cut from the full, sorted lists *before* looking at the disk, so ranks that
+        look at different moments still split the same work: no window is encoded twice.
+        """
+        rank, world = shard
+        mine_w = sorted(windows, key=lambda w: (w.video_path, w.start_s, w.key))[rank::world]
+        mine_p = sorted(set(prompts))[rank::world]
+        lat = [w for w in mine_w if not self.latent_path(w).exists()]
+        txt = [p for p in mine_p if not self.text_path(p).exists()]
+        if rank == 0 and not self.null_path().exists():
+            txt = txt or [prompts[0]]  # rank 0 alone writes the unconditional embedding
         return lat, txt
 
     def precompute(self, windows: list[Window], prompts: list[str], device, progress: bool = True,
-                   text_batch: int = 8) -> dict:
-        """Encode whatever is missing, one pass, then the caller frees the VAE / text encoder."""
+                   text_batch: int = 8, shard: tuple[int, int] = (0, 1)) -> dict:
+        """Encode this rank's share of whatever is missing, one pass; the caller then frees the
+        VAE and text encoder. Under DDP every rank calls this with its (rank, world)."""
         import torch
         from tqdm import tqdm
 
-        lat, txt = self.missing(windows, prompts)
-        stats = {"latents_cached": len(windows) - len(lat), "latents_encoded": 0, "text_encoded": 0,
-                 "decode_failures": []}
+        lat, txt = self.missing(windows, prompts, shard)
+        stats = {"rank": shard[0], "world": shard[1], "latents_total": len(windows), "latents_encoded": 0,
+                 "latents_encoded_keys": [], "text_encoded": 0, "decode_failures": []}
         if txt:
             pipe = self.c.pipeline()
             self.c.text_encoder.to(device)
@@ -139,7 +149,7 @@ class Cache:
                 pe, pm, ne, nm = encode_text(pipe, chunk, self.max_len, device)
                 for j, p in enumerate(chunk):
                     _save(self.text_path(p), {"embeds": pe[j], "mask": pm[j]})
-                if not self.null_path().exists():
+                if shard[0] == 0 and not self.null_path().exists():
                     _save(self.null_path(), {"embeds": ne[0], "mask": nm[0]})
                 stats["text_encoded"] += len(chunk)
         if lat:
@@ -158,4 +168,5 @@ class Cache:
                 z = normalise_latents(z.float(), self.c.vae)[0].cpu()
                 _save(self.latent_path(w), {"latents": z})
                 stats["latents_encoded"] += 1
+                stats["latents_encoded_keys"].append(w.key)
         return stats

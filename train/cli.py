@@ -41,7 +41,8 @@ TRAIN_OPTIONS = [
     ("--mixed-precision", "mixed_precision", click.Choice(["bf16", "fp16", "no"]), "On CUDA; CPU runs fp32. [default: bf16]"),
     ("--seed", "seed", int, "[default: 42]"),
     ("--timestep-sampling", "timestep_sampling", click.Choice(["logit_normal", "uniform"]), "[default: logit_normal]"),
-    ("--flow-shift", "flow_shift", float, "Shift applied to training sigmas. [default: 8]"),
+    ("--flow-shift", "flow_shift", float, "Shift applied to training sigmas (NVIDIA's SANA-Video training value). [default: 3]"),
+    ("--validation-flow-shift", "validation_flow_shift", float, "Sampler shift for validation and generation. [default: 8]"),
     ("--validation-every", "validation_every", int, "Steps between validations, 0 = off. [default: 500]"),
     ("--validation-prompts", "validation_prompts", str, "File of 'summary | prompt' lines [default: the original five]."),
     ("--validation-seed", "validation_seed", int, "[default: 69420]"),
@@ -68,9 +69,11 @@ def _add_train_options(f):
               help="seed-tomjerry = the original experiment's table; tiny = CPU smoke run.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None, help="Run folder (default: runs/<name>).")
 @click.option("--motion-score/--no-motion-score", default=None, help="Append SANA's ' motion score: N.' to prompts.")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None)
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
+              help="Recompute each block in backward. [default: on, except for the tiny model]")
 @click.option("--resume", default=None, help="latest, or a checkpoint folder: continue exactly where it stopped.")
-@click.option("--dry-run", is_flag=True, help="Resolve the query and print the manifest summary; load no model.")
+@click.option("--dry-run", is_flag=True, help="Resolve the query; print the manifest, the sigma distribution and the "
+                                             "projected GPU memory; load no model.")
 @click.option("--no-progress", is_flag=True)
 @_add_train_options
 @click.pass_context
@@ -120,7 +123,10 @@ def main(ctx, query, preset, output_dir, motion_score, gradient_checkpointing, r
 @click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
               help="Output .mp4 (a .gif is written beside it). Default: <run>/generated/<time>.mp4")
 @click.option("--device", default=None)
-def generate(lora, prompt, base_model, seed, cfg, steps, frames, size, lora_scale, negative_prompt, output, device):
+@click.option("--motion-suffix/--no-motion-suffix", default=True, show_default=True,
+              help="Append the ' motion score: N.' the run's validation prompts carried (when it trained with one).")
+def generate(lora, prompt, base_model, seed, cfg, steps, frames, size, lora_scale, negative_prompt, output, device,
+             motion_suffix):
     """Generate a video with the base model plus a LoRA.
 
     \b
@@ -134,7 +140,7 @@ def generate(lora, prompt, base_model, seed, cfg, steps, frames, size, lora_scal
     try:
         paths = generate_video(lora=lora, prompt=prompt, base_model=base_model, seed=seed, cfg=cfg, steps=steps,
                                frames=frames, size=size, lora_scale=lora_scale, negative_prompt=negative_prompt,
-                               output=output, device=device)
+                               output=output, device=device, motion_suffix=motion_suffix)
     except GenerateError as e:
         raise click.ClickException(str(e)) from e
     for p in paths:

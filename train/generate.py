@@ -25,15 +25,15 @@ def resolve_lora(lora: str | None) -> tuple[Path | None, dict]:
     return f, (json.loads(meta.read_text()) if meta.exists() else {})
 
 
-def load_pipeline(base_model: str, lora_file: Path | None, lora_scale: float, device: str):
+def load_pipeline(base_model: str, lora_file: Path | None, lora_scale: float, device: str,
+                  flow_shift: float | None = None):
     import torch
 
-    from .models import load_components
+    from .models import load_components, with_flow_shift
 
-    comps = load_components(base_model)
-    if device.startswith("cuda"):
-        comps.transformer.to(torch.bfloat16)
-        comps.text_encoder.to(torch.bfloat16)
+    comps = load_components(base_model, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    if flow_shift is not None:
+        comps.scheduler = with_flow_shift(comps.scheduler, flow_shift)
     pipe = comps.pipeline()
     if lora_file is not None:
         pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name="style")
@@ -43,11 +43,12 @@ def load_pipeline(base_model: str, lora_file: Path | None, lora_scale: float, de
 
 
 def generate_video(*, lora, prompt, base_model, seed, cfg, steps, frames, size, lora_scale, negative_prompt,
-                   output, device) -> list[Path]:
+                   output, device, motion_suffix: bool = True) -> list[Path]:
     import torch
 
     from dataengine.media import save_gif, save_mp4
     from .models import ModelLoadError
+    from .prompts import with_suffix
 
     lora_file, meta = resolve_lora(lora)
     base = base_model or meta.get("base_model")
@@ -61,13 +62,17 @@ def generate_video(*, lora, prompt, base_model, seed, cfg, steps, frames, size, 
             raise GenerateError("--size must look like 224x224") from e
     else:
         h, w = meta.get("height", 224), meta.get("width", 224)
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise GenerateError(f"--size must be multiples of 32 (SanaVideoPipeline.check_inputs), got {h}x{w}")
     if (frames - 1) % 4:
         raise GenerateError(f"--frames must be 1 + 4k, got {frames}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        pipe, comps = load_pipeline(base, lora_file, lora_scale, device)
+        pipe, comps = load_pipeline(base, lora_file, lora_scale, device, meta.get("validation_flow_shift"))
     except ModelLoadError as e:
         raise GenerateError(str(e)) from e
+    # the prompt is built as the run's validation built it (its motion suffix), unless asked not to
+    prompt = with_suffix(prompt, meta.get("prompt_suffix", "") if motion_suffix else "")
     g = torch.Generator(device="cpu").manual_seed(seed)
     video = pipe(prompt=prompt, negative_prompt=negative_prompt, guidance_scale=cfg, num_inference_steps=steps,
                  height=h, width=w, frames=frames, generator=g, use_resolution_binning=False,

@@ -23,7 +23,7 @@ from .cache import Cache, load
 from .config import TrainConfig
 from .data import Manifest
 from .lora import WEIGHTS_NAME, add_lora, load_lora_into, lora_state_dict, save_lora, trainable_parameters
-from .prompts import motion_suffix, validation_prompts
+from .prompts import run_suffix, validation_prompts, with_suffix
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
-    from .models import load_components
+    from .models import load_components, with_flow_shift
     from .validate import eval_loss, run_validation, write_gallery
 
     # ---- 1. accelerator, precision, output folder ------------------------------------------------
@@ -117,22 +117,28 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
     ckpt_root = out_dir / "checkpoints"
 
     # ---- 2. models (CPU), then the one-pass cache --------------------------------------------------
-    comps = load_components(cfg.base_model, seed=0)
+    if want_cuda and not cfg.is_tiny and acc.is_main_process:
+        warn_if_too_big(cfg, device)  # before any model loads
+    # bf16 weights for a bf16 run (fp32 copies of the 2B transformer and Gemma-2 2B cost ~18 GB of host
+    # RAM on every rank); Gemma-2 never runs in fp16 (it overflows); the VAE stays fp32
+    load_dtype = torch.bfloat16 if weight_dtype != torch.float32 else torch.float32
+    comps = load_components(cfg.base_model, seed=0, dtype=load_dtype)
+    comps.scheduler = with_flow_shift(comps.scheduler, cfg.validation_flow_shift)
     train_w = [w for w in manifest.windows if w.role == "train"]
     hold_w = [w for w in manifest.windows if w.role == "holdout"]
     vps = validation_prompts(cfg.validation_prompts)
-    suffix = motion_suffix(_median([w.motion_score for w in train_w]), cfg.motion_scale) if cfg.motion_score else ""
-    val_texts = [vp.prompt + suffix for vp in vps]
-    if want_cuda:  # Gemma-2 2B in bf16 for the one caching pass (fp16 overflows in Gemma-2)
-        comps.text_encoder.to(torch.bfloat16)
+    suffix = run_suffix(cfg, train_w)
+    val_texts = [with_suffix(vp.prompt, suffix) for vp in vps]
     cache = Cache(cache_root, comps, cfg.height, cfg.width, cfg.max_sequence_length)
-    with acc.main_process_first():
-        stats = cache.precompute(manifest.windows, [w.prompt for w in manifest.windows] + val_texts, device,
-                                 progress=progress and acc.is_main_process)
-    failed = {k for k, _ in stats["decode_failures"]}
-    if failed and acc.is_main_process:
-        for k, e in stats["decode_failures"]:
-            log.warning("window %s left out: %s", k, e)
+    # Every rank encodes its own share and the files meet in the shared cache folder: N GPUs cache N x
+    # faster, and no rank sits in a collective while another encodes (NCCL's 600 s timeout).
+    stats = cache.precompute(manifest.windows, [w.prompt for w in manifest.windows] + val_texts, device,
+                             progress=progress and acc.is_main_process, shard=(acc.process_index, acc.num_processes))
+    write_cache_stats(out_dir, acc.process_index, stats)
+    acc.wait_for_everyone()
+    failed = {w.key for w in manifest.windows if not cache.latent_path(w).exists()}
+    for k, e in stats["decode_failures"]:
+        log.warning("window %s left out: %s", k, e)
     train_w = [w for w in train_w if w.key not in failed]
     hold_w = [w for w in hold_w if w.key not in failed]
     if not train_w:
@@ -243,7 +249,8 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
                 with ctx, acc.autocast():
                     pred = model(xt.to(weight_dtype), encoder_hidden_states=batch["embeds"].to(device, weight_dtype),
                                  encoder_attention_mask=batch["mask"].to(device),
-                                 timestep=flow.timesteps(sig).to(weight_dtype), return_dict=False)[0]
+                                 timestep=flow.timesteps(sig).float(), return_dict=False)[0]
+                    # timestep stays fp32 (as inference passes it): bf16 rounds sigma*1000 to multiples of 4 above 512
                     per = flow.per_sample_loss(pred, flow.target(x0, noise))
                     loss = per.mean()
                     # every rank must agree to skip, or DDP's all-reduce would hang
@@ -302,7 +309,8 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
         lora_path = save_lora(out_dir, unwrapped, {
             "base_model": cfg.base_model, "base_model_name": comps.name, "is_random_base": comps.is_random,
             "rank": cfg.rank, "alpha": cfg.alpha, "targets": cfg.lora_targets, "steps": step,
-            "height": cfg.height, "width": cfg.width, "frames": cfg.frames, "fps": cfg.fps})
+            "height": cfg.height, "width": cfg.width, "frames": cfg.frames, "fps": cfg.fps,
+            "prompt_suffix": suffix, "validation_flow_shift": cfg.validation_flow_shift})
     acc.wait_for_everyone()
     acc.end_training()
     return TrainResult(out_dir, step, lora_path, skipped, last_loss)
@@ -321,9 +329,28 @@ def _grad_norm(params) -> float:
     return math.sqrt(sq)
 
 
-def _median(xs):
-    xs = sorted(x for x in xs if x is not None)
-    return xs[len(xs) // 2] if xs else None
+def warn_if_too_big(cfg: TrainConfig, device) -> None:
+    """Project the run's GPU peak from the real block (train.memory) and warn if it will not fit."""
+    import torch
+
+    from .memory import describe, project_config
+
+    total = torch.cuda.get_device_properties(device).total_memory
+    p = project_config(cfg)
+    log.info(describe(p))
+    if p.total_gib * 2**30 > total:
+        log.warning("this config is projected to need %.1f GiB on the GPU but %s has %.1f GiB: expect out-of-memory. "
+                    "%s", p.total_gib, torch.cuda.get_device_name(device), total / 2**30,
+                    "Lower --batch-size (and raise --grad-accum)." if cfg.gradient_checkpointing else
+                    "Drop --no-gradient-checkpointing, or lower --batch-size.")
+
+
+def write_cache_stats(out_dir: Path, rank: int, stats: dict) -> None:
+    import json
+
+    d = out_dir / "logs"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"cache_rank{rank}.json").write_text(json.dumps(stats, indent=1, default=str))
 
 
 @functools.lru_cache(maxsize=512)

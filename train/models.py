@@ -96,11 +96,14 @@ def save_tiny(path: str | os.PathLike, seed: int = 0) -> str:
 def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components:
     """Load tokenizer, Gemma-2 text encoder, Wan VAE, transformer and scheduler on the CPU.
 
-    Placement and precision are the caller's (accelerate's) job. The VAE stays fp32: its decode
-    is sensitive and it only runs at cache time and validation.
+    `dtype` is the weight dtype of the transformer and the text encoder (bf16 for a bf16 run:
+    loading a 2B transformer and Gemma-2 2B in fp32 costs ~18 GB of host RAM per rank). The VAE
+    always stays fp32, as diffusers documents for SANA-Video: its decode is sensitive and it only
+    runs at cache time and validation. Placement is the caller's (accelerate's) job.
     """
     import torch
 
+    dtype = dtype or torch.float32
     if base_model == "tiny":
         c = build_tiny(seed)
     else:
@@ -108,21 +111,28 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
         try:
             from diffusers import SanaVideoPipeline
 
-            pipe = SanaVideoPipeline.from_pretrained(base_model, torch_dtype=torch.float32)
+            # per-component dtypes at load time, so no fp32 copy of the big models ever exists
+            pipe = SanaVideoPipeline.from_pretrained(base_model, torch_dtype={"default": dtype, "vae": torch.float32})
         except (OSError, ValueError, EnvironmentError) as e:
             if local:
                 raise ModelLoadError(f"cannot load SANA-Video from directory {base_model}: "
                                      f"{str(e).splitlines()[0]}") from e
             raise ModelLoadError(
                 f"cannot find base model '{base_model}': it is not in the local Hugging Face cache and the hub "
-                f"is unreachable or the id is wrong. Pre-download it: `huggingface-cli download {base_model}`, "
-                "or pass a local directory to --base-model.") from e
+                "is unreachable or the id is wrong. Pre-download it: `huggingface-cli download "
+                f"{base_model}`, or pass a local directory to --base-model.") from e
         is_random = local and (Path(base_model) / "TINY_RANDOM").exists()
         name = f"local:{Path(base_model).name}" if local else base_model
         c = Components(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler, name, is_random)
-    if dtype is not None:
-        c.transformer.to(dtype)
-        c.text_encoder.to(dtype)
+    c.transformer.to(dtype)
+    c.text_encoder.to(dtype)
+    c.vae.to(torch.float32)
     for m in (c.vae, c.text_encoder, c.transformer):
         m.requires_grad_(False)
     return c
+
+
+def with_flow_shift(scheduler, flow_shift: float):
+    """The same scheduler with another inference shift (validation may sample at a shift other
+    than the one the hub config holds)."""
+    return scheduler.__class__.from_config(scheduler.config, flow_shift=flow_shift)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +79,37 @@ def fill(template: str, row: dict, class_text: str, *, motion_score: bool = Fals
     return text
 
 
+MOTION_MIN, MOTION_MAX = 1, 30  # SANA-Video's training data was filtered to motion scores 1-30
+
+
+def motion_value(score: float | None, scale: float) -> int | None:
+    """SANA's motion score N from our ingest motion_score (mean absolute luma difference between
+    frames at 16 fps, on 0-255): N = round(score * scale), clamped to [1, 30], the range SANA-Video
+    was trained on. A fast pan never asks for 'motion score: 100.', which the model never saw."""
+    if score is None:
+        return None
+    return int(min(MOTION_MAX, max(MOTION_MIN, round(score * scale))))
+
+
 def motion_suffix(score: float | None, scale: float) -> str:
     """SANA-Video was trained with ' motion score: N.' appended; N from our ingest stat."""
-    if score is None:
+    n = motion_value(score, scale)
+    return "" if n is None else f" motion score: {n}."
+
+
+_SUFFIX_RE = re.compile(r" motion score: \d+\.$")
+
+
+def run_suffix(cfg, train_windows) -> str:
+    """The suffix a run's validation prompts carry: the median training clip's motion score."""
+    if not cfg.motion_score:
         return ""
-    return f" motion score: {int(round(score * scale))}."
+    scores = sorted(w.motion_score for w in train_windows if w.motion_score is not None)
+    return motion_suffix(scores[len(scores) // 2] if scores else None, cfg.motion_scale)
+
+
+def with_suffix(prompt: str, suffix: str) -> str:
+    """Every generation from a run builds its prompt as that run's validation did."""
+    if not suffix or _SUFFIX_RE.search(prompt):
+        return prompt
+    return prompt + suffix

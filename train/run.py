@@ -64,6 +64,46 @@ def record_end(cfg: TrainConfig, run_id: str, counts: dict, ok: bool, echo) -> N
         con.close()
 
 
+def dry_run_report(cfg: TrainConfig) -> list[str]:
+    """The sigma distribution the run trains on, and its projected GPU memory (train.memory)."""
+    from . import flow
+
+    lines = flow.sigma_text(flow.sigma_stats(cfg.flow_shift, mode=cfg.timestep_sampling, mean=cfg.logit_mean,
+                                             std=cfg.logit_std))
+    lines.append(f"validation samples with flow shift {cfg.validation_flow_shift:g}")
+    if cfg.is_tiny:
+        lines.append("memory projection: skipped (the tiny model is not the real 2B transformer)")
+        return lines
+    from .memory import describe, project_config
+
+    lines.append("measuring the real SANA-Video block's activations on the CPU (~10 s)...")
+    p = project_config(cfg)
+    lines.append(describe(p))
+    if not cfg.gradient_checkpointing:
+        lines.append(describe(project_config(cfg, checkpointing=True)).replace("projected", "with checkpointing:"))
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            total = torch.cuda.get_device_properties(0).total_memory
+            if p.total_gib * 2**30 > total:
+                lines.append(f"warning: projected {p.total_gib:.1f} GiB exceeds this GPU's {total / 2**30:.1f} GiB")
+    except Exception:  # noqa: BLE001 - a broken CUDA setup must not break a dry run
+        pass
+    return lines
+
+
+def write_sigma_plot(cfg: TrainConfig, out: Path) -> None:
+    from . import flow
+
+    shifts = {"this run": cfg.flow_shift}
+    for label, sh in (("NVIDIA training", 3.0), ("inference", 8.0), ("no shift", 1.0)):
+        if sh not in shifts.values():
+            shifts[label] = sh
+    flow.plot_sigmas(out / "sigma_distribution.png", shifts, mode=cfg.timestep_sampling, mean=cfg.logit_mean,
+                     std=cfg.logit_std)
+
+
 def start_training(*, query, preset, overrides, output_dir, resume, dry_run, progress, echo) -> int:
     from catalog import db
 
@@ -108,6 +148,8 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
         for p in dict.fromkeys(ex):
             echo(f"  prompt: {p}")
         if dry_run:
+            for line in dry_run_report(cfg):
+                echo(line)
             echo(f"dry run: would write {out}/ (manifest, config, LoRA, gallery); no model loaded")
             return 0
         if out.exists() and any(out.iterdir()):
@@ -117,6 +159,7 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
         out.mkdir(parents=True, exist_ok=True)
         manifest.write(out / "manifest.jsonl")
         cfg.save(out / "config.json")
+        write_sigma_plot(cfg, out)
         record_start(cfg, run_id, manifest)
         (out / "run.json").write_text(json.dumps({"run_id": run_id, "catalog": cfg.catalog}, indent=1))
     from catalog.db import cache_dir

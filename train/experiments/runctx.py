@@ -31,12 +31,25 @@ class RunCtx:
     def is_random(self) -> bool:
         return bool(self.comps.is_random)
 
+    @property
+    def prompt_suffix(self) -> str:
+        """The motion suffix this run's validation prompts carried (see train.prompts.run_suffix)."""
+        if "prompt_suffix" in self.meta:
+            return self.meta["prompt_suffix"]
+        if not self.cfg.motion_score:
+            return ""
+        from ..data import Manifest
+        from ..prompts import run_suffix
+
+        man = Manifest.read(self.out_dir / "manifest.jsonl")
+        return run_suffix(self.cfg, [w for w in man.windows if w.role == "train"])
+
 
 def open_run(run_dir: str | Path, *, device: str | None = None, base_model: str | None = None,
              lora_file: str | Path | None = None, adapter: str = "lora") -> RunCtx:
     import torch
 
-    from ..models import ModelLoadError, load_components
+    from ..models import ModelLoadError, load_components, with_flow_shift
 
     out = Path(run_dir)
     if not (out / "config.json").exists():
@@ -50,12 +63,11 @@ def open_run(run_dir: str | Path, *, device: str | None = None, base_model: str 
     meta = json.loads(meta_p.read_text()) if meta_p.exists() else {}
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        comps = load_components(base_model or cfg.base_model)
+        comps = load_components(base_model or cfg.base_model,
+                                dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
     except ModelLoadError as e:
         raise ExperimentError(str(e)) from e
-    if device.startswith("cuda"):
-        comps.transformer.to(torch.bfloat16)
-        comps.text_encoder.to(torch.bfloat16)
+    comps.scheduler = with_flow_shift(comps.scheduler, meta.get("validation_flow_shift", cfg.validation_flow_shift))
     pipe = comps.pipeline()
     pipe.load_lora_weights(str(lp.parent), weight_name=lp.name, adapter_name=adapter)
     pipe.to(device)
@@ -82,6 +94,9 @@ def generate(ctx: RunCtx, prompt: str, *, lora: bool, seed: int, steps: int, cfg
 
     from dataengine.media import to_uint8
 
+    from ..prompts import with_suffix
+
+    prompt = with_suffix(prompt, ctx.prompt_suffix)  # as the run's validation built it
     tr = ctx.pipe.transformer
     if not lora:
         tr.disable_adapters()
