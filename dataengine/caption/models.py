@@ -57,6 +57,23 @@ class Generation:
     num_frames: int
 
 
+def video_metadata(times, num_frames: int, fps: float) -> dict:
+    """transformers' VideoMetadata for frames we sampled ourselves.
+
+    The effective rate comes from the source times the reader returned (so a VFR file or a clip
+    shorter than the sampling asks for is described as it is); `fps` is the fallback for a single
+    frame. `num_frames` counts the frames handed to the processor, after `prepare` pads an odd
+    count to a temporal pair; indices are 0..n-1, so timestamps start at the clip's start.
+    """
+    eff = float(fps)
+    if times is not None and len(times) > 1:
+        span = float(times[-1]) - float(times[0])
+        if span > 0:
+            eff = (len(times) - 1) / span
+    return {"total_num_frames": int(num_frames), "fps": eff, "frames_indices": list(range(int(num_frames))),
+            "duration": num_frames / eff}
+
+
 class QwenVLCaptioner:
     """Qwen2-VL / Qwen2.5-VL / Qwen3-VL through transformers; frames prepared with qwen-vl-utils."""
 
@@ -96,13 +113,20 @@ class QwenVLCaptioner:
         return torch.from_numpy(out).permute(0, 3, 1, 2).float()
 
     # GPU side -------------------------------------------------------------------------------
-    def generate(self, videos: list, prompt_text: str, sampling) -> list[Generation]:
+    def generate(self, videos: list, prompt_text: str, sampling, metadata: list[dict] | None = None
+                 ) -> list[Generation]:
+        """`metadata` (one `video_metadata(...)` per video) tells the processor when each frame
+        was taken. Without it, transformers 5.x assumes 24 fps for pre-sampled frames: Qwen2.5-VL
+        then gets second_per_grid_ts = 2/24 instead of 2/fps, and Qwen3-VL labels a 5 s clip
+        with timestamps 0.0-0.4 s. Qwen2-VL ignores time."""
         import torch
 
+        if metadata is None:
+            metadata = [video_metadata(None, int(v.shape[0]), sampling.fps) for v in videos]
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt_text}]}]
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         inputs = self.processor(text=[text] * len(videos), videos=videos, padding=True, return_tensors="pt",
-                                do_resize=False, do_sample_frames=False, fps=sampling.fps)
+                                do_resize=False, do_sample_frames=False, video_metadata=metadata)
         grid = inputs["video_grid_thw"]
         tokens = (grid.prod(dim=-1) // (self.merge_size ** 2)).tolist()
         inputs = inputs.to(self.device)
@@ -118,6 +142,18 @@ class QwenVLCaptioner:
         return [Generation(t, int(n), int(g[0]) * 2) for t, n, g in zip(texts, tokens, grid.tolist())]
 
 
+def _has_random_marker(repo: str, local: bool) -> bool:
+    """A tiny random model carries a TINY_RANDOM file, in a local folder or in the hub cache."""
+    if local:
+        return os.path.exists(os.path.join(repo, "TINY_RANDOM"))
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo, "TINY_RANDOM"), str)
+    except Exception:  # noqa: BLE001 - a marker lookup must never stop a real model from loading
+        return False
+
+
 def load_captioner(model: str, *, device: str | None = None, dtype: str | None = None,
                    name: str | None = None, seed: int = 0) -> QwenVLCaptioner:
     import torch
@@ -128,13 +164,16 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
     else:
         torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     t0 = time.perf_counter()
-    if model == "tiny":
-        from .tiny import TINY_NAME, build_tiny
+    if model == "tiny" or model.startswith("tiny-"):  # tiny, tiny-qwen2.5-vl, tiny-qwen3-vl
+        from .tiny import FAMILIES, TINY_NAME, build_tiny
 
-        m, proc = build_tiny(seed)
-        cap = QwenVLCaptioner(m.to(device=device, dtype=torch_dtype), proc, name or TINY_NAME,
-                              is_random=True, device=device)
-        return cap
+        family = model[5:] or "qwen2-vl"
+        if family not in FAMILIES:
+            raise CaptionModelError(f"unknown tiny model {model!r}; use tiny, " +
+                                    ", ".join(f"tiny-{f}" for f in FAMILIES))
+        m, proc = build_tiny(seed, family)
+        label = name or (TINY_NAME if family == "qwen2-vl" else f"tiny-random-{family}")
+        return QwenVLCaptioner(m.to(device=device, dtype=torch_dtype), proc, label, is_random=True, device=device)
     repo = resolve_model(model)
     local = os.path.isdir(repo)
     try:
@@ -153,8 +192,7 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
             "(then copy ~/.cache/huggingface), or pass a local directory to --model."
         ) from e
     m = m.to(device).eval()
-    is_random = "tiny-random" in str(getattr(m.config, "name_or_path", "")) or (
-        local and os.path.exists(os.path.join(repo, "TINY_RANDOM")))
+    is_random = "tiny-random" in str(getattr(m.config, "name_or_path", "")) or _has_random_marker(repo, local)
     label = name or (f"local:{os.path.basename(os.path.normpath(repo))}" if local else repo)
     log.info("loaded %s in %.1f s on %s (%s)", label, time.perf_counter() - t0, device, torch_dtype)
     return QwenVLCaptioner(m, proc, label, is_random=is_random, device=device)

@@ -20,6 +20,7 @@ from catalog import db
 from catalog.query import run_query
 
 from ..video import ClipReader, VideoError
+from .models import video_metadata
 from .parse import parse_output
 from .prompts import Prompt
 
@@ -78,6 +79,7 @@ class Prepared:
     frames: int = 0
     error: str = ""
     seconds: float = 0.0
+    metadata: dict | None = None  # transformers VideoMetadata: when each frame was taken
 
 
 def select_clips(con, captioner: str, version: str, *, query: str | None, limit: int | None,
@@ -117,10 +119,11 @@ class _Preparer:
             t0 = time.perf_counter()
             try:
                 reader = self._reader_for(row["video_path"])
-                frames, _ = reader.read(row["start_s"], row["end_s"], self.sampling.fps,
-                                        max_frames=self.sampling.max_frames)
+                frames, times = reader.read(row["start_s"], row["end_s"], self.sampling.fps,
+                                            max_frames=self.sampling.max_frames)
                 video = self.captioner.prepare(frames, self.sampling)
-                out.append(Prepared(row, video, int(video.shape[0]), seconds=time.perf_counter() - t0))
+                meta = video_metadata(times, int(video.shape[0]), self.sampling.fps)
+                out.append(Prepared(row, video, int(video.shape[0]), seconds=time.perf_counter() - t0, metadata=meta))
             except VideoError as e:
                 out.append(Prepared(row, error=f"{e.kind}: {e}", seconds=time.perf_counter() - t0))
             except Exception as e:  # a broken file must not stop the run
@@ -200,7 +203,7 @@ def _label_batch(captioner, prepared: list[Prepared], text: str, prompt: Prompt,
     gens = []
     if good:
         t0 = time.perf_counter()
-        gens = captioner.generate([p.video for p in good], text, prompt.sampling)
+        gens = captioner.generate([p.video for p in good], text, prompt.sampling, [p.metadata for p in good])
         dt = time.perf_counter() - t0
         s.generate_seconds += dt
         per_clip = dt / len(good)

@@ -42,19 +42,26 @@ def _windows(ctx, query: str, catalog: str | None, source: str | None, limit: in
     return first[:limit] if limit else first, tags
 
 
-def _sample_for_captioner(frames: np.ndarray, fps: float, sampling) -> np.ndarray:
+def _sample_for_captioner(frames: np.ndarray, fps: float, sampling) -> tuple[np.ndarray, np.ndarray]:
+    """The frames the captioner sees, sampled by time as `de caption` samples a clip, and their times."""
     from dataengine.video import pick_frames, sample_times
 
     t = np.arange(len(frames)) / fps
     idx = pick_frames(t, sample_times(0.0, len(frames) / fps, sampling.fps, sampling.max_frames))
-    return frames[idx]
+    return frames[idx], t[idx]
 
 
 def _recaption(captioner, prompt, frames_list: list[np.ndarray], fps: float) -> list[dict]:
+    from dataengine.caption.models import video_metadata
     from dataengine.caption.parse import parse_output
 
-    vids = [captioner.prepare(_sample_for_captioner(f, fps, prompt.sampling), prompt.sampling) for f in frames_list]
-    gens = captioner.generate(vids, prompt.render(), prompt.sampling)
+    vids, metas = [], []
+    for f in frames_list:
+        frames, times = _sample_for_captioner(f, fps, prompt.sampling)
+        v = captioner.prepare(frames, prompt.sampling)
+        vids.append(v)
+        metas.append(video_metadata(times, int(v.shape[0]), prompt.sampling.fps))
+    gens = captioner.generate(vids, prompt.render(), prompt.sampling, metas)
     out = []
     for g in gens:
         p = parse_output(g.text, prompt.synonyms)
