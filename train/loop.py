@@ -247,10 +247,7 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
                 xt = flow.noisy(x0, noise, sig)
                 ctx = acc.no_sync(model) if micro < cfg.grad_accum - 1 else _nullcontext()
                 with ctx, acc.autocast():
-                    pred = model(xt.to(weight_dtype), encoder_hidden_states=batch["embeds"].to(device, weight_dtype),
-                                 encoder_attention_mask=batch["mask"].to(device),
-                                 timestep=flow.timesteps(sig).float(), return_dict=False)[0]
-                    # timestep stays fp32 (as inference passes it): bf16 rounds sigma*1000 to multiples of 4 above 512
+                    pred = predict(model, xt, batch["embeds"], batch["mask"], sig, weight_dtype, device)
                     per = flow.per_sample_loss(pred, flow.target(x0, noise))
                     loss = per.mean()
                     # every rank must agree to skip, or DDP's all-reduce would hang
@@ -314,6 +311,15 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
     acc.wait_for_everyone()
     acc.end_training()
     return TrainResult(out_dir, step, lora_path, skipped, last_loss)
+
+
+def predict(model, xt, embeds, mask, sigmas, weight_dtype, device):
+    """The transformer's velocity prediction. Latents and text go in the weight dtype; the timestep
+    (sigma * 1000) stays fp32, as the pipeline passes it at inference: in bf16 it would round to
+    multiples of 4 above 512 (and of 2 above 256)."""
+    return model(xt.to(device, weight_dtype), encoder_hidden_states=embeds.to(device, weight_dtype),
+                 encoder_attention_mask=mask.to(device), timestep=flow.timesteps(sigmas).to(device).float(),
+                 return_dict=False)[0]
 
 
 class _nullcontext:

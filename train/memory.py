@@ -227,18 +227,6 @@ def project(m: BlockMeasure, *, frames: int, height: int, width: int, batch: int
                       RESERVE_GIB, per / GIB, kept / GIB)
 
 
-def table(rows: list[Projection]) -> str:
-    head = "| size x frames | batch | rank | ckpt | tokens | act/block/sample | weights | LoRA+opt | activations | total | " + \
-           " | ".join(f"{g} GB" for g in GPU_SIZES_GB) + " |"
-    out = [head, "|" + "---|" * (10 + len(GPU_SIZES_GB))]
-    for p in rows:
-        fits = " | ".join("fits" if p.fits(g) else "OOM" for g in GPU_SIZES_GB)
-        out.append(f"| {p.tokens} tok | {p.batch} | {p.rank} | {'on' if p.checkpointing else 'off'} | {p.tokens} | "
-                   f"{p.per_block_sample_gib:.2f} GiB | {p.weights_gib:.1f} | {p.lora_gib:.2f} | "
-                   f"{p.activations_gib:.1f} | {p.total_gib:.1f} GiB | {fits} |")
-    return "\n".join(out)
-
-
 _CACHE: dict = {}
 
 

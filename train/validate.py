@@ -90,6 +90,8 @@ def eval_loss(transformer, items: list[dict], device, dtype, sigmas=flow.EVAL_SI
 
     import torch
 
+    from .loop import predict
+
     if not items:
         return {}
     per_sigma = {s: [] for s in sigmas}
@@ -102,9 +104,7 @@ def eval_loss(transformer, items: list[dict], device, dtype, sigmas=flow.EVAL_SI
             for s in sigmas:
                 sig = torch.full((1,), s, device=device)
                 xt = flow.noisy(x0, noise, sig)
-                pred = transformer(xt.to(dtype), encoder_hidden_states=it["embeds"][None].to(device, dtype),
-                                   encoder_attention_mask=it["mask"][None].to(device),
-                                   timestep=flow.timesteps(sig).to(dtype), return_dict=False)[0]
+                pred = predict(transformer, xt, it["embeds"][None], it["mask"][None], sig, dtype, device)
                 per_sigma[s].append(flow.per_sample_loss(pred, flow.target(x0, noise)).item())
     by = {f"{s:.1f}": sum(v) / len(v) for s, v in per_sigma.items()}
     return {"eval_loss": sum(by.values()) / len(by), "eval_loss_by_sigma": by}

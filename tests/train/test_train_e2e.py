@@ -164,8 +164,10 @@ def test_nonfinite_losses_are_skipped_then_abort(tmp_path, train_catalog, monkey
 def test_torchrun_two_cpu_processes_ddp(tmp_path, train_catalog, tiny_sana_dir):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     out = tmp_path / "ddp"
+    cat = tmp_path / "fresh.duckdb"  # a catalog of its own, so its latent cache starts empty
+    shutil.copy(train_catalog, cat)
     r = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "train.cli",
-                        "--query", "1=1", *TINY, "--base-model", tiny_sana_dir, "--catalog", str(train_catalog),
+                        "--query", "1=1", *TINY, "--base-model", tiny_sana_dir, "--catalog", str(cat),
                         "--max-steps", "2", "--validation-every", "0", "--checkpoint-every", "0",
                         "--output-dir", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -173,3 +175,10 @@ def test_torchrun_two_cpu_processes_ddp(tmp_path, train_catalog, tiny_sana_dir):
     assert list(out.glob("*.safetensors")) == [out / "pytorch_lora_weights.safetensors"]
     m = metrics(out)
     assert [x["step"] for x in m if "loss" in x] == [1, 2]
+    # both ranks encoded their share of the cache; no window was encoded twice, none was missed
+    st = [json.loads((out / "logs" / f"cache_rank{k}.json").read_text()) for k in (0, 1)]
+    keys = [set(s["latents_encoded_keys"]) for s in st]
+    assert all(keys) and not keys[0] & keys[1]
+    man = [json.loads(l) for l in open(out / "manifest.jsonl") if l.strip()]
+    assert len(keys[0] | keys[1]) == st[0]["latents_total"] == sum(1 for w in man if "start_s" in w)
+    assert st[0]["text_encoded"] > 0 and st[1]["text_encoded"] > 0
