@@ -13,9 +13,13 @@ Then projects the peak for training configurations against 24, 40, 80 and 141 GB
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-from train import memory as M
+# benchmarks/train.py would shadow the `train` package when this folder is sys.path[0]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from train import memory as M  # noqa: E402
 
 
 def main() -> None:
