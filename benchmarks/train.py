@@ -58,7 +58,6 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from catalog import db
     from dataengine.analyze import IngestOptions
     from dataengine.ingest import ingest_paths
     from dataengine.synth import make_cartoon
@@ -77,9 +76,7 @@ def main() -> None:
         for i in range(3):
             make_cartoon(tmp / "v" / f"c{i}.mp4", duration_s=8 + i, fps=24, size=(320, 240), cuts=[4.0 + i * 0.3])
         cat = tmp / "c.duckdb"
-        con = db.connect(cat)
-        ingest_paths(con, [tmp / "v"], IngestOptions(), progress=False)
-        con.close()
+        ingest_paths(cat, [tmp / "v"], IngestOptions(), progress=False)
         cfg = TrainConfig(**{**tiny(), "catalog": str(cat), "query": "1=1", "max_steps": args.steps,
                              "validation_every": 0, "checkpoint_every": 0, "holdout": 0})
         man = build_manifest(cfg, select_rows(cfg))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,17 +43,65 @@ def cache_dir(catalog_path: str | os.PathLike) -> Path:
     return p.parent / f"{p.stem}_cache"
 
 
+LOCK_WAIT_S = 10.0  # how long an open waits for another process's short write to finish
+
+
+def _wait_s() -> float:
+    try:
+        return float(os.environ.get("DE_LOCK_WAIT", LOCK_WAIT_S))
+    except ValueError:
+        return LOCK_WAIT_S
+
+
+def open_duckdb(p: Path, *, read_only: bool, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect that waits out another process's lock for a few seconds.
+
+    Writers hold the file only for one batch (a transaction of a few rows), so a reader or a
+    second writer that meets the lock gets in within moments; after $DE_LOCK_WAIT seconds
+    (default 10) it gives up with a clear error.
+    """
+    deadline = time.monotonic() + _wait_s()
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(p), read_only=read_only, config=config or {})
+        except duckdb.Error as e:
+            if "lock" not in str(e).lower() or time.monotonic() >= deadline:
+                if "lock" in str(e).lower():
+                    raise CatalogError(f"catalog {p} is busy: another process has held it for more than "
+                                       f"{_wait_s():g} s (set DE_LOCK_WAIT to wait longer): "
+                                       f"{str(e).splitlines()[0]}") from e
+                raise CatalogError(f"cannot open catalog {p}{' read-only' if read_only else ''}: "
+                                   f"{str(e).splitlines()[0]}") from e
+            time.sleep(delay)
+            delay = min(0.5, delay * 2)
+
+
+def _refuse_foreign(con: duckdb.DuckDBPyConnection, p: Path) -> None:
+    """A DuckDB file with tables of its own but no schema_migrations is not ours: leave it alone."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if tables and "schema_migrations" not in tables:
+        raise CatalogError(f"{p} is a DuckDB file but not a catalog of this tool (it has tables "
+                           f"{', '.join(sorted(tables)[:5])} and no schema_migrations); refusing to touch it. "
+                           "Pass another --catalog.")
+
+
 def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the catalog. Read-write opens create the file and run pending migrations."""
+    """Open the catalog. Read-write opens create the file and run pending migrations.
+
+    Open, use briefly, close: a long job connects per batch (`writing`) so readers get in between.
+    """
     p = resolve_path(path)
     if read_only:
         if not p.exists():
             raise CatalogError(f"no catalog at {p} (run `de ingest` first, or pass --catalog)")
+        con = open_duckdb(p, read_only=True)
         try:
-            con = duckdb.connect(str(p), read_only=True)
-        except duckdb.Error as e:  # e.g. locked by a running writer
-            raise CatalogError(f"cannot open catalog {p} read-only: {e}") from e
-        version = schema_version(con)
+            _refuse_foreign(con, p)
+            version = schema_version(con)
+        except BaseException:
+            con.close()
+            raise
         if version < LATEST_VERSION:
             con.close()
             raise CatalogError(
@@ -60,13 +109,36 @@ def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -
                 "run any writing command (e.g. `de ingest`) to migrate it"
             )
         return con
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.exists() and p.is_dir():
+        raise CatalogError(f"--catalog {p} is a directory; give a file path such as {p / DEFAULT_CATALOG}")
     try:
-        con = duckdb.connect(str(p))
-    except duckdb.Error as e:
-        raise CatalogError(f"cannot open catalog {p}: {e}") from e
-    migrate(con)
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CatalogError(f"cannot create the catalog's folder {p.parent}: {e.strerror or e}") from e
+    con = open_duckdb(p, read_only=False)
+    try:
+        _refuse_foreign(con, p)
+        version = schema_version(con)
+        if version > LATEST_VERSION:
+            raise CatalogError(f"catalog {p} has schema version {version}, newer than this tool's {LATEST_VERSION}: "
+                               "it was written by a newer release. Upgrade the tool (pip install -U "
+                               "cartoon-dataengine); nothing was written.")
+        migrate(con)
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+@contextmanager
+def writing(path: str | os.PathLike | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Connect, run one transaction, close: how long jobs write, a batch at a time."""
+    con = connect(path)
+    try:
+        with transaction(con):
+            yield con
+    finally:
+        con.close()
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:

@@ -44,3 +44,10 @@ def save_video(con, video: dict[str, Any], clips: Iterable[dict[str, Any]]) -> i
 
 def update_path(con, video_id: str, path: str) -> None:
     con.execute("UPDATE videos SET path = ? WHERE video_id = ?", [path, video_id])
+
+
+def mark_replaced(con, video_id: str) -> None:
+    """Other bytes now live at this video's path: its clips leave the clips view (the rows stay
+    for lineage: runs that trained on them still resolve)."""
+    con.execute("UPDATE videos SET status = 'replaced', error = 'another file now has this path', "
+                "error_kind = 'replaced' WHERE video_id = ?", [video_id])

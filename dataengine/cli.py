@@ -19,6 +19,11 @@ from .formatting import print_csv, print_table
 CATALOG_HELP = "Catalog file (default: $DE_CATALOG, else ./catalog.duckdb)."
 
 
+def query_timeout_option(f):
+    return click.option("--query-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+                        help="Seconds a --query may run before it is stopped.")(f)
+
+
 def catalog_option(f):
     return click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False), default=None,
                         help=CATALOG_HELP)(f)
@@ -93,12 +98,8 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
     if workers is not None and workers < 1:
         raise click.BadParameter("--workers must be at least 1")
     try:
-        con = db.connect(catalog_path)
-        try:
-            summary = ingest_paths(con, paths, opts, workers=workers, resplit=resplit,
-                                   retry_failed=retry_failed, progress=not no_progress)
-        finally:
-            con.close()
+        summary = ingest_paths(catalog_path, paths, opts, workers=workers, resplit=resplit,
+                               retry_failed=retry_failed, progress=not no_progress)
     except (IngestError, CatalogError) as e:
         raise click.ClickException(str(e)) from e
     for path, err in summary.failed_paths:
@@ -116,7 +117,8 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
 @click.option("--limit", type=int, default=None, help="At most N rows.")
 @click.option("--columns", default=None,
               help="Comma-separated columns for the table (default: a compact set; JSON/CSV get all).")
-def query(where, catalog_path, as_json, as_csv, limit, columns):
+@query_timeout_option
+def query(where, catalog_path, as_json, as_csv, limit, columns, query_timeout):
     """Print clips matching a SQL WHERE clause over the `clips` view.
 
     The clause runs read-only with external access disabled; anything that is not a single
@@ -134,7 +136,7 @@ def query(where, catalog_path, as_json, as_csv, limit, columns):
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     try:
-        rows = run_query(where, catalog_path, limit=limit)
+        rows = run_query(where, catalog_path, limit=limit, timeout=query_timeout)
     except CatalogError as e:
         raise click.ClickException(str(e)) from e
     if as_json:
@@ -186,7 +188,8 @@ def stats(catalog_path, as_json):
 @click.option("--max-side", type=int, default=None, help="Resize so the long side is at most this (px).")
 @click.option("--overwrite", is_flag=True, help="Rewrite clips already exported.")
 @click.option("--no-progress", is_flag=True)
-def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress):
+@query_timeout_option
+def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress, query_timeout):
     """Write selected clips to MP4 files plus an index.jsonl of their catalog rows.
 
     Clips are virtual everywhere else; this is the one explicit step that re-encodes.
@@ -201,7 +204,7 @@ def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress):
     from .export import export_clips
 
     try:
-        rows = run_query(query, catalog_path)
+        rows = run_query(query, catalog_path, timeout=query_timeout)
     except CatalogError as e:
         raise click.ClickException(str(e)) from e
     if not rows:

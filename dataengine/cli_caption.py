@@ -9,7 +9,7 @@ import click
 
 from catalog.db import CatalogError
 
-from .cli import catalog_option, main
+from .cli import catalog_option, main, query_timeout_option
 
 
 @main.command()
@@ -35,8 +35,9 @@ from .cli import catalog_option, main
 @click.option("--retry-failed", is_flag=True, help="Redo clips whose parse or decode failed.")
 @click.option("--no-overlap", is_flag=True, help="Decode and generate one after the other (for benchmarking).")
 @click.option("--no-progress", is_flag=True)
+@query_timeout_option
 def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, fps, max_frames, max_pixels,
-            max_new_tokens, device, dtype, name, overwrite, retry_failed, no_overlap, no_progress):
+            max_new_tokens, device, dtype, name, overwrite, retry_failed, no_overlap, no_progress, query_timeout):
     """Caption and tag clips with a vision-language model (Qwen2-VL family).
 
     Each clip is read straight from its source video range, sampled by time. Results are stored
@@ -51,9 +52,9 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
     """
     from catalog import db
 
-    from .caption.models import CaptionModelError, load_captioner
+    from .caption.models import CaptionModelError, captioner_label, load_captioner
     from .caption.prompts import SamplingParams, load_prompt
-    from .caption.run import caption_clips
+    from .caption.run import caption_clips, select_clips
 
     if batch_size < 1:
         raise click.BadParameter("--batch-size must be at least 1")
@@ -63,10 +64,22 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
         prompt = load_prompt(prompt_name, sampling, vocab)
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise click.BadParameter(str(e)) from e
+    if not db.resolve_path(catalog_path).exists():
+        raise click.ClickException(f"no catalog at {db.resolve_path(catalog_path)} (run `de ingest` first, "
+                                   "or pass --catalog)")
+    label = captioner_label(model, name)
     try:
-        con = db.connect(catalog_path)
+        db.connect(catalog_path).close()  # migrate an older catalog before reading it
+        # the query is checked and run (sandboxed) before any model loads
+        todo, done = select_clips(catalog_path, label, prompt.version, query=query, limit=limit,
+                                  overwrite=overwrite, retry_failed=retry_failed, timeout=query_timeout)
     except CatalogError as e:
         raise click.ClickException(str(e)) from e
+    if not todo:
+        click.echo(("no clips matched" + (f" --query {query!r}" if query else " (ingest some videos first)"))
+                   if done == 0 else f"nothing to do: {done} clip(s) already labelled by {label} @ {prompt.version}",
+                   err=True)
+        return
     try:
         click.echo(f"loading {model} ...", err=True)
         try:
@@ -75,13 +88,11 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
             raise click.ClickException(str(e)) from e
         if captioner.is_random:
             click.echo("note: this is a random tiny model; its labels are noise (marked in the catalog)", err=True)
-        summary = caption_clips(con, captioner, prompt, query=query, limit=limit, batch_size=batch_size,
-                                overwrite=overwrite, retry_failed=retry_failed, overlap=not no_overlap,
+        summary = caption_clips(catalog_path, captioner, prompt, todo, already_done=done, query=query, limit=limit,
+                                batch_size=batch_size, overwrite=overwrite, overlap=not no_overlap,
                                 progress=not no_progress)
     except CatalogError as e:
         raise click.ClickException(str(e)) from e
-    finally:
-        con.close()
     if summary.selected == 0:
         click.echo("no clips matched" + (f" --query {query!r}" if query else " (ingest some videos first)"), err=True)
     for kind, n in summary.errors.items():

@@ -40,6 +40,8 @@ class IngestSummary:
     hours: float = 0.0
     frames: int = 0
     seconds: float = 0.0
+    replaced: int = 0  # older videos whose path now holds other bytes
+    fatal: str = ""
     failures: Counter = field(default_factory=Counter)
     failed_paths: list[tuple[str, str]] = field(default_factory=list)
 
@@ -55,6 +57,8 @@ class IngestSummary:
             s += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) + ")"
         if self.skipped or self.duplicates:
             s += f"; skipped {self.skipped} already ingested, {self.duplicates} duplicate files"
+        if self.replaced:
+            s += f"; {self.replaced} older video(s) replaced by new bytes at the same path"
         s += f"; {self.seconds:.1f} s, {fps:,.0f} frames/s"
         return s
 
@@ -64,29 +68,76 @@ class IngestSummary:
         return d
 
 
-def discover(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files given directly are taken whatever their suffix; folders are searched recursively
-    for known video suffixes. Order is stable (sorted) so runs are reproducible."""
+def _printable(p: Path | str) -> str:
+    """A path as text that round-trips to nothing but is safe to print and store: bytes that are
+    not UTF-8 appear as \\xNN escapes."""
+    return os.fsencode(str(p)).decode("utf-8", "backslashreplace")
+
+
+def _utf8_ok(p: Path | str) -> bool:
+    try:
+        str(p).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def discover(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(video files, [(path, why it was not taken)]).
+
+    Files given directly are taken whatever their suffix; folders are searched recursively for
+    known video suffixes. Something named like a video that is not a regular file (a FIFO, a
+    socket, a directory called x.mp4) is reported, never silently skipped, and never opened (a
+    FIFO would block the read). A path that does not exist is an error before anything is written.
+    Order is stable (sorted) so runs are reproducible.
+    """
     found: list[Path] = []
+    refused: list[tuple[str, str]] = []
+
+    def kind(f: Path) -> str:
+        import stat
+
+        try:
+            m = f.stat().st_mode
+        except OSError as e:
+            return f"cannot stat: {e.strerror or e}"
+        if stat.S_ISDIR(m):
+            return "a directory named like a video"
+        if stat.S_ISFIFO(m):
+            return "a FIFO (named pipe), not a regular file"
+        if stat.S_ISSOCK(m):
+            return "a socket, not a regular file"
+        if stat.S_ISCHR(m) or stat.S_ISBLK(m):
+            return "a device, not a regular file"
+        return "not a regular file"
+
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS))
+            for f in sorted(p.rglob("*")):
+                if f.suffix.lower() not in VIDEO_EXTENSIONS:
+                    continue
+                if f.is_file():
+                    found.append(f)
+                else:
+                    refused.append((_printable(f), kind(f)))
         elif p.is_file():
             found.append(p)
+        elif p.exists() or p.is_symlink():
+            refused.append((_printable(p), kind(p) if p.exists() else "a broken symlink"))
         else:
-            raise IngestError(f"no such file or folder: {p}")
+            raise IngestError(f"no such file or folder: {_printable(p)}")
     seen, out = set(), []
     for f in found:
         r = f.resolve()
         if r not in seen:
             seen.add(r)
             out.append(r)
-    return out
+    return out, refused
 
 
 def ingest_paths(
-    con,
+    catalog,
     paths: Iterable[str | os.PathLike],
     opts: IngestOptions,
     *,
@@ -96,47 +147,78 @@ def ingest_paths(
     progress: bool = True,
     on_result: Callable[[VideoResult], None] | None = None,
 ) -> IngestSummary:
+    """Ingest `paths` into the catalog at `catalog` (a path). The catalog is held only while a
+    video's rows are written (connect, one transaction, close), so readers get in between."""
     t0 = time.perf_counter()
-    files = discover(paths)
+    paths = list(paths)
+    files, refused = discover(paths)  # before the catalog is created or opened
     summary = IngestSummary()
-    run = db.start_run(con, "ingest", {"paths": [str(p) for p in paths], "options": asdict(opts),
-                                        "resplit": resplit, "retry_failed": retry_failed})
-    known = store.known_videos(con)
+    for path, why in refused:
+        summary.videos_failed += 1
+        summary.failures["not a regular file"] += 1
+        summary.failed_paths.append((path, why))
+    with db.writing(catalog) as con:
+        run = db.start_run(con, "ingest", {"paths": [_printable(p) for p in paths], "options": asdict(opts),
+                                            "resplit": resplit, "retry_failed": retry_failed})
+        known = store.known_videos(con)
+    by_path = {v["path"]: vid for vid, v in known.items() if v["status"] == "ok"}
     todo: list[tuple[str, str]] = []
     seen_ids: set[str] = set()
-    for f in files:
-        try:
-            vid = identity.video_id(f)
-        except OSError as e:
-            summary.videos_failed += 1
-            summary.failures["unreadable"] += 1
-            summary.failed_paths.append((str(f), str(e)))
-            continue
-        if vid in seen_ids:
-            summary.duplicates += 1
-            continue
-        seen_ids.add(vid)
-        prev = known.get(vid)
-        if prev is not None:
-            same_split = prev["split_key"] == opts.split_key
-            if prev["status"] == "ok" and (same_split or not resplit):
-                if prev["path"] != str(f) and not os.path.exists(prev["path"]):
-                    store.update_path(con, vid, str(f))  # the file moved: follow it
-                summary.skipped += 1
+    try:
+        for f in files:
+            try:
+                vid = identity.video_id(f)
+            except OSError as e:
+                summary.videos_failed += 1
+                summary.failures["unreadable"] += 1
+                summary.failed_paths.append((_printable(f), e.strerror or str(e)))
                 continue
-            if prev["status"] == "failed" and not retry_failed and not resplit:
-                summary.skipped += 1
+            if vid in seen_ids:
+                summary.duplicates += 1
                 continue
-        todo.append((str(f), vid))
+            seen_ids.add(vid)
+            if not _utf8_ok(f):
+                _store(catalog, VideoResult(video_id=vid, path=_printable(f), size_bytes=f.stat().st_size,
+                                            status="failed", error_kind="non-UTF-8 name", split_key=opts.split_key,
+                                            error="the file name is not valid UTF-8, so the catalog cannot store "
+                                                  "a path that opens it; rename the file"), summary)
+                continue
+            old = by_path.get(str(f))
+            if old is not None and old != vid:
+                # other bytes at a path an older video holds: its clips no longer describe this file
+                with db.writing(catalog) as con:
+                    store.mark_replaced(con, old)
+                summary.replaced += 1
+            prev = known.get(vid)
+            if prev is not None:
+                same_split = prev["split_key"] == opts.split_key
+                if prev["status"] == "ok" and (same_split or not resplit):
+                    if prev["path"] != str(f) and not os.path.exists(prev["path"]):
+                        with db.writing(catalog) as con:
+                            store.update_path(con, vid, str(f))  # the file moved: follow it
+                    summary.skipped += 1
+                    continue
+                if prev["status"] == "failed" and not retry_failed and not resplit:
+                    summary.skipped += 1
+                    continue
+            todo.append((str(f), vid))
 
-    _run_pool(con, todo, opts, workers, progress, summary, on_result)
-    summary.seconds = time.perf_counter() - t0
-    db.finish_run(con, run, summary.as_dict(), summary.ok)
+        _run_pool(catalog, todo, opts, workers, progress, summary, on_result)
+    except BaseException as e:
+        summary.fatal = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        summary.seconds = time.perf_counter() - t0
+        try:
+            with db.writing(catalog) as con:
+                db.finish_run(con, run, summary.as_dict(), summary.ok and not summary.fatal)
+        except Exception as e:  # noqa: BLE001 - what was ingested is committed; the run row is a convenience
+            log.warning("could not record the ingest run's end: %s", e)
     return summary
 
 
-def _store(con, res: VideoResult, summary: IngestSummary) -> None:
-    with db.transaction(con):
+def _store(catalog, res: VideoResult, summary: IngestSummary) -> None:
+    with db.writing(catalog) as con:
         n = store.save_video(con, res.video_row(), (asdict(c) for c in res.clips))
     _drop_orphan_keyframes(res)
     if res.status == "ok":
@@ -163,7 +245,7 @@ def _drop_orphan_keyframes(res: VideoResult) -> None:
             f.unlink(missing_ok=True)
 
 
-def _run_pool(con, todo, opts, workers, progress, summary, on_result) -> None:
+def _run_pool(catalog, todo, opts, workers, progress, summary, on_result) -> None:
     if not todo:
         return
     from tqdm import tqdm
@@ -180,7 +262,7 @@ def _run_pool(con, todo, opts, workers, progress, summary, on_result) -> None:
         while pending:
             # A decoder can crash a worker outright (segfault on a hostile file). The pool is then
             # broken; the videos in flight are retried one at a time so the culprit is isolated.
-            crashed = _pool_pass(con, pending, opts, workers, bar, summary, on_result)
+            crashed = _pool_pass(catalog, pending, opts, workers, bar, summary, on_result)
             if not crashed:
                 break
             pending = []
@@ -189,7 +271,7 @@ def _run_pool(con, todo, opts, workers, progress, summary, on_result) -> None:
                     res = VideoResult(video_id=vid, path=path, size_bytes=os.path.getsize(path),
                                       status="failed", error="the decoder crashed on this file",
                                       error_kind="decoder crash", split_key=opts.split_key)
-                    _store(con, res, summary)
+                    _store(catalog, res, summary)
                     bar.update(1)
                 else:
                     pending.append((path, vid))
@@ -198,7 +280,7 @@ def _run_pool(con, todo, opts, workers, progress, summary, on_result) -> None:
         bar.close()
 
 
-def _pool_pass(con, todo, opts, workers, bar, summary, on_result) -> list[tuple[str, str]]:
+def _pool_pass(catalog, todo, opts, workers, bar, summary, on_result) -> list[tuple[str, str]]:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fork + decoder threads is unsafe; spawn is portable
@@ -211,7 +293,7 @@ def _pool_pass(con, todo, opts, workers, bar, summary, on_result) -> list[tuple[
             except BrokenProcessPool:
                 crashed.append(futs[fut])
                 continue
-            _store(con, res, summary)
+            _store(catalog, res, summary)
             if on_result:
                 on_result(res)
             bar.update(1)

@@ -15,6 +15,7 @@ from catalog.db import CatalogError
 # option name -> TrainConfig field; every one defaults to None so presets can fill the gaps
 TRAIN_OPTIONS = [
     ("--catalog", "catalog", str, "Catalog file (default: $DE_CATALOG, else ./catalog.duckdb)."),
+    ("--query-timeout", "query_timeout", float, "Seconds the --query may run before it is stopped. [default: 30]"),
     ("--captioner", "captioner", str, "Labelling to take captions from: CAPTIONER[@VERSION] (default: what the clips view shows)."),
     ("--base-model", "base_model", str, "Hub id, local diffusers folder, or tiny. [default: Efficient-Large-Model/SANA-Video_2B_480p_diffusers]"),
     ("--prompt-template", "prompt_template", str, "class | caption | class+caption | tags, or a format string with {caption} {tags} {tag_tokens} {action} {setting} {class_prompt}... [default: class]"),

@@ -23,6 +23,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     # data
     query: str | None = None
+    query_timeout: float = 30.0  # seconds the --query may run
     catalog: str | None = None
     captioner: str | None = None  # CAPTIONER[@VERSION]; None = what the clips view shows
     prompt_template: str = "class"  # a built-in name or a format string
@@ -91,6 +92,7 @@ class TrainConfig:
              f"--height/--width must be positive multiples of 32 (SanaVideoPipeline.check_inputs), "
              f"got {self.height}x{self.width}")
         need(self.fps > 0, "--fps must be positive")
+        need(self.query_timeout > 0, "--query-timeout must be positive")
         need(self.rank >= 1, "--rank must be >= 1")
         need(self.alpha > 0, "--alpha must be positive")
         need(0 <= self.lora_dropout < 1, "--lora-dropout must be in [0, 1)")

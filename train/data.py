@@ -77,7 +77,7 @@ def select_rows(cfg: TrainConfig) -> list[dict]:
     from catalog import db
     from catalog.query import run_query
 
-    rows = run_query(cfg.query, cfg.catalog)
+    rows = run_query(cfg.query, cfg.catalog, timeout=cfg.query_timeout)
     if not cfg.captioner or not rows:
         return rows
     from dataengine.caption.compare import resolve_labelling

@@ -154,6 +154,21 @@ def _has_random_marker(repo: str, local: bool) -> bool:
         return False
 
 
+def captioner_label(model: str, name: str | None = None) -> str:
+    """The name a labelling is stored under, known before any model loads (so a run can tell
+    what is already done, and a bad --query fails, without paying for the model)."""
+    if name:
+        return name
+    if model == "tiny":
+        return "tiny-random-qwen2-vl"
+    if model.startswith("tiny-"):
+        return f"tiny-random-{model[5:]}"
+    repo = ALIASES.get(model, model)
+    if os.path.isdir(repo):
+        return f"local:{os.path.basename(os.path.normpath(repo))}"
+    return repo
+
+
 def load_captioner(model: str, *, device: str | None = None, dtype: str | None = None,
                    name: str | None = None, seed: int = 0) -> QwenVLCaptioner:
     import torch
@@ -165,14 +180,14 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
         torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     t0 = time.perf_counter()
     if model == "tiny" or model.startswith("tiny-"):  # tiny, tiny-qwen2.5-vl, tiny-qwen3-vl
-        from .tiny import FAMILIES, TINY_NAME, build_tiny
+        from .tiny import FAMILIES, build_tiny
 
         family = model[5:] or "qwen2-vl"
         if family not in FAMILIES:
             raise CaptionModelError(f"unknown tiny model {model!r}; use tiny, " +
                                     ", ".join(f"tiny-{f}" for f in FAMILIES))
         m, proc = build_tiny(seed, family)
-        label = name or (TINY_NAME if family == "qwen2-vl" else f"tiny-random-{family}")
+        label = captioner_label(model, name)
         return QwenVLCaptioner(m.to(device=device, dtype=torch_dtype), proc, label, is_random=True, device=device)
     repo = resolve_model(model)
     local = os.path.isdir(repo)
@@ -193,6 +208,6 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
         ) from e
     m = m.to(device).eval()
     is_random = "tiny-random" in str(getattr(m.config, "name_or_path", "")) or _has_random_marker(repo, local)
-    label = name or (f"local:{os.path.basename(os.path.normpath(repo))}" if local else repo)
+    label = captioner_label(model, name)
     log.info("loaded %s in %.1f s on %s (%s)", label, time.perf_counter() - t0, device, torch_dtype)
     return QwenVLCaptioner(m, proc, label, is_random=is_random, device=device)

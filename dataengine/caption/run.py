@@ -48,7 +48,9 @@ class CaptionSummary:
     seconds: float = 0.0
     decode_seconds: float = 0.0
     generate_seconds: float = 0.0
+    write_seconds: float = 0.0  # connect + one transaction + close, per batch
     is_random: bool = False
+    fatal: str = ""
     errors: Counter = field(default_factory=Counter)
 
     @property
@@ -82,10 +84,17 @@ class Prepared:
     metadata: dict | None = None  # transformers VideoMetadata: when each frame was taken
 
 
-def select_clips(con, captioner: str, version: str, *, query: str | None, limit: int | None,
-                 overwrite: bool, retry_failed: bool) -> tuple[list[dict], int]:
-    rows = run_query(query, con=con, columns="clip_id, video_path, start_s, end_s")
-    done = dict(con.execute(SQL_DONE, [captioner, version]).fetchall())
+def select_clips(catalog_path, captioner: str, version: str, *, query: str | None, limit: int | None,
+                 overwrite: bool, retry_failed: bool, timeout: float | None = None) -> tuple[list[dict], int]:
+    """The clips still to label. The user's query runs on the sandboxed read-only connection,
+    like every --query; what is already done is read on a short read-only connection."""
+    kw = {} if timeout is None else {"timeout": timeout}
+    rows = run_query(query, catalog_path, columns="clip_id, video_path, start_s, end_s", **kw)
+    con = db.connect(catalog_path, read_only=True)
+    try:
+        done = dict(con.execute(SQL_DONE, [captioner, version]).fetchall())
+    finally:
+        con.close()
     todo, skipped = [], 0
     for r in rows:
         status = done.get(r["clip_id"])
@@ -155,18 +164,20 @@ def prefetched(fn, batches: list[list[dict]], overlap: bool) -> Iterator[tuple[l
             yield res, waited
 
 
-def caption_clips(con, captioner, prompt: Prompt, *, query: str | None = None, limit: int | None = None,
-                  batch_size: int = 4, overwrite: bool = False, retry_failed: bool = False,
+def caption_clips(catalog_path, captioner, prompt: Prompt, todo: list[dict], *, already_done: int = 0,
+                  query: str | None = None, limit: int | None = None, batch_size: int = 4, overwrite: bool = False,
                   overlap: bool = True, progress: bool = True) -> CaptionSummary:
+    """Label `todo` (from `select_clips`). The catalog is held only while a batch is written:
+    connect, one transaction, close, so `de query` and `de stats` work during a long run."""
     t_start = time.perf_counter()
     version = prompt.version
     s = CaptionSummary(captioner=captioner.name, prompt_version=version, is_random=captioner.is_random)
-    todo, s.already_done = select_clips(con, captioner.name, version, query=query, limit=limit,
-                                        overwrite=overwrite, retry_failed=retry_failed)
+    s.already_done = already_done
     s.selected = len(todo) + s.already_done
-    run = db.start_run(con, "caption", {"captioner": captioner.name, "prompt_version": version, "query": query,
-                                         "limit": limit, "batch_size": batch_size, "overwrite": overwrite,
-                                         "sampling": prompt.sampling.__dict__})
+    with db.writing(catalog_path) as con:
+        run = db.start_run(con, "caption", {"captioner": captioner.name, "prompt_version": version, "query": query,
+                                             "limit": limit, "batch_size": batch_size, "overwrite": overwrite,
+                                             "sampling": prompt.sampling.__dict__})
     text = prompt.render()
     from tqdm import tqdm
 
@@ -185,15 +196,25 @@ def caption_clips(con, captioner, prompt: Prompt, *, query: str | None = None, l
         for prepared, waited in prefetched(prep, list(_batches(todo, batch_size)), overlap):
             s.decode_seconds += waited
             rows = _label_batch(captioner, prepared, text, prompt, s)
-            with db.transaction(con):
+            t0 = time.perf_counter()
+            with db.writing(catalog_path) as con:
                 con.executemany(SQL_SAVE, rows)
+            s.write_seconds += time.perf_counter() - t0
             bar.update(len(prepared))
             elapsed = time.perf_counter() - t_start
             bar.set_postfix(clips_per_s=f"{s.attempted / elapsed:.2f}", fail=s.parse_failures + s.decode_failures)
+    except BaseException as e:
+        s.fatal = f"{type(e).__name__}: {e}"
+        raise
     finally:
         bar.close()
         s.seconds = time.perf_counter() - t_start
-        db.finish_run(con, run, {k: v for k, v in s.__dict__.items() if k != "errors"}, s.ok)
+        counts = {k: v for k, v in s.__dict__.items() if k != "errors"}
+        try:
+            with db.writing(catalog_path) as con:
+                db.finish_run(con, run, counts, s.ok and not s.fatal)
+        except Exception as e:  # noqa: BLE001 - the labels are written; the run record is a convenience
+            log.warning("could not record the caption run's end: %s", e)
     return s
 
 
