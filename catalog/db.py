@@ -188,8 +188,10 @@ def rows_as_dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 # --- runs: every command that changes the catalog records itself ---------------------------
 
-SQL_RUN_START = "INSERT INTO runs (run_id, command, params, status) VALUES (?, ?, ?, 'running')"
-SQL_RUN_END = "UPDATE runs SET counts = ?, status = ?, finished_at = current_timestamp WHERE run_id = ?"
+SQL_RUN_START = ("INSERT OR REPLACE INTO runs (run_id, command, params, status, pid, host) "
+                 "VALUES (?, ?, ?, 'running', ?, ?)")
+SQL_RUN_END = ("UPDATE runs SET counts = ?, status = ?, error = ?, finished_at = current_timestamp "
+               "WHERE run_id = ?")
 
 
 @dataclass
@@ -199,13 +201,48 @@ class RunRecord:
 
 
 def start_run(con, command: str, params: dict[str, Any], run_id: str | None = None) -> RunRecord:
+    import socket
+
     run_id = run_id or f"{command}-{uuid.uuid4().hex[:12]}"
-    con.execute(SQL_RUN_START, [run_id, command, json.dumps(params, default=str, sort_keys=True)])
+    con.execute(SQL_RUN_START, [run_id, command, json.dumps(params, default=str, sort_keys=True), os.getpid(),
+                                socket.gethostname()])
     return RunRecord(run_id, command)
 
 
-def finish_run(con, run: RunRecord, counts: dict[str, Any], ok: bool) -> None:
-    con.execute(SQL_RUN_END, [json.dumps(counts, default=str, sort_keys=True), "ok" if ok else "failed", run.run_id])
+def finish_run(con, run: RunRecord, counts: dict[str, Any], ok: bool, error: str | None = None) -> None:
+    error = error or (counts.get("error") if isinstance(counts, dict) else None) or \
+        (counts.get("fatal") if isinstance(counts, dict) else None) or None
+    con.execute(SQL_RUN_END, [json.dumps(counts, default=str, sort_keys=True), "ok" if ok else "failed", error,
+                              run.run_id])
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_state(status: str | None, pid: int | None, host: str | None) -> str:
+    """A 'running' row whose process (on this host) is gone was interrupted (kill -9, power cut)."""
+    import socket
+
+    if status == "running" and host == socket.gethostname() and not _pid_alive(pid):
+        return "interrupted"
+    return status or "?"
+
+
+def runs_by_state(con) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for status, pid, host in con.execute("SELECT status, pid, host FROM runs").fetchall():
+        k = run_state(status, pid, host)
+        out[k] = out.get(k, 0) + 1
+    return out
 
 
 # --- settings ---------------------------------------------------------------------------------

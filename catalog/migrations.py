@@ -155,6 +155,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         WHERE v.status = 'ok';
         """,
     ),
+    (
+        3,
+        "runs record their process",
+        # A row left 'running' by a process that no longer exists shows as interrupted.
+        """
+        ALTER TABLE runs ADD COLUMN pid INTEGER;
+        ALTER TABLE runs ADD COLUMN host VARCHAR;
+        ALTER TABLE runs ADD COLUMN error VARCHAR;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -39,9 +39,18 @@ def catalog_stats(con, top_tags: int = 20) -> dict[str, Any]:
     means = con.execute(
         "SELECT avg(motion_score), avg(brightness), avg(colorfulness), avg(sharpness) FROM clips"
     ).fetchone()
+    import os
+
+    from .db import runs_by_state
+
+    missing = sum(1 for (path,) in con.execute("SELECT path FROM videos WHERE status = 'ok'").fetchall()
+                  if not os.path.exists(path))
     return {
         "videos_ok": v.get("ok", 0),
         "videos_failed": v.get("failed", 0),
+        "videos_replaced": v.get("replaced", 0),
+        "videos_missing": missing,
+        "runs": runs_by_state(con),
         "failed_by_reason": failed,
         "clips": n_clips,
         "clip_hours": secs / 3600.0,

@@ -201,15 +201,22 @@ def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress, 
     """
     from catalog.query import run_query
 
-    from .export import export_clips
+    from .export import ExportError, check_target, export_clips
 
     try:
         rows = run_query(query, catalog_path, timeout=query_timeout)
     except CatalogError as e:
         raise click.ClickException(str(e)) from e
+    try:
+        check_target(out_dir)
+    except ExportError as e:
+        raise click.ClickException(str(e)) from e
     if not rows:
         raise click.ClickException("no clips matched" + (f" --query {query!r}" if query else ""))
-    s = export_clips(rows, out_dir, fps=fps, max_side=max_side, overwrite=overwrite, progress=not no_progress)
+    try:
+        s = export_clips(rows, out_dir, fps=fps, max_side=max_side, overwrite=overwrite, progress=not no_progress)
+    except ExportError as e:
+        raise click.ClickException(str(e)) from e
     for cid, err in s.failed:
         click.echo(f"failed: {cid}: {err}", err=True)
     click.echo(f"exported {s.written} clips to {out_dir}; {s.skipped_existing} already there; failed {len(s.failed)}")

@@ -49,7 +49,10 @@ def format_stats(s: dict) -> str:
     out = [
         f"videos: {s['videos_ok']} ok, {s['videos_failed']} failed"
         + (" (" + ", ".join(f"{k or 'failed'}: {n}" for k, n in s["failed_by_reason"]) + ")" if s["failed_by_reason"] else ""),
+        f"source files: {s['videos_replaced']} replaced by other bytes at the same path (their clips are "
+        f"hidden), {s['videos_missing']} missing from disk",
         f"clips: {s['clips']} ({s['clip_hours']:.3f} h of clips from {s['source_hours']:.3f} h of video)",
+        "runs: " + (", ".join(f"{n} {k}" for k, n in sorted(s["runs"].items())) or "none"),
         f"captioned: {s['captioned_clips']} of {s['clips']}",
         "",
         "clip durations:",

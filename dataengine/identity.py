@@ -32,3 +32,30 @@ def video_id(path: str | os.PathLike) -> str:
 def clip_id(vid: str, start_frame: int, end_frame: int) -> str:
     """Readable and stable: the video id prefix plus the frame range [start, end)."""
     return f"{vid[:16]}_{start_frame:07d}_{end_frame:07d}"
+
+
+_CHECKED: dict[tuple[str, int, int], str] = {}
+
+
+def check_source(path: str | os.PathLike, expected_id: str | None) -> None:
+    """Refuse to read a clip whose source file no longer holds the bytes that were ingested.
+
+    The check is the cheap content identity used at ingest (size plus three sampled MiB), cached
+    per process by (path, size, mtime), so a long caption or training run pays it once per video.
+    Raises VideoError('source changed'), which every reader records like a decode error.
+    """
+    from .video import VideoError
+
+    if not expected_id:
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as e:
+        raise VideoError("missing", f"source file is gone: {path} (moved? re-ingest it at its new path)") from e
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    got = _CHECKED.get(key)
+    if got is None:
+        got = _CHECKED[key] = video_id(path)
+    if got != expected_id:
+        raise VideoError("source changed", f"source changed since ingest: re-ingest {path} "
+                                           f"(its bytes are not the video {expected_id[:16]} the clip came from)")

@@ -176,6 +176,9 @@ def read_window(w: Window, height: int, width: int, reader_cache: dict | None = 
     """uint8 (frames, H, W, 3): the window's frames resampled by time to w.fps."""
     from dataengine.video import ClipReader
 
+    from dataengine.identity import check_source
+
+    check_source(w.video_path, w.video_id)  # the bytes we train on are the bytes we ingested
     cache = reader_cache if reader_cache is not None else {}
     reader = cache.get(w.video_path)
     if reader is None:

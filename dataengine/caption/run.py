@@ -19,6 +19,7 @@ from typing import Iterator
 from catalog import db
 from catalog.query import run_query
 
+from ..identity import check_source
 from ..video import ClipReader, VideoError
 from .models import video_metadata
 from .parse import parse_output
@@ -89,7 +90,7 @@ def select_clips(catalog_path, captioner: str, version: str, *, query: str | Non
     """The clips still to label. The user's query runs on the sandboxed read-only connection,
     like every --query; what is already done is read on a short read-only connection."""
     kw = {} if timeout is None else {"timeout": timeout}
-    rows = run_query(query, catalog_path, columns="clip_id, video_path, start_s, end_s", **kw)
+    rows = run_query(query, catalog_path, columns="clip_id, video_id, video_path, start_s, end_s", **kw)
     con = db.connect(catalog_path, read_only=True)
     try:
         done = dict(con.execute(SQL_DONE, [captioner, version]).fetchall())
@@ -127,6 +128,7 @@ class _Preparer:
         for row in batch:
             t0 = time.perf_counter()
             try:
+                check_source(row["video_path"], row.get("video_id"))
                 reader = self._reader_for(row["video_path"])
                 frames, times = reader.read(row["start_s"], row["end_s"], self.sampling.fps,
                                             max_frames=self.sampling.max_frames)
