@@ -124,21 +124,39 @@ def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -
                                "it was written by a newer release. Upgrade the tool (pip install -U "
                                "cartoon-dataengine); nothing was written.")
         migrate(con)
+    except duckdb.Error as e:
+        con.close()
+        raise CatalogError(describe_write_error(e, p)) from e
     except BaseException:
         con.close()
         raise
     return con
 
 
+def describe_write_error(e: BaseException, p: Path) -> str:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "no space left" in msg.lower() or getattr(e, "errno", None) == 28:
+        return (f"no space left on the device holding the catalog {p}: nothing of the batch in flight was kept; "
+                "free space and rerun to continue")
+    return f"cannot write to catalog {p}: {msg}"
+
+
 @contextmanager
 def writing(path: str | os.PathLike | None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Connect, run one transaction, close: how long jobs write, a batch at a time."""
+    """Connect, run one transaction, close: how long jobs write, a batch at a time. A failed
+    write (full disk, read-only file) rolls the batch back and is a CatalogError."""
+    p = resolve_path(path)
     con = connect(path)
     try:
         with transaction(con):
             yield con
+    except duckdb.Error as e:
+        raise CatalogError(describe_write_error(e, p)) from e
     finally:
-        con.close()
+        try:
+            con.close()
+        except duckdb.Error:
+            pass
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -175,7 +193,10 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     try:
         yield con
     except BaseException:
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # the transaction is already gone (e.g. a failed commit); the original error matters
         raise
     else:
         con.execute("COMMIT")
