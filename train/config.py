@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -97,7 +98,7 @@ class TrainConfig:
         need(self.alpha > 0, "--alpha must be positive")
         need(0 <= self.lora_dropout < 1, "--lora-dropout must be in [0, 1)")
         need(self.lora_targets in ("linear", "linear+conv"), "--lora-targets must be linear or linear+conv")
-        need(self.lr > 0, "--lr must be positive")
+        need(self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive finite number")
         need(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be >= 1")
         need(self.max_steps >= 1, "--max-steps must be >= 1")
         need(self.optimizer in ("adamw", "adamw8bit"), "--optimizer must be adamw or adamw8bit")

@@ -22,6 +22,12 @@ def resolve_lora(lora: str | None) -> tuple[Path | None, dict]:
         f, meta = p, p.parent / "lora_metadata.json"
     if not f.exists():
         raise GenerateError(f"no LoRA at {f} (a run folder holds pytorch_lora_weights.safetensors once training ends)")
+    from .lora import NonFiniteLoRA, check_finite
+
+    try:
+        check_finite(f)
+    except NonFiniteLoRA as e:
+        raise GenerateError(str(e)) from e
     return f, (json.loads(meta.read_text()) if meta.exists() else {})
 
 

@@ -27,12 +27,40 @@ from .prompts import run_suffix, validation_prompts, with_suffix
 
 log = logging.getLogger(__name__)
 
-# Tests set this to make the process kill itself (SIGKILL, no cleanup) right after that step.
+# Fault hooks for tests: SIGKILL right after that step (no cleanup), or poison one LoRA weight with
+# NaN right after that step's optimizer update (what `--lr inf` or a real divergence does).
 _FAULT_KILL_AT = int(os.environ.get("DE_FAULT_KILL_AT_STEP", "0") or 0)
+_FAULT_NAN_AT = int(os.environ.get("DE_FAULT_NAN_AT_STEP", "0") or 0)
 
 
 class TrainError(Exception):
     """Training cannot go on; the message is for the user."""
+
+
+class Diverged(TrainError):
+    """The LoRA's weights became non-finite: nothing non-finite is ever saved as the result."""
+
+    def __init__(self, step: int, last_good: Path | None):
+        self.step, self.last_good = step, last_good
+        keep = (f"the last finite checkpoint, {last_good}, stays in the run folder" if last_good
+                else "no checkpoint was written before it")
+        super().__init__(f"training diverged at step {step}: the LoRA weights became non-finite after the optimizer "
+                         f"update. Lower --lr or add --warmup-steps. No LoRA was saved as the result; {keep}.")
+
+
+def weights_finite(params) -> bool:
+    """One device sync: are all trainable weights finite?"""
+    import torch
+
+    if not params:
+        return True
+    norms = torch._foreach_norm([p.detach() for p in params])
+    return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
+
+
+def last_good_checkpoint(ckpt_root: Path) -> Path | None:
+    cks = ckpt.list_checkpoints(ckpt_root)
+    return cks[-1] if cks else None
 
 
 @dataclass
@@ -260,19 +288,29 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
                     sig_all += sig.tolist()
                     loss_all += per.detach().tolist()
             step += 1
-            if not finite_all:
+            gnorm = None
+            if finite_all:
+                gnorm = acc.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else _grad_norm(params)
+            # A non-finite loss, or a finite loss with an inf/NaN gradient, skips the step before the
+            # optimizer touches the weights (the norm is of the all-reduced grads: every rank agrees).
+            if not finite_all or not math.isfinite(float(gnorm)):
                 skipped += 1
                 nonfinite_run += 1
                 optimizer.zero_grad(set_to_none=True)
-                trackers.log({"nonfinite": 1, "skipped_nonfinite": skipped}, step)
+                trackers.log({"nonfinite": 1, "nonfinite_grad": int(finite_all), "skipped_nonfinite": skipped}, step)
                 if nonfinite_run >= cfg.max_nonfinite:
-                    raise TrainError(f"{nonfinite_run} non-finite losses in a row at step {step}: training diverged. "
-                                     "Lower --lr, add --warmup-steps, or raise --grad-clip strictness.")
+                    raise TrainError(f"{nonfinite_run} non-finite {'gradients' if finite_all else 'losses'} in a row "
+                                     f"at step {step}: training diverged. Lower --lr or add --warmup-steps.")
             else:
                 nonfinite_run = 0
-                gnorm = acc.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else _grad_norm(params)
                 optimizer.step()
                 scheduler.step()
+                if _FAULT_NAN_AT and step == _FAULT_NAN_AT:
+                    with torch.no_grad():
+                        params[0].view(-1)[0] = float("nan")
+                if not weights_finite(params):
+                    trackers.log({"diverged": 1, "nonfinite": 1}, step)
+                    raise Diverged(step, last_good_checkpoint(ckpt_root))
                 now = time.perf_counter()
                 last_loss = sum(losses) / len(losses)
                 trackers.log({"loss": last_loss, "grad_norm": float(gnorm), "lr": scheduler.get_last_lr()[0],
@@ -300,6 +338,8 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
     # ---- 6. the LoRA, in diffusers format --------------------------------------------------------
     lora_path = None
     acc.wait_for_everyone()
+    if step >= cfg.max_steps and not weights_finite(params):  # belt and braces: never save a NaN LoRA
+        raise Diverged(step, last_good_checkpoint(ckpt_root))
     if acc.is_main_process and step >= cfg.max_steps:
         if cfg.validation_every and step % cfg.validation_every != 0:
             validate(step)

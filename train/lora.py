@@ -77,3 +77,19 @@ def load_lora_into(transformer, state: dict) -> None:
     unexpected = getattr(res, "unexpected_keys", [])
     if unexpected:
         raise ValueError(f"LoRA checkpoint has unexpected keys, e.g. {unexpected[:3]}")
+
+
+class NonFiniteLoRA(ValueError):
+    """A LoRA file holding inf/NaN weights (a diverged run): generating with it gives black video."""
+
+
+def check_finite(path) -> None:
+    """Refuse a LoRA file with any non-finite weight, naming how many tensors are bad."""
+    import torch
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteLoRA(f"{path} holds non-finite weights in {len(bad)} of {len(sd)} tensors (e.g. {bad[0]}): "
+                            "it comes from a diverged run; use an earlier checkpoint or retrain with a lower --lr")

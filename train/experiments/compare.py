@@ -25,7 +25,8 @@ def read_metrics(run: Path) -> dict:
             "grad_norm": [r.get("grad_norm") for r in train], "lr": [r.get("lr") for r in train],
             "by_sigma": [r.get("loss_by_sigma", {}) for r in train],
             "eval_steps": [r["step"] for r in ev], "eval_loss": [r["eval_loss"] for r in ev],
-            "nonfinite": sum(1 for r in rows if r.get("nonfinite"))}
+            "nonfinite": sum(1 for r in rows if r.get("nonfinite")),
+            "diverged_at": next((r["step"] for r in rows if r.get("diverged")), None)}
 
 
 def compare(runs: list[str | Path], out_dir: str | Path, *, k: float = 3.0, window: int = 20, smooth: float = 0.1) -> dict:
@@ -37,6 +38,8 @@ def compare(runs: list[str | Path], out_dir: str | Path, *, k: float = 3.0, wind
         m = read_metrics(Path(r))
         data[name] = m
         expl = M.explosions(m["steps"], m["loss"], k=k, window=window)
+        if m["diverged_at"] is not None:  # weights went non-finite: the worst explosion there is
+            expl = sorted(set(expl) | {m["diverged_at"]})
         gn = [g for g in m["grad_norm"] if g is not None]
         spike = M.first_spike(m["steps"][: len(gn)], gn, k=k, window=window) if gn else None
         cfg_p = Path(r) / "config.json"
@@ -48,11 +51,12 @@ def compare(runs: list[str | Path], out_dir: str | Path, *, k: float = 3.0, wind
                 "final_eval_loss": m["eval_loss"][-1] if m["eval_loss"] else None,
                 "best_eval_loss": min(m["eval_loss"]) if m["eval_loss"] else None,
                 "max_grad_norm": max(gn) if gn else None, "loss_explosions": expl,
-                "first_grad_norm_spike": spike, "nonfinite_steps": m["nonfinite"]}
+                "first_grad_norm_spike": spike, "nonfinite_steps": m["nonfinite"], "diverged_at": m["diverged_at"]}
         res["runs"].append(info)
         rows.append([name, info["rank"], info["lr"], info["warmup_steps"], info["steps"], info["final_loss"],
                      info["best_loss"], info["final_smoothed_loss"], info["final_eval_loss"], info["best_eval_loss"],
-                     info["max_grad_norm"], len(expl), expl[0] if expl else None, spike, info["nonfinite_steps"]])
+                     info["max_grad_norm"], len(expl), expl[0] if expl else None, spike, info["nonfinite_steps"],
+                     info["diverged_at"]])
     _plot(data, res, out / "compare.png", smooth)
     (out / "compare.json").write_text(json.dumps(res, indent=1))
     md = ["# Training stability comparison", "",
@@ -60,7 +64,7 @@ def compare(runs: list[str | Path], out_dir: str | Path, *, k: float = 3.0, wind
           f"Grad-norm spike: the same test on the grad norm; its first step is shown.", ""]
     md += table(["run", "rank", "lr", "warmup", "steps", "final loss", "best loss", f"final EMA({smooth:g}) loss",
                  "final eval loss", "best eval loss", "max grad norm", "explosions", "first explosion",
-                 "first grad spike", "non-finite"], rows)
+                 "first grad spike", "non-finite", "diverged at"], rows)
     md += ["", "![curves](compare.png)"]
     write(out / "report.md", md, "train compare")
     return res
@@ -79,10 +83,12 @@ def _plot(data: dict, res: dict, path: Path, smooth: float) -> None:
         line, = ax[0].plot(m["steps"], m["loss"], alpha=0.3)
         c = line.get_color()
         ax[0].plot(m["steps"], M.ema(m["loss"], smooth), color=c, label=name)
-        ex = info[name]["loss_explosions"]
+        ex = [s for s in info[name]["loss_explosions"] if s in m["steps"]]
         if ex:
             ys = [m["loss"][m["steps"].index(s)] for s in ex]
             ax[0].scatter(ex, ys, marker="x", color=c, s=60, zorder=5)
+        if info[name].get("diverged_at") is not None:  # no loss was logged there: mark the step itself
+            ax[0].axvline(info[name]["diverged_at"], color=c, linestyle=":", label=f"{name} diverged")
         ax[1].plot(m["eval_steps"], m["eval_loss"], "o-", color=c, label=name)
         gs = [(s, g) for s, g in zip(m["steps"], m["grad_norm"]) if g is not None]
         if gs:

@@ -58,6 +58,12 @@ def open_run(run_dir: str | Path, *, device: str | None = None, base_model: str 
     if not lp.exists():
         raise ExperimentError(f"no LoRA at {lp}: the run has not finished (resume it with `train --resume latest "
                               f"--output-dir {out}`)")
+    from ..lora import NonFiniteLoRA, check_finite
+
+    try:
+        check_finite(lp)
+    except NonFiniteLoRA as e:
+        raise ExperimentError(str(e)) from e
     cfg = TrainConfig.load(out / "config.json")
     meta_p = out / "lora_metadata.json"
     meta = json.loads(meta_p.read_text()) if meta_p.exists() else {}
