@@ -34,13 +34,43 @@ def _h(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+# Config keys that say nothing about what a model computes: private bookkeeping (diffusers'
+# `_use_default_values` is a list whose order changes from process to process), library versions,
+# where it was loaded from, and the dtype (recorded explicitly where it matters).
+_NOT_IDENTITY = {"transformers_version", "diffusers_version", "torch_dtype", "dtype", "name_or_path",
+                 "architectures", "use_cache"}
+
+
+def canonical_config(cfg) -> dict:
+    """A config as a plain dict without private or incidental keys, stable across processes."""
+    d = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+    return {k: d[k] for k in sorted(d) if not k.startswith("_") and k not in _NOT_IDENTITY}
+
+
 def vae_identity(components) -> str:
-    return _h({"model": components.name, "vae": dict(components.vae.config)})
+    return _h({"model": getattr(components, "weights_id", components.name), "vae": canonical_config(components.vae.config)})
 
 
 def text_identity(components, max_len: int) -> str:
-    return _h({"model": components.name, "te": components.text_encoder.config.to_dict(), "max_len": max_len,
+    return _h({"model": getattr(components, "weights_id", components.name),
+               "te": canonical_config(components.text_encoder.config), "max_len": max_len,
                "chi": chi_default(), "dtype": str(components.text_encoder.dtype)})
+
+
+def intact(path: Path) -> bool:
+    """A safetensors file whose header parses and whose length matches it (a truncated or
+    overwritten file fails). Cheap: reads the header only."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 1 or 8 + n > size:
+                return False
+            header = json.loads(f.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        return bool(ends) and size == 8 + n + max(ends)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
 
 
 def latent_key(vae_id: str, w: Window, height: int, width: int) -> str:
@@ -100,6 +130,7 @@ class Cache:
         self.height, self.width, self.max_len = height, width, max_len
         self.vae_id = vae_identity(components)
         self.text_id = text_identity(components, max_len)
+        self.corrupt: list[str] = []
 
     def latent_path(self, w: Window) -> Path:
         return self.root / "latents" / f"{latent_key(self.vae_id, w, self.height, self.width)}.safetensors"
@@ -123,13 +154,23 @@ class Cache:
         look at different moments still split the same work: no window is encoded twice.
         """
         rank, world = shard
-        mine_w = sorted(windows, key=lambda w: (w.video_path, w.start_s, w.key))[rank::world]
+        mine_w = sorted(windows, key=lambda w: (w.video_id, w.start_s, w.key))[rank::world]
         mine_p = sorted(set(prompts))[rank::world]
-        lat = [w for w in mine_w if not self.latent_path(w).exists()]
-        txt = [p for p in mine_p if not self.text_path(p).exists()]
-        if rank == 0 and not self.null_path().exists():
+        lat = [w for w in mine_w if not self._usable(self.latent_path(w))]
+        txt = [p for p in mine_p if not self._usable(self.text_path(p))]
+        if rank == 0 and not self._usable(self.null_path()):
             txt = txt or [prompts[0]]  # rank 0 alone writes the unconditional embedding
         return lat, txt
+
+    def _usable(self, path: Path) -> bool:
+        """Cached and intact; a corrupt entry is deleted (and counted) so it is encoded again."""
+        if not path.exists():
+            return False
+        if intact(path):
+            return True
+        path.unlink(missing_ok=True)
+        self.corrupt.append(path.name)
+        return False
 
     def precompute(self, windows: list[Window], prompts: list[str], device, progress: bool = True,
                    text_batch: int = 8, shard: tuple[int, int] = (0, 1)) -> dict:
@@ -138,9 +179,15 @@ class Cache:
         import torch
         from tqdm import tqdm
 
+        self.corrupt = []
         lat, txt = self.missing(windows, prompts, shard)
-        stats = {"rank": shard[0], "world": shard[1], "latents_total": len(windows), "latents_encoded": 0,
-                 "latents_encoded_keys": [], "text_encoded": 0, "decode_failures": []}
+        rank, world = shard
+        share_w = len(windows[rank::world]) if world > 1 else len(windows)
+        share_t = len(sorted(set(prompts))[rank::world])
+        stats = {"rank": rank, "world": world, "latents_total": len(windows), "latents_encoded": 0,
+                 "latents_reused": share_w - len(lat), "latents_encoded_keys": [], "text_encoded": 0,
+                 "text_reused": max(0, share_t - len(txt)), "corrupt_replaced": list(self.corrupt),
+                 "decode_failures": []}
         if txt:
             pipe = self.c.pipeline()
             self.c.text_encoder.to(device)

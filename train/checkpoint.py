@@ -45,12 +45,16 @@ def save(ckpt_root: Path, step: int, *, lora: dict, optimizer, scheduler, genera
     final = ckpt_root / f"{PREFIX}{step:06d}"
     tmp = ckpt_root / f"{PREFIX}{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.contiguous() for k, v in lora.items()}, str(tmp / "lora.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng_state(generator), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+    try:
+        tmp.mkdir()
+        save_file({k: v.contiguous() for k, v in lora.items()}, str(tmp / "lora.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_state(generator), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))  # written last: the marker
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
+        raise
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for old in list_checkpoints(ckpt_root)[:-keep]:
@@ -58,11 +62,29 @@ def save(ckpt_root: Path, step: int, *, lora: dict, optimizer, scheduler, genera
     return final
 
 
+FILES = ("lora.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json")
+
+
+def is_complete(p: Path) -> bool:
+    return all((p / f).is_file() and (p / f).stat().st_size > 0 for f in FILES)
+
+
 def list_checkpoints(ckpt_root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a folder missing any file is not one)."""
     if not ckpt_root.exists():
         return []
     return sorted(p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-                  and not p.name.endswith(".tmp") and (p / "state.json").exists())
+                  and not p.name.endswith(".tmp") and is_complete(p))
+
+
+def clean_partial(ckpt_root: Path) -> list[str]:
+    """Remove `.tmp` folders a killed or full-disk save left behind; returns their names."""
+    if not ckpt_root.exists():
+        return []
+    gone = [p.name for p in ckpt_root.iterdir() if p.is_dir() and p.name.endswith(".tmp")]
+    for name in gone:
+        shutil.rmtree(ckpt_root / name, ignore_errors=True)
+    return gone
 
 
 def find(spec: str, ckpt_root: Path) -> Path:
@@ -72,9 +94,27 @@ def find(spec: str, ckpt_root: Path) -> Path:
             raise FileNotFoundError(f"no checkpoint in {ckpt_root} to resume from")
         return cks[-1]
     p = Path(spec)
-    if not (p / "state.json").exists():
-        raise FileNotFoundError(f"{p} is not a checkpoint folder (no state.json)")
+    if not is_complete(p):
+        raise FileNotFoundError(f"{p} is not a complete checkpoint folder (needs {', '.join(FILES)})")
     return p
+
+
+def load_latest(spec: str, ckpt_root: Path) -> tuple[Path | None, dict | None, list[str]]:
+    """(checkpoint, its state, notes): `latest` falls back to the newest checkpoint that loads;
+    None when there is none (the run then restarts from step 0 with its frozen manifest)."""
+    notes = [f"removed partial checkpoint {n}" for n in clean_partial(ckpt_root)]
+    if spec != "latest":
+        p = find(spec, ckpt_root)
+        return p, load(p), notes
+    for p in reversed(list_checkpoints(ckpt_root)):
+        try:
+            return p, load(p), notes
+        except Exception as e:  # noqa: BLE001 - a damaged checkpoint: try the one before
+            notes.append(f"skipped damaged checkpoint {p.name}: {type(e).__name__}: {str(e)[:120]}")
+    skipped = [p.name for p in ckpt_root.iterdir()] if ckpt_root.exists() else []
+    if skipped:
+        notes.append(f"no complete checkpoint among {', '.join(sorted(skipped))}")
+    return None, None, notes
 
 
 def load(path: Path) -> dict:

@@ -202,12 +202,19 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
 
     # ---- 4. resume ---------------------------------------------------------------------------------
     step, skipped, nonfinite_run = 0, 0, 0
+    st = None
     if resume:
         try:
-            path = ckpt.find(resume, ckpt_root)
+            path, st, notes = ckpt.load_latest(resume, ckpt_root)
         except FileNotFoundError as e:
             raise TrainError(str(e)) from e
-        st = ckpt.load(path)
+        if acc.is_main_process:
+            for n in notes:
+                log.warning("%s", n)
+            if st is None:
+                log.warning("no complete checkpoint to resume from: restarting %s from step 0 with its frozen "
+                            "manifest and config", out_dir)
+    if st is not None:
         load_lora_into(acc.unwrap_model(model), {k: v.to(device) for k, v in st["lora"].items()})
         optimizer.load_state_dict(st["optimizer"])
         scheduler.load_state_dict(st["scheduler"])

@@ -27,6 +27,7 @@ class Components:
     scheduler: object
     name: str
     is_random: bool = False
+    weights_id: str = ""  # what the cache keys on: a hub id, or a fingerprint of local weight files
 
     def pipeline(self):
         from diffusers import SanaVideoPipeline
@@ -106,6 +107,7 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
     dtype = dtype or torch.float32
     if base_model == "tiny":
         c = build_tiny(seed)
+        c.weights_id = f"{TINY_NAME}-seed{seed}"
     else:
         local = os.path.isdir(base_model)
         try:
@@ -123,13 +125,29 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
                 f"{base_model}`, or pass a local directory to --base-model.") from e
         is_random = local and (Path(base_model) / "TINY_RANDOM").exists()
         name = f"local:{Path(base_model).name}" if local else base_model
-        c = Components(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler, name, is_random)
+        c = Components(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler, name, is_random,
+                       weights_id=weights_fingerprint(base_model) if local else base_model)
     c.transformer.to(dtype)
     c.text_encoder.to(dtype)
     c.vae.to(torch.float32)
     for m in (c.vae, c.text_encoder, c.transformer):
         m.requires_grad_(False)
     return c
+
+
+def weights_fingerprint(folder: str | os.PathLike) -> str:
+    """Identity of a local diffusers folder by the content of its weight files (name, size and
+    three sampled MiB each, as video ids are made): two copies of the same weights share a cache,
+    and two different folders that happen to share a name do not."""
+    import hashlib
+
+    from dataengine.identity import video_id
+
+    h = hashlib.blake2b(digest_size=16)
+    for f in sorted(Path(folder).rglob("*")):
+        if f.suffix in (".safetensors", ".bin", ".pt", ".pth") and f.is_file():
+            h.update(f"{f.relative_to(folder)}:{video_id(f)};".encode())
+    return f"local-weights:{h.hexdigest()}"
 
 
 def with_flow_shift(scheduler, flow_shift: float):

@@ -104,64 +104,176 @@ def write_sigma_plot(cfg: TrainConfig, out: Path) -> None:
                      std=cfg.logit_std)
 
 
-def start_training(*, query, preset, overrides, output_dir, resume, dry_run, progress, echo) -> int:
+def write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_trackers(report_to: str) -> None:
+    """--report-to names a package that must be importable now, not after hours of training."""
+    import importlib.util
+
+    want = {"none": [], "tensorboard": ["tensorboard"], "wandb": ["wandb"], "all": ["tensorboard", "wandb"]}[report_to]
+    missing = [m for m in want if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RunError(f"--report-to {report_to} needs {' and '.join(missing)}, which is not installed "
+                       f"(pip install {' '.join(missing)}), or use --report-to none")
+
+
+def resolve_video_paths(manifest: Manifest, catalog: str) -> int:
+    """The manifest freezes *what* is trained (video ids, times, prompts); *where* each video lives
+    is looked up in the catalog now, so a library that was moved and re-ingested still resumes.
+    Returns how many windows changed path. A catalog that cannot be read leaves the frozen paths."""
     from catalog import db
 
-    if resume:
-        if not output_dir:
-            raise RunError("--resume needs --output-dir (the run folder to continue)")
-        out = Path(output_dir)
-        if not (out / "config.json").exists():
-            raise RunError(f"{out} is not a run folder (no config.json)")
-        cfg = TrainConfig.load(out / "config.json")
-        if "max_steps" in overrides:  # extending a run is the one change a resume allows
-            cfg.max_steps = overrides["max_steps"]
-        manifest = Manifest.read(out / "manifest.jsonl")
-        run_id = json.loads((out / "run.json").read_text())["run_id"]
-    elif _rank() != 0:
-        # Other DDP ranks never touch the catalog (DuckDB's single-writer lock): they wait for rank 0
-        # to freeze the run folder and read the same config and manifest from it.
-        if not output_dir:
-            raise RunError("under torchrun / accelerate launch, pass --output-dir so every rank finds the run")
-        out = Path(output_dir)
-        for _ in range(3000):
-            if (out / "run.json").exists():
-                break
-            time.sleep(0.1)
-        else:
-            raise RunError(f"rank {_rank()}: rank 0 never created {out}/run.json")
-        cfg = TrainConfig.load(out / "config.json")
-        manifest = Manifest.read(out / "manifest.jsonl")
-        run_id = json.loads((out / "run.json").read_text())["run_id"]
-    else:
-        cfg = resolve_config(query, preset, overrides)
-        cfg.catalog = str(db.resolve_path(cfg.catalog))
-        try:
-            manifest = build_manifest(cfg, select_rows(cfg))
-        except DataError as e:
-            raise RunError(str(e)) from e
-        cfg.name = default_name(cfg)
-        out = Path(output_dir or Path("runs") / cfg.name)
-        cfg.output_dir = str(out)
-        echo(manifest.summary())
-        ex = [w.prompt for w in manifest.windows[:3]]
-        for p in dict.fromkeys(ex):
-            echo(f"  prompt: {p}")
-        if dry_run:
-            for line in dry_run_report(cfg):
-                echo(line)
-            echo(f"dry run: would write {out}/ (manifest, config, LoRA, gallery); no model loaded")
-            return 0
-        if out.exists() and any(out.iterdir()):
-            raise RunError(f"{out} already holds a run; pass --resume latest to continue it, or choose "
-                           "another --output-dir / --name")
-        run_id = f"train-{cfg.name}"
+    ids = sorted({w.video_id for w in manifest.windows})
+    try:
+        con = db.connect(catalog, read_only=True)
+    except db.CatalogError:
+        return 0
+    try:
+        now = dict(con.execute("SELECT video_id, path FROM videos WHERE status = 'ok' AND video_id IN "
+                               "(SELECT unnest(?::VARCHAR[]))", [ids]).fetchall())
+    finally:
+        con.close()
+    changed = 0
+    for w in manifest.windows:
+        p = now.get(w.video_id)
+        if p and p != w.video_path:
+            w.video_path = p
+            changed += 1
+    return changed
+
+
+def _os_error(e: OSError, where: Path) -> RunError:
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RunError(f"no space left on the device holding {where}; free space and rerun (`train --resume latest "
+                        f"--output-dir {where}` continues from the last complete checkpoint)")
+    return RunError(f"cannot write {where}: {e.strerror or e}")
+
+
+def _new_run(query, preset, overrides, output_dir, dry_run, echo):
+    from catalog import db
+
+    cfg = resolve_config(query, preset, overrides)
+    cfg.catalog = str(db.resolve_path(cfg.catalog).absolute())  # a resume from elsewhere finds the same catalog
+    try:
+        manifest = build_manifest(cfg, select_rows(cfg))
+    except DataError as e:
+        raise RunError(str(e)) from e
+    cfg.name = default_name(cfg)
+    out = Path(output_dir or Path("runs") / cfg.name)
+    cfg.output_dir = str(out.absolute())
+    echo(manifest.summary())
+    for p in dict.fromkeys(w.prompt for w in manifest.windows[:3]):
+        echo(f"  prompt: {p}")
+    if dry_run:
+        for line in dry_run_report(cfg):
+            echo(line)
+        echo(f"dry run: would write {out}/ (manifest, config, LoRA, gallery); no model loaded")
+        return None
+    check_trackers(cfg.report_to)
+    if out.exists() and any(out.iterdir()):
+        raise RunError(f"{out} already holds a run; pass --resume latest to continue it, or choose "
+                       "another --output-dir / --name")
+    run_id = f"train-{cfg.name}"
+    try:
         out.mkdir(parents=True, exist_ok=True)
+        # run.json first and atomically: from here on the folder is a run that --resume accepts
+        write_json_atomic(out / "run.json", {"run_id": run_id, "catalog": cfg.catalog, "state": "starting"})
         manifest.write(out / "manifest.jsonl")
         cfg.save(out / "config.json")
         write_sigma_plot(cfg, out)
+    except OSError as e:
+        raise _os_error(e, out) from e
+    try:
         record_start(cfg, run_id, manifest)
-        (out / "run.json").write_text(json.dumps({"run_id": run_id, "catalog": cfg.catalog}, indent=1))
+    except Exception as e:  # noqa: BLE001 - a read-only or busy catalog must not stop training
+        echo(f"warning: the run is not recorded in the catalog ({e}); training goes on, the run folder is "
+             "the record", err=True)
+    return cfg, manifest, out, run_id
+
+
+def _resumed_run(overrides, output_dir, echo):
+    if not output_dir:
+        raise RunError("--resume needs --output-dir (the run folder to continue)")
+    out = Path(output_dir)
+    if not (out / "config.json").exists() or not (out / "manifest.jsonl").exists():
+        raise RunError(f"nothing to resume in {out}: it holds no config.json and manifest.jsonl (the run stopped "
+                       "before it was frozen); remove the folder or use a new --output-dir")
+    cfg = TrainConfig.load(out / "config.json")
+    if "max_steps" in overrides:  # extending a run is the one change a resume allows
+        cfg.max_steps = overrides["max_steps"]
+    check_trackers(cfg.report_to)
+    manifest = Manifest.read(out / "manifest.jsonl")
+    meta = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    run_id = meta.get("run_id") or f"train-{cfg.name or out.name}"
+    if _rank() == 0:
+        if (out / "pytorch_lora_weights.safetensors").exists() and meta.get("state") == "finished" \
+                and meta.get("steps", 0) >= cfg.max_steps:
+            raise RunError(f"nothing to resume: {out} finished all {cfg.max_steps} steps (give a larger "
+                           "--max-steps to extend it)")
+        try:
+            write_json_atomic(out / "run.json", {**meta, "run_id": run_id, "catalog": cfg.catalog, "state": "resuming"})
+        except OSError as e:
+            raise _os_error(e, out) from e
+        try:
+            record_start(cfg, run_id, manifest)
+        except Exception as e:  # noqa: BLE001
+            echo(f"warning: the resume is not recorded in the catalog ({e})", err=True)
+    return cfg, manifest, out, run_id
+
+
+def _other_rank_run(output_dir):
+    # Other DDP ranks never write the catalog (DuckDB's single-writer lock): they wait for rank 0
+    # to freeze the run folder and read the same config and manifest from it.
+    if not output_dir:
+        raise RunError("under torchrun / accelerate launch, pass --output-dir so every rank finds the run")
+    out = Path(output_dir)
+    for _ in range(3000):
+        if (out / "run.json").exists() and (out / "config.json").exists():
+            break
+        time.sleep(0.1)
+    else:
+        raise RunError(f"rank {_rank()}: rank 0 never created {out}/run.json")
+    time.sleep(0.2)
+    cfg = TrainConfig.load(out / "config.json")
+    manifest = Manifest.read(out / "manifest.jsonl")
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+    return cfg, manifest, out, run_id
+
+
+def cache_summary(out: Path) -> dict:
+    tot = {"latents_reused": 0, "latents_encoded": 0, "text_reused": 0, "text_encoded": 0, "corrupt_replaced": 0,
+           "decode_failures": 0}
+    for f in sorted((out / "logs").glob("cache_rank*.json")):
+        st = json.loads(f.read_text())
+        for k in tot:
+            v = st.get(k, 0)
+            tot[k] += len(v) if isinstance(v, list) else int(v or 0)
+    return tot
+
+
+def start_training(*, query, preset, overrides, output_dir, resume, dry_run, progress, echo) -> int:
+    if resume:
+        cfg, manifest, out, run_id = _resumed_run(overrides, output_dir, echo)
+    elif _rank() != 0:
+        cfg, manifest, out, run_id = _other_rank_run(output_dir)
+    else:
+        made = _new_run(query, preset, overrides, output_dir, dry_run, echo)
+        if made is None:
+            return 0
+        cfg, manifest, out, run_id = made
+    moved = resolve_video_paths(manifest, cfg.catalog)
+    if moved and _rank() == 0:
+        echo(f"{moved} window(s) read from their videos' current paths in the catalog (the library moved)")
     from catalog.db import cache_dir
 
     from .loop import TrainError, train
@@ -173,13 +285,24 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
     except (TrainError, ModelLoadError) as e:
         if _rank() == 0:
             record_end(cfg, run_id, {"error": str(e)}, False, echo)
+            _mark(out, run_id, cfg, "failed", error=str(e))
         raise RunError(str(e)) from e
+    except OSError as e:
+        err = _os_error(e, out)
+        if _rank() == 0:
+            record_end(cfg, run_id, {"error": str(err)}, False, echo)
+        raise err from e
     if _rank() == 0:
+        cache = cache_summary(out)
         counts = {"steps": res.steps, "skipped_nonfinite": res.skipped_nonfinite, "final_loss": res.final_loss,
-                  "windows": len(manifest.windows)}
+                  "windows": len(manifest.windows), "cache": cache}
         record_end(cfg, run_id, counts, res.lora_path is not None, echo)
+        _mark(out, run_id, cfg, "finished" if res.lora_path else "stopped", steps=res.steps, cache=cache)
         echo(f"trained {res.steps} steps; final loss {res.final_loss if res.final_loss is not None else 'n/a'}; "
              f"skipped {res.skipped_nonfinite} non-finite")
+        echo(f"cache: {cache['latents_reused']} latents reused, {cache['latents_encoded']} encoded; "
+             f"{cache['text_reused']} prompt embeddings reused, {cache['text_encoded']} encoded; "
+             f"{cache['corrupt_replaced']} corrupt entries replaced")
         if res.lora_path:
             echo(f"LoRA: {res.lora_path}")
         if (out / "gallery.md").exists():
@@ -187,3 +310,11 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
         else:
             echo("no gallery: validation is off (--validation-every 0)")
     return 0
+
+
+def _mark(out: Path, run_id: str, cfg: TrainConfig, state: str, **extra) -> None:
+    try:
+        meta = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+        write_json_atomic(out / "run.json", {**meta, "run_id": run_id, "catalog": cfg.catalog, "state": state, **extra})
+    except (OSError, ValueError):
+        pass  # the error being reported matters more than this record

@@ -26,7 +26,7 @@ def test_a_run_whose_weights_go_nan_fails_and_keeps_the_last_finite_checkpoint(t
     out = tmp_path / "div"
     r = run_train("--query", "1=1", *TINY, "--base-model", tiny_sana_dir, "--catalog", str(cat),
                   "--validation-every", "0", "--checkpoint-every", "2", "--max-steps", "4",
-                  "--output-dir", str(out), env={"DE_FAULT_NAN_AT_STEP": "3"}, check=False)
+                  "--output-dir", str(out), "--name", "div", env={"DE_FAULT_NAN_AT_STEP": "3"}, check=False)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "training diverged at step 3" in r.stderr and "step_000002" in r.stderr
     assert not (out / "pytorch_lora_weights.safetensors").exists()
@@ -34,7 +34,7 @@ def test_a_run_whose_weights_go_nan_fails_and_keeps_the_last_finite_checkpoint(t
 
     check_finite(out / "checkpoints" / "step_000002" / "lora.safetensors")  # the kept checkpoint is finite
     assert not (out / "checkpoints" / "step_000004").exists()
-    st = rows(cat, "SELECT status, error FROM runs WHERE command = 'train'")
+    st = rows(cat, "SELECT status, error FROM runs WHERE run_id = 'train-div'")
     assert st[0][0] == "failed" and "diverged at step 3" in st[0][1]
     # train compare sees it
     from train.cli import main
