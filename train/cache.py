@@ -82,12 +82,16 @@ def text_key(text_id: str, prompt: str) -> str:
 
 
 def _save(path: Path, tensors: dict) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)  # atomic: a killed precompute never leaves half a file
+    try:
+        tmp.write_bytes(save({k: v.contiguous() for k, v in tensors.items()}))  # a full disk is an OSError
+        os.replace(tmp, path)  # atomic: a killed precompute never leaves half a file
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load(path: Path) -> dict:

@@ -37,9 +37,22 @@ def set_rng_state(s: dict, generator) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+def _torch_save(obj, path: Path) -> None:
+    """torch.save through memory, then a plain write: a full disk is then an OSError (ENOSPC)
+    rather than torch's opaque 'iostream error'."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with open(path, "wb") as f:
+        f.write(buf.getbuffer())
+
+
 def save(ckpt_root: Path, step: int, *, lora: dict, optimizer, scheduler, generator, state: dict, keep: int) -> Path:
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save as save_bytes
 
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"{PREFIX}{step:06d}"
@@ -47,10 +60,10 @@ def save(ckpt_root: Path, step: int, *, lora: dict, optimizer, scheduler, genera
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        save_file({k: v.contiguous() for k, v in lora.items()}, str(tmp / "lora.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(rng_state(generator), tmp / "rng.pt")
+        (tmp / "lora.safetensors").write_bytes(save_bytes({k: v.contiguous() for k, v in lora.items()}))
+        _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+        _torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
+        _torch_save(rng_state(generator), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))  # written last: the marker
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
@@ -103,6 +116,9 @@ def load_latest(spec: str, ckpt_root: Path) -> tuple[Path | None, dict | None, l
     """(checkpoint, its state, notes): `latest` falls back to the newest checkpoint that loads;
     None when there is none (the run then restarts from step 0 with its frozen manifest)."""
     notes = [f"removed partial checkpoint {n}" for n in clean_partial(ckpt_root)]
+    if ckpt_root.exists():
+        notes += [f"skipped incomplete checkpoint {p.name} (missing {', '.join(f for f in FILES if not (p / f).is_file())})"
+                  for p in sorted(ckpt_root.iterdir()) if p.is_dir() and p.name.startswith(PREFIX) and not is_complete(p)]
     if spec != "latest":
         p = find(spec, ckpt_root)
         return p, load(p), notes

@@ -223,7 +223,7 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
         skipped = st["state"].get("skipped_nonfinite", 0)
         order = DataOrder(len(train_w), cfg.seed, st["state"]["epoch"], st["state"]["pos"])
         if acc.is_main_process:
-            log.info("resumed from %s at step %d", path, step)
+            log.warning("resumed from %s at step %d", path, step)
 
     from .tracking import make_trackers
 
