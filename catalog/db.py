@@ -77,13 +77,17 @@ def open_duckdb(p: Path, *, read_only: bool, config: dict | None = None) -> duck
             delay = min(0.5, delay * 2)
 
 
-def _refuse_foreign(con: duckdb.DuckDBPyConnection, p: Path) -> None:
-    """A DuckDB file with tables of its own but no schema_migrations is not ours: leave it alone."""
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+def _inspect(con: duckdb.DuckDBPyConnection, p: Path) -> int:
+    """The file's schema version (0 for a new file), in one catalog lookup. A DuckDB file with
+    tables of its own but no schema_migrations is not ours: it is refused and left alone."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     if tables and "schema_migrations" not in tables:
         raise CatalogError(f"{p} is a DuckDB file but not a catalog of this tool (it has tables "
                            f"{', '.join(sorted(tables)[:5])} and no schema_migrations); refusing to touch it. "
                            "Pass another --catalog.")
+    if not tables:
+        return 0
+    return int(con.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] or 0)
 
 
 def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -97,8 +101,7 @@ def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -
             raise CatalogError(f"no catalog at {p} (run `de ingest` first, or pass --catalog)")
         con = open_duckdb(p, read_only=True)
         try:
-            _refuse_foreign(con, p)
-            version = schema_version(con)
+            version = _inspect(con, p)
         except BaseException:
             con.close()
             raise
@@ -117,13 +120,13 @@ def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -
         raise CatalogError(f"cannot create the catalog's folder {p.parent}: {e.strerror or e}") from e
     con = open_duckdb(p, read_only=False)
     try:
-        _refuse_foreign(con, p)
-        version = schema_version(con)
+        version = _inspect(con, p)
         if version > LATEST_VERSION:
             raise CatalogError(f"catalog {p} has schema version {version}, newer than this tool's {LATEST_VERSION}: "
                                "it was written by a newer release. Upgrade the tool (pip install -U "
                                "cartoon-dataengine); nothing was written.")
-        migrate(con)
+        if version < LATEST_VERSION:
+            migrate(con)
     except duckdb.Error as e:
         con.close()
         raise CatalogError(describe_write_error(e, p)) from e

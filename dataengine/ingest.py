@@ -41,6 +41,7 @@ class IngestSummary:
     frames: int = 0
     seconds: float = 0.0
     replaced: int = 0  # older videos whose path now holds other bytes
+    write_seconds: float = 0.0  # catalog connect + transaction + close, summed over videos
     fatal: str = ""
     failures: Counter = field(default_factory=Counter)
     failed_paths: list[tuple[str, str]] = field(default_factory=list)
@@ -59,7 +60,7 @@ class IngestSummary:
             s += f"; skipped {self.skipped} already ingested, {self.duplicates} duplicate files"
         if self.replaced:
             s += f"; {self.replaced} older video(s) replaced by new bytes at the same path"
-        s += f"; {self.seconds:.1f} s, {fps:,.0f} frames/s"
+        s += f"; {self.seconds:.1f} s, {fps:,.0f} frames/s (catalog writes {self.write_seconds:.2f} s)"
         return s
 
     def as_dict(self) -> dict:
@@ -218,8 +219,10 @@ def ingest_paths(
 
 
 def _store(catalog, res: VideoResult, summary: IngestSummary) -> None:
+    t0 = time.perf_counter()
     with db.writing(catalog) as con:
         n = store.save_video(con, res.video_row(), (asdict(c) for c in res.clips))
+    summary.write_seconds += time.perf_counter() - t0
     _drop_orphan_keyframes(res)
     if res.status == "ok":
         summary.videos_ok += 1
