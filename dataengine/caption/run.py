@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,8 @@ from .prompts import Prompt
 log = logging.getLogger(__name__)
 
 SQL_DONE = "SELECT clip_id, status FROM captions WHERE captioner = ? AND prompt_version = ?"
+FLUSH_EVERY_S = float(os.environ.get("DE_CAPTION_FLUSH_S", "2.0"))  # seconds between catalog writes
+
 SQL_SAVE = (
     "INSERT OR REPLACE INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields, "
     "raw_output, error, num_frames, visual_tokens, seconds, is_random_model, created_at) "
@@ -49,7 +52,8 @@ class CaptionSummary:
     seconds: float = 0.0
     decode_seconds: float = 0.0
     generate_seconds: float = 0.0
-    write_seconds: float = 0.0  # connect + one transaction + close, per batch
+    write_seconds: float = 0.0  # connect + one transaction + close, summed over writes
+    flushes: int = 0
     is_random: bool = False
     fatal: str = ""
     errors: Counter = field(default_factory=Counter)
@@ -186,27 +190,45 @@ def caption_clips(catalog_path, captioner, prompt: Prompt, todo: list[dict], *, 
     if overlap and str(getattr(captioner, "device", "cpu")).startswith("cpu"):
         # On CPU the model and the decoder share cores: leave one core to the decode thread so
         # prefetching overlaps instead of time-slicing with generation.
-        import os
-
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
 
     bar = tqdm(total=len(todo), unit="clip", desc="caption", disable=not progress, dynamic_ncols=True)
     prep = _Preparer(captioner, prompt.sampling)
+    pending: list[list] = []
+    last_flush = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal last_flush
+        if pending:
+            t0 = time.perf_counter()
+            with db.writing(catalog_path) as con:
+                con.executemany(SQL_SAVE, pending)
+            s.write_seconds += time.perf_counter() - t0
+            s.flushes += 1
+            pending.clear()
+        last_flush = time.perf_counter()
+
     try:
         for prepared, waited in prefetched(prep, list(_batches(todo, batch_size)), overlap):
             s.decode_seconds += waited
-            rows = _label_batch(captioner, prepared, text, prompt, s)
-            t0 = time.perf_counter()
-            with db.writing(catalog_path) as con:
-                con.executemany(SQL_SAVE, rows)
-            s.write_seconds += time.perf_counter() - t0
+            pending.extend(_label_batch(captioner, prepared, text, prompt, s))
+            # Batches are written together at most every FLUSH_EVERY_S: each write opens the catalog,
+            # commits and closes it (so readers get in), and that costs ~40 ms; a crash loses at most
+            # the last couple of seconds of labels, which a rerun redoes.
+            if time.perf_counter() - last_flush >= FLUSH_EVERY_S:
+                flush()
             bar.update(len(prepared))
             elapsed = time.perf_counter() - t_start
             bar.set_postfix(clips_per_s=f"{s.attempted / elapsed:.2f}", fail=s.parse_failures + s.decode_failures)
+        flush()
     except BaseException as e:
         s.fatal = f"{type(e).__name__}: {e}"
+        try:
+            flush()  # keep what was labelled before the failure
+        except Exception as e2:  # noqa: BLE001
+            log.warning("could not write the last labels: %s", e2)
         raise
     finally:
         bar.close()

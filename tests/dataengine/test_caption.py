@@ -154,7 +154,10 @@ def test_kill_9_mid_caption_then_rerun(cat, tiny_vlm_dir):
     n = rows(cat, "SELECT count(*) FROM clips")[0][0]
     cmd = [sys.executable, "-m", "dataengine", "caption", "--catalog", str(cat), "--model", tiny_vlm_dir,
            "--batch-size", "1", "--max-new-tokens", "48", "--max-frames", "4", "--max-pixels", "12544"]
-    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    # write every batch (the default coalesces writes to one every 2 s), so "3 clips done" means 3 rows
+    env = dict(os.environ, DE_CAPTION_FLUSH_S="0")
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                         env=env)
     seen = []
 
     def watch():
