@@ -108,7 +108,8 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
 
         def cached_step(i):
-            b = _load_batch([win[(i * B + k) % len(win)] for k in range(B)], cache, null, 0.1, g)
+            b = _load_batch([win[(i * B + k) % len(win)] for k in range(B)], cache, null,
+                            (torch.rand(B, generator=g) < 0.1).tolist())
             fwd_bwd(b["latents"], b["embeds"], b["mask"])
 
         readers: dict = {}
@@ -123,7 +124,7 @@ def main() -> None:
             pe, pm, _, _ = encode_text(pipe, [w.prompt for w in ws], cfg.max_sequence_length, "cpu")
             fwd_bwd(torch.stack(lats), pe, pm)
 
-        b0 = _load_batch(win[:B], cache, null, 0.0, g)
+        b0 = _load_batch(win[:B], cache, null, [False] * B)
 
         def bare_step(i):
             fwd_bwd(b0["latents"], b0["embeds"], b0["mask"])

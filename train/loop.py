@@ -197,7 +197,9 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
     optimizer = _optimizer(cfg, params, device)
     scheduler = _lr_scheduler(cfg, optimizer)
     model, optimizer = acc.prepare(tr, optimizer)
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + acc.process_index)  # sigmas, noise, dropout choice
+    # One stream on every rank: each step draws the *global* batch's dropout choices, noise and sigmas
+    # and each rank takes its slice, so a run is the same run on 1 GPU or 8 (same global batch).
+    gen = torch.Generator().manual_seed(cfg.seed * 7919)
     order = DataOrder(len(train_w), cfg.seed)
 
     # ---- 4. resume ---------------------------------------------------------------------------------
@@ -273,12 +275,15 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
             optimizer.zero_grad(set_to_none=True)
             finite_all = True
             for micro in range(cfg.grad_accum):
-                idx = order.take(per_rank * world)[rank * per_rank:(rank + 1) * per_rank]
-                batch = _load_batch([train_w[i] for i in idx], cache, null, cfg.caption_dropout, gen)
+                gidx = order.take(per_rank * world)
+                mine = slice(rank * per_rank, (rank + 1) * per_rank)
+                drops = (torch.rand(len(gidx), generator=gen) < cfg.caption_dropout).tolist()
+                idx = gidx[mine]
+                batch = _load_batch([train_w[i] for i in idx], cache, null, drops[mine])
                 x0 = batch["latents"].to(device)
-                noise = torch.randn(x0.shape, generator=gen).to(device)
-                sig = flow.sample_sigmas(len(idx), mode=cfg.timestep_sampling, mean=cfg.logit_mean,
-                                         std=cfg.logit_std, shift=cfg.flow_shift, generator=gen).to(device)
+                noise = torch.randn((len(gidx), *x0.shape[1:]), generator=gen)[mine].to(device)
+                sig = flow.sample_sigmas(len(gidx), mode=cfg.timestep_sampling, mean=cfg.logit_mean,
+                                         std=cfg.logit_std, shift=cfg.flow_shift, generator=gen)[mine].to(device)
                 xt = flow.noisy(x0, noise, sig)
                 ctx = acc.no_sync(model) if micro < cfg.grad_accum - 1 else _nullcontext()
                 with ctx, acc.autocast():
@@ -291,7 +296,8 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
                         acc.backward(loss / cfg.grad_accum)
                 finite_all &= ok
                 if ok:
-                    losses.append(loss.item())
+                    # the logged loss is the global batch's (every rank's mean), not rank 0's share
+                    losses.append((acc.reduce(loss.detach(), "mean") if world > 1 else loss).item())
                     sig_all += sig.tolist()
                     loss_all += per.detach().tolist()
             step += 1
@@ -412,12 +418,11 @@ def _load_text(path: str) -> dict:
     return load(Path(path))
 
 
-def _load_batch(windows, cache: Cache, null: dict, dropout: float, gen) -> dict:
+def _load_batch(windows, cache: Cache, null: dict, drops: list[bool]) -> dict:
     """Stack cached latents and text embeddings; caption dropout swaps in the unconditional pair."""
     import torch
 
     lat, emb, mask = [], [], []
-    drops = (torch.rand(len(windows), generator=gen) < dropout).tolist()
     for w, drop in zip(windows, drops):
         lat.append(load(cache.latent_path(w))["latents"])
         t = null if drop else _load_text(str(cache.text_path(w.prompt)))

@@ -182,3 +182,39 @@ def test_torchrun_two_cpu_processes_ddp(tmp_path, train_catalog, tiny_sana_dir):
     man = [json.loads(l) for l in open(out / "manifest.jsonl") if l.strip()]
     assert len(keys[0] | keys[1]) == st[0]["latents_total"] == sum(1 for w in man if "start_s" in w)
     assert st[0]["text_encoded"] > 0 and st[1]["text_encoded"] > 0
+
+
+@pytest.mark.slow
+def test_two_node_torchrun_matches_one_process_with_the_same_global_batch(tmp_path, train_catalog, tiny_sana_dir):
+    """Two "nodes" on localhost (torchrun --nnodes 2, static rendezvous on 127.0.0.1, gloo on CPU),
+    one process each at batch 1, against one process at batch 2: the same LoRA after 3 steps."""
+    import socket
+
+    import torch
+    from safetensors.torch import load_file
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    common = ["--query", "1=1", *TINY, "--base-model", tiny_sana_dir, "--catalog", str(train_catalog),
+              "--max-steps", "3", "--validation-every", "0", "--checkpoint-every", "0", "--caption-dropout", "0.5"]
+    single = tmp_path / "single"
+    run_train(*common, "--batch-size", "2", "--output-dir", str(single))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    multi = tmp_path / "multi"
+    procs = [subprocess.Popen([torchrun, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(r),
+                               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "train.cli", *common,
+                               "--batch-size", "1", "--output-dir", str(multi)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, o[-2000:] + e[-3000:]
+    assert sum(o.count("LoRA:") for o, _ in outs) == 1  # node 0's rank 0 alone writes
+    a = load_file(str(single / "pytorch_lora_weights.safetensors"))
+    b = load_file(str(multi / "pytorch_lora_weights.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), (k, (a[k] - b[k]).abs().max())
+    la = [x["loss"] for x in metrics(single) if "loss" in x]
+    lb = [x["loss"] for x in metrics(multi) if "loss" in x]
+    assert la == pytest.approx(lb, rel=1e-4)  # the logged loss is the global batch's on both
