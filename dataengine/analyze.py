@@ -83,10 +83,12 @@ class VideoResult:
     dropped_short: int = 0
     cuts: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    keyframes: dict = field(default_factory=dict)  # keyframe path -> JPEG bytes, written by the driver
+    node: str = ""  # where it ran (a Ray node id; empty for the local pool)
 
     def video_row(self) -> dict:
         d = asdict(self)
-        for k in ("clips", "dropped_short", "cuts", "seconds"):
+        for k in ("clips", "dropped_short", "cuts", "seconds", "keyframes", "node"):
             d.pop(k)
         return d
 
@@ -158,7 +160,9 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
         kf_path = None
         if kf_dir is not None and keyframes:
             kf_path = str(kf_dir / f"{cid}.jpg")
-            _write_keyframe(kf_path, keyframes, c.start_frame, c.end_frame)
+            # the bytes travel back with the result: workers (processes or Ray tasks on other
+            # machines) never write into the catalog's folder; the driver writes them
+            res.keyframes[kf_path] = _pick_keyframe(keyframes, c.start_frame, c.end_frame)
         res.clips.append(ClipRecord(
             clip_id=cid, video_id=res.video_id, scene_index=c.scene_index, window_index=c.window_index,
             start_frame=c.start_frame, end_frame=c.end_frame, start_s=c.start_s, end_s=c.end_s,
@@ -181,17 +185,26 @@ def _jpeg(rgb: np.ndarray) -> bytes:
     return buf.tobytes() if ok else b""
 
 
-def _write_keyframe(path: str, keyframes: list[tuple[int, bytes]], start: int, end: int) -> None:
+def _pick_keyframe(keyframes: list[tuple[int, bytes]], start: int, end: int) -> bytes:
     """The candidate nearest the clip's middle, preferring ones inside the clip."""
     mid = (start + end - 1) / 2
     inside = [k for k in keyframes if start <= k[0] < end]
     pool = inside or keyframes
-    _, data = min(pool, key=lambda k: abs(k[0] - mid))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    return min(pool, key=lambda k: abs(k[0] - mid))[1]
+
+
+def write_keyframes(res: "VideoResult") -> None:
+    """Driver side: write a result's keyframe JPEGs (atomically) before its rows are committed."""
+    for path, data in res.keyframes.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def _json(d: dict) -> str:

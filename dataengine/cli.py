@@ -62,11 +62,14 @@ def main() -> None:
               help="Long side (px) of the frames used for detection and stats.")
 @click.option("--reader", type=click.Choice(["decord", "pyav"]), default="decord", show_default=True,
               help="Preferred decoder (decord falls back to PyAV).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              help="Run one Ray task per video: --ray (a local cluster), --ray auto (join the running one) or "
+                   "--ray ADDRESS. This process stays the only catalog writer.")
 @click.option("--resplit", is_flag=True, help="Re-derive clips of already-ingested videos with these options.")
 @click.option("--retry-failed", is_flag=True, help="Try again videos that failed before.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min_duration, max_duration,
-           trim_frames, analysis_side, reader, resplit, retry_failed, no_progress):
+           trim_frames, analysis_side, reader, ray_address, resplit, retry_failed, no_progress):
     """Split videos (files or folders, recursive) into scene clips in the catalog.
 
     One decode pass per video feeds scene detection, per-clip stats and keyframes. Clips are
@@ -77,6 +80,7 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
       de ingest raw_videos/
       de ingest ep01.mkv ep02.mp4 --detector content --threshold 30 --workers 4
       de ingest raw_videos/ --max-duration 20 --resplit
+      de ingest /shared/cartoons/ --ray auto          # one Ray task per video on the running cluster
     """
     from catalog import db
 
@@ -99,7 +103,7 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
         raise click.BadParameter("--workers must be at least 1")
     try:
         summary = ingest_paths(catalog_path, paths, opts, workers=workers, resplit=resplit,
-                               retry_failed=retry_failed, progress=not no_progress)
+                               retry_failed=retry_failed, progress=not no_progress, ray_address=ray_address)
     except (IngestError, CatalogError) as e:
         raise click.ClickException(str(e)) from e
     for path, err in summary.failed_paths:

@@ -36,8 +36,15 @@ from .cli import catalog_option, main, query_timeout_option
 @click.option("--no-overlap", is_flag=True, help="Decode and generate one after the other (for benchmarking).")
 @click.option("--no-progress", is_flag=True)
 @query_timeout_option
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              help="Run as a Ray Data pipeline: --ray (a local cluster), --ray auto, or --ray ADDRESS.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --ray: captioner actors (one model each).")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
+              help="With --ray: GPUs per actor [default: 1 when the cluster has GPUs, else 0].")
 def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, fps, max_frames, max_pixels,
-            max_new_tokens, device, dtype, name, overwrite, retry_failed, no_overlap, no_progress, query_timeout):
+            max_new_tokens, device, dtype, name, overwrite, retry_failed, no_overlap, no_progress, query_timeout,
+            ray_address, workers, gpus_per_worker):
     """Caption and tag clips with a vision-language model (Qwen2-VL family).
 
     Each clip is read straight from its source video range, sampled by time. Results are stored
@@ -49,6 +56,7 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
       de caption --model qwen2.5-vl --query "duration_s > 3" --batch-size 8
       de caption --model /models/Qwen2-VL-7B-Instruct --fps 1 --max-frames 16
       de caption --model tiny --limit 4        # offline smoke run: labels are noise
+      de caption --model qwen2-vl-7b --ray auto --workers 8 --gpus-per-worker 1   # 8 GPUs on a cluster
     """
     from catalog import db
 
@@ -80,6 +88,18 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
                    if done == 0 else f"nothing to do: {done} clip(s) already labelled by {label} @ {prompt.version}",
                    err=True)
         return
+    if ray_address:
+        from .caption.ray_pipeline import caption_on_ray
+
+        try:
+            summary = caption_on_ray(catalog_path, model, label, prompt, todo, address=ray_address, workers=workers,
+                                     gpus_per_worker=_gpus(gpus_per_worker, ray_address), batch_size=batch_size,
+                                     device=device, dtype=dtype, name=name, already_done=done, query=query,
+                                     limit=limit, overwrite=overwrite, progress=not no_progress)
+        except (CatalogError, CaptionModelError) as e:
+            raise click.ClickException(str(e)) from e
+        _report(summary, query)
+        return
     try:
         click.echo(f"loading {model} ...", err=True)
         try:
@@ -93,6 +113,21 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
                                 progress=not no_progress)
     except CatalogError as e:
         raise click.ClickException(str(e)) from e
+    _report(summary, query)
+
+
+def _gpus(asked: float | None, address: str) -> float:
+    if asked is not None:
+        return asked
+    from .executors import ray_init
+
+    import ray
+
+    ray_init(address)
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def _report(summary, query) -> None:
     if summary.selected == 0:
         click.echo("no clips matched" + (f" --query {query!r}" if query else " (ingest some videos first)"), err=True)
     for kind, n in summary.errors.items():

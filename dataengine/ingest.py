@@ -10,8 +10,6 @@ import logging
 import os
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -19,7 +17,8 @@ from typing import Callable, Iterable
 from catalog import db, store
 
 from . import identity
-from .analyze import IngestOptions, VideoResult, analyze_video
+from .analyze import IngestOptions, VideoResult, write_keyframes
+from .executors import make_executor
 from .video import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -42,6 +41,8 @@ class IngestSummary:
     seconds: float = 0.0
     replaced: int = 0  # older videos whose path now holds other bytes
     write_seconds: float = 0.0  # catalog connect + transaction + close, summed over videos
+    executor: str = "local"
+    nodes: Counter = field(default_factory=Counter)  # Ray node -> videos analysed there
     fatal: str = ""
     failures: Counter = field(default_factory=Counter)
     failed_paths: list[tuple[str, str]] = field(default_factory=list)
@@ -61,11 +62,14 @@ class IngestSummary:
         if self.replaced:
             s += f"; {self.replaced} older video(s) replaced by new bytes at the same path"
         s += f"; {self.seconds:.1f} s, {fps:,.0f} frames/s (catalog writes {self.write_seconds:.2f} s)"
+        if self.nodes:
+            s += f"; on {len(self.nodes)} Ray node(s): " + ", ".join(f"{k} {v}" for k, v in sorted(self.nodes.items()))
         return s
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["failures"] = dict(self.failures)
+        d["nodes"] = dict(self.nodes)
         return d
 
 
@@ -147,6 +151,7 @@ def ingest_paths(
     retry_failed: bool = False,
     progress: bool = True,
     on_result: Callable[[VideoResult], None] | None = None,
+    ray_address: str | None = None,
 ) -> IngestSummary:
     """Ingest `paths` into the catalog at `catalog` (a path). The catalog is held only while a
     video's rows are written (connect, one transaction, close), so readers get in between."""
@@ -204,7 +209,21 @@ def ingest_paths(
                     continue
             todo.append((str(f), vid))
 
-        _run_pool(catalog, todo, opts, workers, progress, summary, on_result)
+        from tqdm import tqdm
+
+        executor = make_executor(ray_address, workers)
+        summary.executor = executor.name
+        bar = tqdm(total=len(todo), unit="video", desc="ingest", disable=not progress or not todo,
+                   dynamic_ncols=True)
+        try:
+            for res in executor.map_videos(todo, opts):
+                _store(catalog, res, summary)
+                if on_result:
+                    on_result(res)
+                bar.update(1)
+                bar.set_postfix(clips=summary.clips, failed=summary.videos_failed)
+        finally:
+            bar.close()
     except BaseException as e:
         summary.fatal = f"{type(e).__name__}: {e}"
         raise
@@ -219,6 +238,18 @@ def ingest_paths(
 
 
 def _store(catalog, res: VideoResult, summary: IngestSummary) -> None:
+    if res.node:
+        summary.nodes[res.node] += 1
+    try:
+        write_keyframes(res)  # before the rows that point at them are committed
+    except OSError as e:
+        import errno
+
+        where = Path(next(iter(res.keyframes))).parent if res.keyframes else "the keyframe folder"
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise IngestError(f"no space left on the device holding {where}: this video was not stored; free "
+                              "space and rerun to continue") from e
+        raise IngestError(f"cannot write keyframes to {where}: {e.strerror or e}") from e
     t0 = time.perf_counter()
     with db.writing(catalog) as con:
         n = store.save_video(con, res.video_row(), (asdict(c) for c in res.clips))
@@ -246,59 +277,3 @@ def _drop_orphan_keyframes(res: VideoResult) -> None:
     for f in folder.glob("*.jpg"):
         if str(f) not in keep:
             f.unlink(missing_ok=True)
-
-
-def _run_pool(catalog, todo, opts, workers, progress, summary, on_result) -> None:
-    if not todo:
-        return
-    from tqdm import tqdm
-
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    if opts.decode_threads <= 1:
-        # fewer videos than cores: let each decoder use the spare cores
-        from dataclasses import replace
-
-        opts = replace(opts, decode_threads=max(1, (os.cpu_count() or 1) // workers))
-    bar = tqdm(total=len(todo), unit="video", desc="ingest", disable=not progress, dynamic_ncols=True)
-    pending = list(todo)
-    try:
-        while pending:
-            # A decoder can crash a worker outright (segfault on a hostile file). The pool is then
-            # broken; the videos in flight are retried one at a time so the culprit is isolated.
-            crashed = _pool_pass(catalog, pending, opts, workers, bar, summary, on_result)
-            if not crashed:
-                break
-            pending = []
-            for path, vid in crashed:
-                if len(crashed) == 1 or workers == 1:
-                    res = VideoResult(video_id=vid, path=path, size_bytes=os.path.getsize(path),
-                                      status="failed", error="the decoder crashed on this file",
-                                      error_kind="decoder crash", split_key=opts.split_key)
-                    _store(catalog, res, summary)
-                    bar.update(1)
-                else:
-                    pending.append((path, vid))
-            workers = 1
-    finally:
-        bar.close()
-
-
-def _pool_pass(catalog, todo, opts, workers, bar, summary, on_result) -> list[tuple[str, str]]:
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")  # fork + decoder threads is unsafe; spawn is portable
-    crashed: list[tuple[str, str]] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        futs = {ex.submit(analyze_video, path, vid, opts): (path, vid) for path, vid in todo}
-        for fut in as_completed(futs):
-            try:
-                res = fut.result()
-            except BrokenProcessPool:
-                crashed.append(futs[fut])
-                continue
-            _store(catalog, res, summary)
-            if on_result:
-                on_result(res)
-            bar.update(1)
-            bar.set_postfix(clips=summary.clips, failed=summary.videos_failed)
-    return crashed

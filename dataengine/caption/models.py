@@ -57,6 +57,40 @@ class Generation:
     num_frames: int
 
 
+def prepare_frames(frames: np.ndarray, sampling, patch_size: int = 14, merge_size: int = 2) -> np.ndarray:
+    """uint8 (N,H,W,3) -> uint8 (N',3,H',W'), N' even (Qwen groups frames in temporal pairs).
+
+    The target size is qwen-vl-utils' `smart_resize` (multiples of patch*merge, within min/max
+    pixels), the same rule its `fetch_video` applies; the resize itself is done once with OpenCV
+    (single-threaded, releases the GIL) so this can run beside generation, or in a CPU stage of
+    its own on another machine, without the model.
+    """
+    import cv2
+    from qwen_vl_utils import smart_resize
+
+    if len(frames) % 2:
+        frames = np.concatenate([frames, frames[-1:]])
+    h, w = frames.shape[1:3]
+    rh, rw = smart_resize(h, w, factor=patch_size * merge_size, min_pixels=sampling.min_pixels,
+                          max_pixels=sampling.max_pixels)
+    interp = cv2.INTER_AREA if rh * rw < h * w else cv2.INTER_CUBIC
+    out = np.stack([cv2.resize(f, (rw, rh), interpolation=interp) for f in frames])
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def processor_geometry(model: str) -> tuple[int, int]:
+    """(patch size, merge size) of a captioner's video processor, without loading its weights."""
+    if model == "tiny" or model.startswith("tiny-"):
+        return (16, 2) if model == "tiny-qwen3-vl" else (14, 2)
+    from transformers import AutoProcessor
+
+    try:
+        vp = AutoProcessor.from_pretrained(resolve_model(model)).video_processor
+    except OSError as e:
+        raise CaptionModelError(f"cannot load the processor of '{model}': {str(e).splitlines()[0]}") from e
+    return int(getattr(vp, "patch_size", 14) or 14), int(getattr(vp, "merge_size", 2) or 2)
+
+
 def video_metadata(times, num_frames: int, fps: float) -> dict:
     """transformers' VideoMetadata for frames we sampled ourselves.
 
@@ -92,25 +126,10 @@ class QwenVLCaptioner:
 
     # CPU side: runs in the prefetch thread -------------------------------------------------
     def prepare(self, frames: np.ndarray, sampling) -> "object":
-        """uint8 (N,H,W,3) frames -> the float (N,3,H',W') tensor the processor expects.
-
-        The target size is qwen-vl-utils' `smart_resize` (multiples of patch*merge, within
-        min/max pixels), the same rule its `fetch_video` applies; the resize itself is done once
-        with OpenCV (single-threaded, releases the GIL) so this can run beside generation
-        without fighting torch for cores.
-        """
-        import cv2
+        """uint8 (N,H,W,3) frames -> the float (N,3,H',W') tensor the processor expects."""
         import torch
-        from qwen_vl_utils import smart_resize
 
-        if len(frames) % 2:  # Qwen groups frames in temporal pairs
-            frames = np.concatenate([frames, frames[-1:]])
-        h, w = frames.shape[1:3]
-        rh, rw = smart_resize(h, w, factor=self.patch_size * self.merge_size,
-                              min_pixels=sampling.min_pixels, max_pixels=sampling.max_pixels)
-        interp = cv2.INTER_AREA if rh * rw < h * w else cv2.INTER_CUBIC
-        out = np.stack([cv2.resize(f, (rw, rh), interpolation=interp) for f in frames])
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float()
+        return torch.from_numpy(prepare_frames(frames, sampling, self.patch_size, self.merge_size)).float()
 
     # GPU side -------------------------------------------------------------------------------
     def generate(self, videos: list, prompt_text: str, sampling, metadata: list[dict] | None = None

@@ -54,6 +54,7 @@ class CaptionSummary:
     generate_seconds: float = 0.0
     write_seconds: float = 0.0  # connect + one transaction + close, summed over writes
     flushes: int = 0
+    nodes: dict = field(default_factory=dict)  # Ray node -> clips labelled there (--ray)
     is_random: bool = False
     fatal: str = ""
     errors: Counter = field(default_factory=Counter)
@@ -74,6 +75,8 @@ class CaptionSummary:
              f"parse failures {self.parse_failures}, decode failures {self.decode_failures}; "
              f"{self.already_done} already done; mean {mean_tok:.0f} visual tokens/clip; "
              f"{rate:.2f} clips/s")
+        if self.nodes:
+            s += f"; on {len(self.nodes)} Ray node(s): " + ", ".join(f"{k} {v}" for k, v in sorted(self.nodes.items()))
         if self.is_random:
             s += "  [random tiny model: labels are noise]"
         return s
@@ -243,33 +246,40 @@ def caption_clips(catalog_path, captioner, prompt: Prompt, todo: list[dict], *, 
 
 
 def _label_batch(captioner, prepared: list[Prepared], text: str, prompt: Prompt, s: CaptionSummary) -> list[list]:
-    rows = []
     good = [p for p in prepared if not p.error]
-    gens = []
+    gens, per_clip = [], 0.0
     if good:
         t0 = time.perf_counter()
         gens = captioner.generate([p.video for p in good], text, prompt.sampling, [p.metadata for p in good])
         dt = time.perf_counter() - t0
         s.generate_seconds += dt
         per_clip = dt / len(good)
-    for p in prepared:
+    results = [(p, None) for p in prepared if p.error] + [(p, g) for p, g in zip(good, gens)]
+    return catalog_rows(results, captioner.name, captioner.is_random, prompt, s, per_clip)
+
+
+def catalog_rows(results, name: str, is_random: bool, prompt: Prompt, s: CaptionSummary,
+                 per_clip: float = 0.0) -> list[list]:
+    """`captions` rows from (prepared clip, generation or None) pairs; counts go into `s`. The one
+    place rows are made, whichever executor generated the text."""
+    rows = []
+    for p, g in results:
         cid = p.row["clip_id"]
         if p.error:
             s.decode_failures += 1
             s.errors[p.error.split(":")[0]] += 1
-            rows.append([cid, captioner.name, prompt.version, "decode_error", None, None, None, None, p.error,
-                         None, None, p.seconds, captioner.is_random])
-    for p, g in zip(good, gens):
+            rows.append([cid, name, prompt.version, "decode_error", None, None, None, None, p.error,
+                         None, None, p.seconds, is_random])
+            continue
         parsed = parse_output(g.text, prompt.synonyms)
         s.visual_tokens += g.visual_tokens
         s.frames += g.num_frames
         if parsed.ok:
             s.labelled += 1
-            rows.append([p.row["clip_id"], captioner.name, prompt.version, "ok", parsed.caption, parsed.tags,
-                         json.dumps(parsed.fields), g.text, "", g.num_frames, g.visual_tokens,
-                         p.seconds + per_clip, captioner.is_random])
+            rows.append([cid, name, prompt.version, "ok", parsed.caption, parsed.tags, json.dumps(parsed.fields),
+                         g.text, "", g.num_frames, g.visual_tokens, p.seconds + per_clip, is_random])
         else:
             s.parse_failures += 1
-            rows.append([p.row["clip_id"], captioner.name, prompt.version, "parse_error", None, None, None, g.text,
-                         parsed.error, g.num_frames, g.visual_tokens, p.seconds + per_clip, captioner.is_random])
+            rows.append([cid, name, prompt.version, "parse_error", None, None, None, g.text, parsed.error,
+                         g.num_frames, g.visual_tokens, p.seconds + per_clip, is_random])
     return rows

@@ -1,0 +1,227 @@
+"""`de caption --ray`: the same labelling as a Ray Data pipeline.
+
+    clip rows  ->  PrepareFrames (CPU tasks: read the range, sample by time, resize)
+               ->  Captioner actors (one model each, `num_gpus=G`; 0 on CPU)
+               ->  the driver parses and writes each batch (the only catalog writer)
+
+Ray Data streams blocks between the stages, so a slow model applies backpressure to decoding and
+nothing is held in memory beyond a few batches. The prompt, frames, sampling, metadata, parser and
+rows are the local path's (`prepare_frames`, `video_metadata`, `catalog_rows`): with a greedy
+model the same clips give identical rows either way. A killed actor is restarted and its batch
+retried (`max_restarts`, `max_task_retries`); a bad video is a row with its error, never retried.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from catalog import db
+
+from ..executors import FAULT_EXIT_ONCE, ray_init
+from .prompts import Prompt
+from .run import FLUSH_EVERY_S, SQL_SAVE, CaptionSummary, catalog_rows, log
+
+
+@dataclass
+class _Prep:
+    """What catalog_rows needs of a prepared clip."""
+    row: dict
+    error: str = ""
+    seconds: float = 0.0
+
+
+class PrepareFrames:
+    """CPU stage: read each clip's range and prepare its frames (no model needed)."""
+
+    def __init__(self, sampling, patch: int, merge: int):
+        self.sampling, self.patch, self.merge = sampling, patch, merge
+        self._reader = None
+
+    def __call__(self, batch: dict) -> dict:
+        from ..identity import check_source
+        from ..video import ClipReader, VideoError
+        from .models import prepare_frames, video_metadata
+
+        out = {k: [] for k in ("clip_id", "pixels", "shape", "fps", "error", "seconds")}
+        for cid, vid, path, s, e in zip(batch["clip_id"], batch["video_id"], batch["video_path"], batch["start_s"],
+                                        batch["end_s"]):
+            t0 = time.perf_counter()
+            pixels, shape, fps, err = b"", [0, 0, 0, 0], 0.0, ""
+            try:
+                check_source(path, vid)
+                if self._reader is None or self._reader.path != path:
+                    self._reader = ClipReader(path, max_pixels=self.sampling.max_pixels)
+                frames, times = self._reader.read(float(s), float(e), self.sampling.fps,
+                                                  max_frames=self.sampling.max_frames)
+                arr = prepare_frames(frames, self.sampling, self.patch, self.merge)
+                pixels, shape = arr.tobytes(), list(arr.shape)
+                fps = video_metadata(times, arr.shape[0], self.sampling.fps)["fps"]
+            except VideoError as ex:
+                err = f"{ex.kind}: {ex}"
+            except Exception as ex:  # a broken file must not stop the run
+                err = f"{type(ex).__name__}: {ex}"
+            out["clip_id"].append(cid)
+            out["pixels"].append(pixels)
+            out["shape"].append(np.asarray(shape, dtype=np.int64))
+            out["fps"].append(fps)
+            out["error"].append(err)
+            out["seconds"].append(time.perf_counter() - t0)
+        return {k: (np.stack(v) if k == "shape" else np.asarray(v, dtype=object if k in ("pixels", "clip_id", "error")
+                                                                   else None)) for k, v in out.items()}
+
+
+class CaptionActor:
+    """Model stage: one captioner per actor, loaded once."""
+
+    def __init__(self, model: str, name: str | None, device: str | None, dtype: str | None, sampling, text: str):
+        import ray
+
+        from .models import load_captioner
+
+        self.cap = load_captioner(model, device=device, dtype=dtype, name=name)
+        self.sampling, self.text = sampling, text
+        self.node = f"{ray.get_runtime_context().get_node_id()[:12]}@{socket.gethostname()}"
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        marker = os.environ.get(FAULT_EXIT_ONCE)
+        if marker and not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(self.node)
+            os._exit(1)  # an actor process dying mid-batch, once
+        n = len(batch["clip_id"])
+        good = [i for i in range(n) if not batch["error"][i]]
+        texts, tokens, nframes = [""] * n, [0] * n, [0] * n
+        gen_s = 0.0
+        if good:
+            vids, metas = [], []
+            for i in good:
+                shape = tuple(int(x) for x in batch["shape"][i])
+                arr = np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(shape)
+                vids.append(torch.from_numpy(arr.copy()).float())
+                metas.append({"total_num_frames": shape[0], "fps": float(batch["fps"][i]),
+                              "frames_indices": list(range(shape[0])), "duration": shape[0] / float(batch["fps"][i])})
+            t0 = time.perf_counter()
+            gens = self.cap.generate(vids, self.text, self.sampling, metas)
+            gen_s = time.perf_counter() - t0
+            for i, g in zip(good, gens):
+                texts[i], tokens[i], nframes[i] = g.text, g.visual_tokens, g.num_frames
+        return {"clip_id": batch["clip_id"], "error": batch["error"], "seconds": batch["seconds"],
+                "text": np.asarray(texts, dtype=object), "visual_tokens": np.asarray(tokens),
+                "num_frames": np.asarray(nframes), "per_clip": np.full(n, gen_s / max(1, len(good))),
+                "node": np.asarray([self.node] * n, dtype=object),
+                "is_random": np.asarray([self.cap.is_random] * n)}
+
+
+@dataclass
+class _Gen:
+    text: str
+    visual_tokens: int
+    num_frames: int
+
+
+def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: list[dict], *, address: str,
+                   workers: int = 1, gpus_per_worker: float = 0.0, batch_size: int = 4, device: str | None = None,
+                   dtype: str | None = None, name: str | None = None, already_done: int = 0,
+                   query: str | None = None, limit: int | None = None, overwrite: bool = False,
+                   progress: bool = True) -> CaptionSummary:
+    import ray
+
+    from .models import processor_geometry
+
+    t_start = time.perf_counter()
+    s = CaptionSummary(captioner=label, prompt_version=prompt.version, already_done=already_done,
+                       selected=len(todo) + already_done)
+    ray_init(address)
+    device = device or ("cuda" if gpus_per_worker > 0 else "cpu")
+    with db.writing(catalog_path) as con:
+        run = db.start_run(con, "caption", {"captioner": label, "prompt_version": prompt.version, "query": query,
+                                             "limit": limit, "batch_size": batch_size, "overwrite": overwrite,
+                                             "sampling": prompt.sampling.__dict__, "executor": "ray",
+                                             "workers": workers, "gpus_per_worker": gpus_per_worker})
+    import logging
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own bar counts clips; Ray's per-operator bars would interleave
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    patch, merge = processor_geometry(model)
+    items = [{k: r[k] for k in ("clip_id", "video_id", "video_path", "start_s", "end_s")} for r in todo]
+    by_id = {r["clip_id"]: r for r in todo}
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * workers)))
+    ds = ds.map_batches(PrepareFrames, fn_constructor_kwargs=dict(sampling=prompt.sampling, patch=patch, merge=merge),
+                        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=max(1, workers)), num_cpus=0.5)
+    with warnings.catch_warnings():  # Ray 2.5x deprecates passing actor options this way; they still apply
+        warnings.simplefilter("ignore")
+        # SPREAD puts the actors on different nodes when it can (one model per GPU across machines)
+        ds = ds.map_batches(CaptionActor, fn_constructor_kwargs=dict(model=model, name=name, device=device,
+                                                                     dtype=dtype, sampling=prompt.sampling,
+                                                                     text=prompt.render()),
+                            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
+                            num_gpus=gpus_per_worker, num_cpus=0.5, max_restarts=3, max_task_retries=3,
+                            scheduling_strategy="SPREAD")
+    from collections import Counter
+
+    from tqdm import tqdm
+
+    nodes: Counter = Counter()
+    pending: list[list] = []
+    last = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="clip", desc="caption (ray)", disable=not progress, dynamic_ncols=True)
+
+    def flush() -> None:
+        nonlocal last
+        if pending:
+            t0 = time.perf_counter()
+            with db.writing(catalog_path) as con:
+                con.executemany(SQL_SAVE, pending)
+            s.write_seconds += time.perf_counter() - t0
+            s.flushes += 1
+            pending.clear()
+        last = time.perf_counter()
+
+    seen: set[str] = set()
+    try:
+        for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            results = []
+            for i, cid in enumerate(out["clip_id"]):
+                if cid in seen:  # a retried batch can never write a clip twice
+                    continue
+                seen.add(cid)
+                nodes[str(out["node"][i])] += 1
+                p = _Prep(by_id[cid], str(out["error"][i] or ""), float(out["seconds"][i]))
+                g = None if p.error else _Gen(str(out["text"][i]), int(out["visual_tokens"][i]),
+                                              int(out["num_frames"][i]))
+                results.append((p, g))
+                s.is_random = s.is_random or bool(out["is_random"][i])
+            per_clip = float(out["per_clip"][0]) if len(out["clip_id"]) else 0.0
+            s.generate_seconds += per_clip * sum(1 for _, g in results if g is not None)
+            pending.extend(catalog_rows(results, label, s.is_random, prompt, s, per_clip))
+            if time.perf_counter() - last >= FLUSH_EVERY_S:
+                flush()
+            bar.update(len(results))
+        flush()
+    except BaseException as e:
+        s.fatal = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        try:
+            flush()
+        except Exception as e2:  # noqa: BLE001
+            log.warning("could not write the last labels: %s", e2)
+        raise
+    finally:
+        bar.close()
+        s.seconds = time.perf_counter() - t_start
+        s.nodes = dict(nodes)
+        counts = {k: v for k, v in s.__dict__.items() if k != "errors"}
+        try:
+            with db.writing(catalog_path) as con:
+                db.finish_run(con, run, counts, s.ok and not s.fatal)
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not record the caption run's end: %s", e)
+    return s

@@ -1,0 +1,138 @@
+"""Executors: the same pure stages run in a local process pool or on a Ray cluster.
+
+A stage does not know which executor runs it. `analyze_video(path, video_id, opts)` is pure: it
+reads one video and returns a `VideoResult` (rows plus keyframe JPEG bytes); it never touches the
+catalog or its folder. An executor maps it over videos and yields results as they complete; the
+driver (`ingest_paths`) stays the only catalog writer.
+
+- `LocalPool`: a spawn-context process pool with crash isolation (a decoder that kills its worker
+  gets its video retried alone, then recorded as failed).
+- `RayCluster`: one Ray task per video on `--ray local|auto|ADDRESS`. A worker process that dies
+  mid-task is retried by Ray (`max_retries`); a bad video is a failed *result*, not an exception,
+  so it is never retried forever. A node that cannot read a path returns a failed row naming it.
+Ray is imported only here, and only when asked.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from typing import Iterator
+
+from .analyze import IngestOptions, VideoResult, analyze_video
+
+# Tests: a path to a marker file; the first Ray task to see no marker creates it and exits its
+# process, as a killed worker would (Ray then retries the task).
+FAULT_EXIT_ONCE = "DE_FAULT_EXIT_ONCE"
+
+
+def _crashed(path: str, vid: str, opts: IngestOptions) -> VideoResult:
+    return VideoResult(video_id=vid, path=path, size_bytes=os.path.getsize(path), status="failed",
+                       error="the decoder crashed on this file", error_kind="decoder crash", split_key=opts.split_key)
+
+
+class LocalPool:
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers
+
+    def map_videos(self, todo: list[tuple[str, str]], opts: IngestOptions) -> Iterator[VideoResult]:
+        import multiprocessing as mp
+        from dataclasses import replace
+
+        if not todo:
+            return
+        workers = max(1, min(self.workers or os.cpu_count() or 1, len(todo)))
+        if opts.decode_threads <= 1:  # fewer videos than cores: let each decoder use the spare cores
+            opts = replace(opts, decode_threads=max(1, (os.cpu_count() or 1) // workers))
+        pending = list(todo)
+        ctx = mp.get_context("spawn")  # fork + decoder threads is unsafe; spawn is portable
+        while pending:
+            crashed: list[tuple[str, str]] = []
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+                futs = {ex.submit(analyze_video, path, vid, opts): (path, vid) for path, vid in pending}
+                for fut in as_completed(futs):
+                    try:
+                        yield fut.result()
+                    except BrokenProcessPool:
+                        crashed.append(futs[fut])
+            # A decoder can crash a worker outright (segfault on a hostile file). The pool is then
+            # broken; the videos in flight are retried one at a time so the culprit is isolated.
+            pending = []
+            for path, vid in crashed:
+                if len(crashed) == 1 or workers == 1:
+                    yield _crashed(path, vid, opts)
+                else:
+                    pending.append((path, vid))
+            workers = 1
+
+
+def _analyze_on_node(path: str, vid: str, opts: IngestOptions) -> VideoResult:
+    """The Ray task body: the same pure stage, plus where it ran."""
+    import ray
+
+    node = f"{ray.get_runtime_context().get_node_id()[:12]}@{socket.gethostname()}"
+    marker = os.environ.get(FAULT_EXIT_ONCE)
+    if marker and not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(node)
+        os._exit(1)  # a worker process dying mid-task, once
+    if not os.access(path, os.R_OK):
+        return VideoResult(video_id=vid, path=path, size_bytes=0, status="failed", error_kind="unreadable on node",
+                           error=f"node {node} cannot read {path} (is the video folder on shared storage?)",
+                           split_key=opts.split_key, node=node)
+    res = analyze_video(path, vid, opts)
+    res.node = node
+    return res
+
+
+def ray_init(address: str | None, *, num_cpus: int | None = None) -> None:
+    """`local` starts a cluster in this process's machine; `auto` joins the running one; anything
+    else is a cluster address (ray://host:10001 or host:6379)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: v for k, v in os.environ.items() if k.startswith("DE_") or k in ("HF_HUB_OFFLINE", "HF_HOME",
+                                                                               "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE")}
+    kw = dict(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env},
+              configure_logging=True, logging_level="ERROR")
+    if address in (None, "", "local"):
+        ray.init(num_cpus=num_cpus or os.cpu_count(), **kw)
+    else:
+        ray.init(address=address, **kw)
+
+
+class RayCluster:
+    name = "ray"
+
+    def __init__(self, address: str = "local", workers: int | None = None, max_retries: int = 3):
+        self.address, self.workers, self.max_retries = address, workers, max_retries
+
+    def map_videos(self, todo: list[tuple[str, str]], opts: IngestOptions) -> Iterator[VideoResult]:
+        import ray
+
+        if not todo:
+            return
+        ray_init(self.address, num_cpus=self.workers)
+        task = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False,
+                          scheduling_strategy="SPREAD")(_analyze_on_node)
+        refs = {task.remote(path, vid, opts): (path, vid) for path, vid in todo}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            for ref in done:
+                path, vid = refs.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    # retries exhausted (the node died each time, or the task raised): a failed row
+                    yield VideoResult(video_id=vid, path=path, size_bytes=0, status="failed",
+                                      error_kind="worker lost", error=f"Ray task failed: {str(e).splitlines()[0]}",
+                                      split_key=opts.split_key)
+
+
+def make_executor(ray_address: str | None, workers: int | None):
+    return RayCluster(ray_address, workers) if ray_address else LocalPool(workers)
