@@ -189,7 +189,7 @@ def captions_use(labelling, catalog_path, clear):
       de captions use tiny-random-qwen2-vl@caption_v1-1a2b3c4d
       de captions use --clear
     """
-    from catalog import db
+    from catalog import db, labels
 
     from .caption.compare import resolve_labelling
 
@@ -201,7 +201,7 @@ def captions_use(labelling, catalog_path, clear):
         raise click.ClickException(str(e)) from e
     try:
         if clear:
-            db.set_setting(con, "caption_pin", None)
+            labels.set_pin(con, None)
             click.echo("clips view: newest parsed caption of any labelling")
             return
         try:
@@ -209,7 +209,7 @@ def captions_use(labelling, catalog_path, clear):
         except LookupError as e:
             raise click.ClickException(str(e)) from e
         value = labelling if "@" in labelling else cap
-        db.set_setting(con, "caption_pin", value)
+        labels.set_pin(con, value)
         click.echo(f"clips view now shows {value}" + ("" if "@" in labelling else f" (newest version: {ver})"))
     finally:
         con.close()

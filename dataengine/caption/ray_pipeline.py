@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from catalog import db
+from catalog import db, labels
 
 from ..executors import FAULT_EXIT_ONCE, ray_init
 from .prompts import Prompt
@@ -181,6 +181,7 @@ def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: l
             t0 = time.perf_counter()
             with db.writing(catalog_path) as con:
                 con.executemany(SQL_SAVE, pending)
+                labels.refresh(con, [r[0] for r in pending])  # the clips view shows the new labels
             s.write_seconds += time.perf_counter() - t0
             s.flushes += 1
             pending.clear()

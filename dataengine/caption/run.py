@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from catalog import db
+from catalog import db, labels
 from catalog.query import run_query
 
 from ..identity import check_source
@@ -208,6 +208,7 @@ def caption_clips(catalog_path, captioner, prompt: Prompt, todo: list[dict], *, 
             t0 = time.perf_counter()
             with db.writing(catalog_path) as con:
                 con.executemany(SQL_SAVE, pending)
+                labels.refresh(con, [r[0] for r in pending])  # the clips view shows the new labels
             s.write_seconds += time.perf_counter() - t0
             s.flushes += 1
             pending.clear()

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from catalog import db
+from catalog import labels
 from catalog.query import QueryError, check_where_clause, run_query
 from dataengine.cli import main
 
@@ -32,6 +33,7 @@ def cat(tmp_path):
                     ["a" * 16 + "_0", json.dumps({"action": "chase"})])
         con.execute("INSERT INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list) "
                     "VALUES (?, 'm', 'v1', 'ok', 'a quiet night', ['night'])", ["b" * 16 + "_0"])
+        labels.refresh(con)  # as every caption writer does
     con.close()
     return path
 

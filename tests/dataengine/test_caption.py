@@ -128,6 +128,9 @@ def test_view_shows_pinned_labelling(runner, cat):
                     "created_at) VALUES (?, ?, ?, 'ok', ?, ?, '{}', ?)", [cid, who, ver, f"by {who}", tags, ts])
     con.execute("INSERT INTO captions (clip_id, captioner, prompt_version, status, raw_output, created_at) "
                 "VALUES (?, 'C', 'v1', 'parse_error', 'garbage', '2026-02-01')", [cid])
+    from catalog import labels
+
+    labels.refresh(con, [cid])  # as every caption writer does
     con.close()
     shown = lambda: rows(cat, "SELECT captioner, prompt_version, tags FROM clips WHERE clip_id = ?", [cid])[0]  # noqa
     assert shown() == ("B", "v1", "night")  # newest *parsed* caption; C's parse error is never shown

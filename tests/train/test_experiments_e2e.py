@@ -82,6 +82,9 @@ def test_eval_video_text_video_with_tiny_captioner(run_copy, train_catalog, tiny
     for cid in ids:
         con.execute("INSERT INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields) "
                     "VALUES (?, 'human', 'v1', 'ok', 'a cat chases a mouse', ['chase', 'kitchen'], '{}')", [cid])
+    from catalog import labels
+
+    labels.refresh(con, ids)  # as every caption writer does
     con.close()
     r = subprocess.run(CLI + ["eval", str(run_copy), "--query", "caption IS NOT NULL", "--catalog", str(cat),
                               "--captioner", tiny_vlm_dir, "--steps", "2", "--max-new-tokens", "12",

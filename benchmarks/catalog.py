@@ -1,0 +1,129 @@
+"""A catalog of 1,000,005 clips: how fast are `de query`, `de stats` and `train --dry-run`?
+
+Builds the catalog itself through the real schema (migrations), with synthetic rows: 2,000
+videos, 1,000,005 clips, two labellings of every clip (about a fifth tagged `chase`) and a pin.
+Then times each command as a whole process, three runs each (median), and in the same run the
+baseline: a bare DuckDB scan with the same predicate on the base table, also as a whole process
+(`python -c "import duckdb; ..."`), so interpreter start-up is on both sides.
+
+    python benchmarks/catalog.py [--clips 1000005] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+TAGS = ["chase", "kitchen", "night", "day", "garden", "fight", "sneak", "fall", "run", "dance", "explosion", "trap"]
+
+
+def build(cat: Path, n_clips: int, n_videos: int = 2000) -> float:
+    import duckdb
+
+    from catalog import db
+
+    t0 = time.perf_counter()
+    db.connect(cat).close()  # the real schema
+    con = duckdb.connect(str(cat))
+    con.execute("BEGIN")
+    con.execute(f"""
+        INSERT INTO videos (video_id, path, size_bytes, duration_s, fps, width, height, num_frames, codec, container,
+                            rotation, is_vfr, reader, status, error, error_kind, split_key, ingested_at)
+        SELECT md5(i::VARCHAR), '/data/cartoons/episode_' || i || '.mp4', 300000000, 1320.0, 24.0, 1440, 1080,
+               31680, 'h264', 'mp4', 0, false, 'decord', 'ok', '', '', 'k1', now()
+        FROM range({n_videos}) t(i)""")
+    con.execute(f"""
+        INSERT INTO clip_segments (clip_id, video_id, scene_index, window_index, start_frame, end_frame, start_s,
+                                   end_s, motion_score, brightness, colorfulness, sharpness, keyframe_path, detector,
+                                   detector_params, split_key)
+        SELECT printf('%016x_%07d', i % {n_videos}, i // {n_videos}), md5((i % {n_videos})::VARCHAR),
+               i // {n_videos}, 0, (i // {n_videos}) * 60, (i // {n_videos}) * 60 + 48 + (i % 97),
+               (i // {n_videos}) * 2.5, (i // {n_videos}) * 2.5 + 2.0 + (i % 97) / 24.0,
+               (i % 113) / 10.0, 0.3 + (i % 7) / 20.0, 0.2 + (i % 11) / 30.0, 100 + (i % 50), NULL, 'adaptive',
+               '{{}}', 'k1'
+        FROM range({n_clips}) t(i)""")
+    tags = "[" + ", ".join(f"'{t}'" for t in TAGS) + "]"
+    for cap, ver, salt in (("Qwen/Qwen2-VL-7B-Instruct", "caption_v1-aaaa1111", 0),
+                           ("Qwen/Qwen2.5-VL-7B-Instruct", "caption_v1-bbbb2222", 5)):
+        con.execute(f"""
+            INSERT INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields, raw_output,
+                                  error, num_frames, visual_tokens, seconds, is_random_model, created_at)
+            SELECT clip_id, '{cap}', '{ver}', 'ok',
+                   'A grey cat chases a small brown mouse across the kitchen, scene ' || h,
+                   list_distinct([{tags}[1 + (h + {salt}) % 5], {tags}[1 + (h // 7) % 12], {tags}[1 + (h // 13) % 12]]),
+                   json_object('characters', ['grey cat', 'mouse'], 'action', 'chase', 'setting', 'kitchen',
+                               'time_of_day', CASE WHEN h % 3 = 0 THEN 'night' ELSE 'day' END,
+                               'camera', 'wide shot', 'motion', 'fast')::VARCHAR,
+                   '{{"caption": "..."}}', '', 8, 600, 1.5, false, now() - INTERVAL ({salt}) MINUTE
+            FROM (SELECT clip_id, (hash(clip_id) % 100000)::BIGINT AS h FROM clip_segments)""")
+    con.execute("INSERT INTO settings (key, value) VALUES ('caption_pin', 'Qwen/Qwen2-VL-7B-Instruct')")
+    con.execute("COMMIT")
+    con.close()
+    db.connect(cat).close()  # any migration or refresh the schema wants
+    return time.perf_counter() - t0
+
+
+def timed(cmd: list[str], runs: int = 3) -> tuple[float, list[float], str]:
+    times, out = [], ""
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        if r.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        out = r.stdout + r.stderr
+    return statistics.median(times), times, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clips", type=int, default=1_000_005)
+    ap.add_argument("--keep", default=None, help="build the catalog here and keep it")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.keep or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        cat = root / "big.duckdb"
+        if not cat.exists():
+            print(f"built {args.clips:,} clips, 2 labellings, a pin in {build(cat, args.clips):.1f} s "
+                  f"({cat.stat().st_size / 2**20:.0f} MiB)")
+        py = sys.executable
+        pred = "tags LIKE '%chase%'"
+        base_sql = ("SELECT c.clip_id FROM captions c WHERE c.captioner = 'Qwen/Qwen2-VL-7B-Instruct' "
+                    "AND c.status = 'ok' AND array_to_string(c.tag_list, ',') LIKE '%chase%' LIMIT 5")
+        base_cmd = [py, "-c", f"import duckdb; c = duckdb.connect({str(cat)!r}, read_only=True); "
+                              f"print(c.execute({base_sql!r}).fetchall())"]
+        count_sql = ("SELECT count(*) FROM captions c WHERE c.captioner = 'Qwen/Qwen2-VL-7B-Instruct' AND "
+                     "c.status = 'ok' AND array_to_string(c.tag_list, ',') LIKE '%chase%'")
+        n_match = subprocess.run([py, "-c", f"import duckdb; c = duckdb.connect({str(cat)!r}, read_only=True); "
+                                            f"print(c.execute({count_sql!r}).fetchone()[0])"],
+                                 capture_output=True, text=True).stdout.strip()
+        print(f"clips matching {pred!r}: {n_match}")
+        b, bt, _ = timed(base_cmd)
+        q, qt, _ = timed([py, "-m", "dataengine", "query", pred, "--limit", "5", "--catalog", str(cat)])
+        s, st, _ = timed([py, "-m", "dataengine", "stats", "--catalog", str(cat)])
+        dry = [py, "-m", "train.cli", "--query", pred, "--dry-run", "--catalog", str(cat), "--frames", "33"]
+        first, _, _ = timed(dry, runs=1)  # may measure the real block's memory once (then cached)
+        d, dt, out = timed(dry)
+        print("| command (whole process, median of 3) | seconds | runs | goal | vs bare scan |")
+        print("|---|---|---|---|---|")
+        print(f"| bare DuckDB scan, same predicate on `captions` (baseline) | {b:.2f} | "
+              f"{', '.join(f'{x:.2f}' for x in bt)} | | 1.00x |")
+        print(f"| `de query \"{pred}\" --limit 5` | {q:.2f} | {', '.join(f'{x:.2f}' for x in qt)} | < 0.5 | "
+              f"{q / b:.2f}x |")
+        print(f"| `de stats` | {s:.2f} | {', '.join(f'{x:.2f}' for x in st)} | < 2 | {s / b:.2f}x |")
+        print(f"| `train --query \"{pred}\" --dry-run` | {d:.2f} | {', '.join(f'{x:.2f}' for x in dt)} | < 5 | "
+              f"{d / b:.2f}x |")
+        print(f"(first dry run in a fresh user cache: {first:.2f} s)")
+        print(out.strip().splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()
