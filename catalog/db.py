@@ -64,7 +64,13 @@ def open_duckdb(p: Path, *, read_only: bool, config: dict | None = None) -> duck
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(p), read_only=read_only, config=config or {})
+            cfg = dict(config or {})
+            lock = cfg.pop("lock_configuration", False)
+            con = duckdb.connect(str(p), read_only=read_only, config=cfg)
+            con.execute("SET enable_progress_bar = false")  # our commands print their own progress
+            if lock:
+                con.execute("SET lock_configuration = true")  # nothing after this can change a setting
+            return con
         except duckdb.Error as e:
             if "lock" not in str(e).lower() or time.monotonic() >= deadline:
                 if "lock" in str(e).lower():

@@ -12,20 +12,17 @@ def catalog_stats(con, top_tags: int = 20) -> dict[str, Any]:
     failed = con.execute(
         "SELECT error_kind, count(*) FROM videos WHERE status = 'failed' GROUP BY 1 ORDER BY 2 DESC"
     ).fetchall()
-    n_clips, secs, src_secs = con.execute(
-        "SELECT count(*), coalesce(sum(duration_s), 0), "
-        "(SELECT coalesce(sum(duration_s), 0) FROM videos WHERE status = 'ok') FROM clips"
-    ).fetchone()
-    hist = []
-    for lo, hi in DURATION_BINS:
-        if hi is None:
-            n = con.execute("SELECT count(*) FROM clips WHERE duration_s >= ?", [lo]).fetchone()[0]
-            label = f">= {lo} s"
-        else:
-            n = con.execute("SELECT count(*) FROM clips WHERE duration_s >= ? AND duration_s < ?", [lo, hi]).fetchone()[0]
-            label = f"{lo}-{hi} s"
-        hist.append((label, n))
-    captioned = con.execute("SELECT count(*) FROM clips WHERE caption IS NOT NULL").fetchone()[0]
+    # one pass over the clips for counts, hours, the duration histogram and the means
+    bins = ", ".join(
+        f"count(*) FILTER (WHERE duration_s >= {lo}" + (f" AND duration_s < {hi})" if hi is not None else ")")
+        for lo, hi in DURATION_BINS)
+    r = con.execute(
+        f"SELECT count(*), coalesce(sum(duration_s), 0), count(caption), avg(motion_score), avg(brightness), "
+        f"avg(colorfulness), avg(sharpness), {bins} FROM clips").fetchone()
+    n_clips, secs, captioned = r[0], r[1], r[2]
+    means = r[3:7]
+    hist = [(f">= {lo} s" if hi is None else f"{lo}-{hi} s", n) for (lo, hi), n in zip(DURATION_BINS, r[7:])]
+    src_secs = con.execute("SELECT coalesce(sum(duration_s), 0) FROM videos WHERE status = 'ok'").fetchone()[0]
     tags = con.execute(
         "SELECT tag, count(*) AS n FROM (SELECT unnest(tag_list) AS tag FROM clips WHERE tag_list IS NOT NULL) "
         "GROUP BY tag ORDER BY n DESC, tag LIMIT ?",
@@ -36,9 +33,6 @@ def catalog_stats(con, top_tags: int = 20) -> dict[str, Any]:
         "count(*) FILTER (WHERE status = 'parse_error'), count(*) FILTER (WHERE status = 'decode_error'), "
         "bool_or(is_random_model) FROM captions GROUP BY 1, 2 ORDER BY 1, 2"
     ).fetchall()
-    means = con.execute(
-        "SELECT avg(motion_score), avg(brightness), avg(colorfulness), avg(sharpness) FROM clips"
-    ).fetchone()
     import os
 
     from .db import runs_by_state

@@ -12,6 +12,10 @@ from click.testing import CliRunner
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# measurements the tool caches per user (train.memory) go to a folder of this test session's
+import tempfile  # noqa: E402
+
+os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="de-test-cache-"))
 
 
 @pytest.fixture(scope="session")

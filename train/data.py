@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig
-from .prompts import PromptError, class_prompt, fill
+from .prompts import PromptError, class_prompt, fill, template_fields
 
 
 class DataError(ValueError):
@@ -72,12 +72,29 @@ class Manifest:
         return cls(ws, len({w.clip_id for w in ws}), 0, 0.0)
 
 
-def select_rows(cfg: TrainConfig) -> list[dict]:
+# What a manifest needs of each clip: always these, plus the label columns its template uses
+# (fetching every view column of 300k clips costs seconds).
+TRAIN_COLUMNS = "clip_id, video_id, video_path, start_s, end_s, motion_score, captioner, prompt_version"
+LABEL_COLUMNS = ("caption", "caption_fields", "action", "setting", "time_of_day", "camera", "motion", "characters")
+
+
+def _needs(template: str) -> set[str]:
+    return template_fields(template)
+
+
+def select_rows(cfg: TrainConfig, extra_columns: tuple[str, ...] = ()) -> list[dict]:
     """Run the user's query (sandboxed) and attach the chosen labelling's caption fields."""
     from catalog import db
     from catalog.query import run_query
 
-    rows = run_query(cfg.query, cfg.catalog, timeout=cfg.query_timeout)
+    cols = TRAIN_COLUMNS + "".join(f", {c}" for c in LABEL_COLUMNS
+                                   if c in _needs(cfg.template) or (c == "caption_fields" and _needs(cfg.template)
+                                                                    & {"action", "setting", "time_of_day", "camera",
+                                                                       "motion", "characters"}))
+    if "tags" in _needs(cfg.template) or "tag_tokens" in _needs(cfg.template) or "tag_list" in extra_columns:
+        cols += ", tag_list"
+    cols += "".join(f", {c}" for c in extra_columns if c not in cols.split(", "))
+    rows = run_query(cfg.query, cfg.catalog, columns=cols, timeout=cfg.query_timeout)
     if not cfg.captioner or not rows:
         return rows
     from dataengine.caption.compare import resolve_labelling
@@ -107,6 +124,10 @@ def build_manifest(cfg: TrainConfig, rows: list[dict]) -> Manifest:
         raise DataError(f"the query matched no clips: {cfg.query!r}" if cfg.query else "the catalog has no clips")
     win = cfg.window_seconds
     cls_text = class_prompt(cfg.class_prompt)
+    template = cfg.template
+    # the class template without a motion score gives every clip the same prompt: fill it once
+    constant = fill(template, {}, cls_text) if template_fields(template) == {"class_prompt"} \
+        and not cfg.motion_score else None
     windows, too_short, buckets, hours = [], 0, Counter(), 0.0
     missing = []
     for r in rows:
@@ -117,7 +138,8 @@ def build_manifest(cfg: TrainConfig, rows: list[dict]) -> Manifest:
             buckets["0 (too short)"] += 1
             continue
         try:
-            prompt = fill(cfg.template, r, cls_text, motion_score=cfg.motion_score, motion_scale=cfg.motion_scale)
+            prompt = constant or fill(template, r, cls_text, motion_score=cfg.motion_score,
+                                      motion_scale=cfg.motion_scale)
         except PromptError as e:
             missing.append(str(e))
             continue
@@ -143,15 +165,19 @@ def build_manifest(cfg: TrainConfig, rows: list[dict]) -> Manifest:
 
 def _assign_holdout(windows: list[Window], k: int, seed: int) -> None:
     """Hold out whole clips (never one window of a clip used for training), chosen by a seeded hash."""
+    import heapq
+
     if k <= 0 or len(windows) < 2:
         return
-    clips = sorted({w.clip_id for w in windows}, key=lambda c: hashlib.sha1(f"{seed}:{c}".encode()).hexdigest())
+    per_clip = Counter(w.clip_id for w in windows)
+    # at most k clips are needed (each has >= 1 window): the k smallest hashes, not a sort of all
+    clips = heapq.nsmallest(k, per_clip, key=lambda c: hashlib.sha1(f"{seed}:{c}".encode()).hexdigest())
     held, n = set(), 0
     for c in clips:
-        if n >= k or len(held) + 1 >= len(clips):
+        if n >= k or len(held) + 1 >= len(per_clip):
             break
         held.add(c)
-        n += sum(w.clip_id == c for w in windows)
+        n += per_clip[c]
     for w in windows:
         if w.clip_id in held:
             w.role = "holdout"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import string
@@ -46,33 +47,52 @@ def validation_prompts(path: str | None) -> list[ValidationPrompt]:
     return out
 
 
+KNOWN_FIELDS = ("class_prompt", "caption", "tags", "tag_tokens", "motion_score", "action", "setting", "time_of_day",
+                "camera", "motion", "characters")
+
+
+@functools.lru_cache(maxsize=64)
+def _template_fields(template: str) -> tuple[str, ...]:
+    return tuple(sorted({f for _, f, _, _ in string.Formatter().parse(template) if f}))
+
+
 def template_fields(template: str) -> set[str]:
-    return {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    return set(_template_fields(template))
+
+
+def _value(f: str, row: dict, class_text: str, extra: dict | None):
+    """One template field of a clip (computed only when the template uses it)."""
+    if f == "class_prompt":
+        return class_text
+    if f == "caption":
+        return row.get("caption")
+    if f in ("tags", "tag_tokens"):
+        tags = list(row.get("tag_list") or [])
+        if not tags:
+            return None
+        return ", ".join(tags) if f == "tags" else " ".join(f"[{t}]" for t in tags)
+    if f == "motion_score":
+        return None if row.get("motion_score") is None else f"{row['motion_score']:.1f}"
+    if f == "characters":
+        chars = (extra or {}).get("characters")
+        return ", ".join(chars) if isinstance(chars, list) and chars else row.get("characters")
+    return row.get(f) if row.get(f) is not None else (extra or {}).get(f)
 
 
 def fill(template: str, row: dict, class_text: str, *, motion_score: bool = False, motion_scale: float = 5.0) -> str:
     """One clip's prompt. Unknown fields are an error; a needed field that is NULL raises too."""
     fields = {}
-    extra = row.get("caption_fields")
-    extra = json.loads(extra) if isinstance(extra, str) and extra else (extra or {})
-    tags = list(row.get("tag_list") or [])
-    values = {
-        "class_prompt": class_text,
-        "caption": row.get("caption"),
-        "tags": ", ".join(tags) if tags else None,
-        "tag_tokens": " ".join(f"[{t}]" for t in tags) if tags else None,
-        "motion_score": None if row.get("motion_score") is None else f"{row['motion_score']:.1f}",
-    }
-    for k in ("action", "setting", "time_of_day", "camera", "motion"):
-        values[k] = row.get(k) if row.get(k) is not None else extra.get(k)
-    chars = extra.get("characters")
-    values["characters"] = ", ".join(chars) if isinstance(chars, list) and chars else row.get("characters")
-    for f in template_fields(template):
-        if f not in values:
-            raise PromptError(f"unknown template field {{{f}}}; known: {', '.join(sorted(values))}")
-        if values[f] is None:
+    extra = None
+    for f in _template_fields(template):
+        if f not in KNOWN_FIELDS:
+            raise PromptError(f"unknown template field {{{f}}}; known: {', '.join(sorted(KNOWN_FIELDS))}")
+        if extra is None and f in ("action", "setting", "time_of_day", "camera", "motion", "characters"):
+            raw = row.get("caption_fields")
+            extra = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
+        v = _value(f, row, class_text, extra)
+        if v is None:
             raise PromptError(f"clip {row.get('clip_id')} has no {f} (caption it first, or use --prompt-template class)")
-        fields[f] = values[f]
+        fields[f] = v
     text = " ".join(template.format(**fields).split())
     if motion_score:
         text += motion_suffix(row.get("motion_score"), motion_scale)

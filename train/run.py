@@ -66,22 +66,26 @@ def record_end(cfg: TrainConfig, run_id: str, counts: dict, ok: bool, echo) -> N
 
 def dry_run_report(cfg: TrainConfig) -> list[str]:
     """The sigma distribution the run trains on, and its projected GPU memory (train.memory)."""
-    from . import flow
+    from . import sigmas
 
-    lines = flow.sigma_text(flow.sigma_stats(cfg.flow_shift, mode=cfg.timestep_sampling, mean=cfg.logit_mean,
-                                             std=cfg.logit_std))
+    lines = sigmas.text(sigmas.stats(cfg.flow_shift, mode=cfg.timestep_sampling, mean=cfg.logit_mean,
+                                     std=cfg.logit_std))
     lines.append(f"validation samples with flow shift {cfg.validation_flow_shift:g}")
     if cfg.is_tiny:
         lines.append("memory projection: skipped (the tiny model is not the real 2B transformer)")
         return lines
     from .memory import describe, project_config
 
-    lines.append("measuring the real SANA-Video block's activations on the CPU (~10 s)...")
+    lines.append("activation memory: the real SANA-Video block measured on the CPU (first time ~10 s, then cached)")
     p = project_config(cfg)
     lines.append(describe(p))
     if not cfg.gradient_checkpointing:
         lines.append(describe(project_config(cfg, checkpointing=True)).replace("projected", "with checkpointing:"))
     try:
+        import shutil
+
+        if shutil.which("nvidia-smi") is None:  # no GPU driver here: do not pay torch's import to find out
+            return lines
         import torch
 
         if torch.cuda.is_available():
@@ -94,13 +98,13 @@ def dry_run_report(cfg: TrainConfig) -> list[str]:
 
 
 def write_sigma_plot(cfg: TrainConfig, out: Path) -> None:
-    from . import flow
+    from . import sigmas
 
     shifts = {"this run": cfg.flow_shift}
     for label, sh in (("NVIDIA training", 3.0), ("inference", 8.0), ("no shift", 1.0)):
         if sh not in shifts.values():
             shifts[label] = sh
-    flow.plot_sigmas(out / "sigma_distribution.png", shifts, mode=cfg.timestep_sampling, mean=cfg.logit_mean,
+    sigmas.plot(out / "sigma_distribution.png", shifts, mode=cfg.timestep_sampling, mean=cfg.logit_mean,
                      std=cfg.logit_std)
 
 

@@ -55,15 +55,20 @@ def test_train_rejects_240_before_caching_anything(tmp_path, train_catalog):
 
 
 def test_training_sigmas_with_shift_8_starve_low_noise_and_shift_3_does_not():
-    from train import flow
+    from train import flow, sigmas
 
-    s8 = flow.sigma_stats(8.0)
-    s3 = flow.sigma_stats(3.0)
+    s8 = sigmas.stats(8.0)
+    s3 = sigmas.stats(3.0)
     # the figures for shift 8: median 0.89, P(sigma < 0.5) about 2 %
     assert s8["median"] == pytest.approx(0.89, abs=0.01) and s8["p_below_0.5"] == pytest.approx(0.02, abs=0.01)
     assert s3["median"] == pytest.approx(0.75, abs=0.01) and s3["p_below_0.5"] > 3 * s8["p_below_0.5"]
-    lines = flow.sigma_text(s3)
+    lines = sigmas.text(s3)
     assert "median 0.75" in lines[0] and len(lines) == 11
+    # the NumPy sampler is the training sampler's maths: same median as flow.sample_sigmas
+    import torch
+
+    t = flow.sample_sigmas(200_000, shift=3.0, generator=torch.Generator().manual_seed(0))
+    assert float(t.median()) == pytest.approx(s3["median"], abs=0.01)
 
 
 def test_timestep_reaches_the_model_in_fp32_under_bf16():
@@ -194,7 +199,7 @@ def test_real_block_measurement_projects_the_seed_preset_oom_without_checkpointi
     from train.cli import main
     from train.memory import measured, project_config
 
-    m = measured(16)
+    m, _, _ = measured(16)
     assert 0.8 * 2**30 < m.saved(4116) < 1.6 * 2**30  # ~1.2-1.4 GiB per block per sample
     cfg = TrainConfig(**seed_tomjerry())
     assert not project_config(cfg, checkpointing=False).fits(141)

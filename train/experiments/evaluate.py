@@ -29,7 +29,7 @@ def _windows(ctx, query: str, catalog: str | None, source: str | None, limit: in
 
     cfg = replace(ctx.cfg, query=query, catalog=catalog or ctx.cfg.catalog, captioner=source, holdout=0)
     try:
-        rows = select_rows(cfg)
+        rows = select_rows(cfg, extra_columns=("tag_list",))
         man = build_manifest(cfg, rows)
     except DataError as e:
         raise ExperimentError(str(e)) from e
