@@ -21,8 +21,11 @@ def refresh(con, clip_ids: Iterable[str] | None = None) -> None:
     ids = sorted(set(clip_ids))
     if not ids:
         return
-    con.execute("DELETE FROM clip_labels WHERE clip_id IN (SELECT unnest(?::VARCHAR[]))", [ids])
-    con.execute(REFRESH_LABELS_SQL.format(where="AND c.clip_id IN (SELECT unnest(?::VARCHAR[]))"), [ids])
+    for i in range(0, len(ids), 500):  # bound IN-lists use the primary-key indexes (a batch is a few clips)
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" for _ in chunk)
+        con.execute(f"DELETE FROM clip_labels WHERE clip_id IN ({marks})", chunk)
+        con.execute(REFRESH_LABELS_SQL.format(where=f"AND c.clip_id IN ({marks})"), chunk)
 
 
 def set_pin(con, value: str | None) -> None:
