@@ -85,6 +85,7 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
     from catalog import db
 
     from .analyze import IngestOptions
+    from .executors import RayUnavailable
     from .ingest import IngestError, ingest_paths
     from .scenes import DetectorOptions, SplitOptions
 
@@ -104,7 +105,7 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
     try:
         summary = ingest_paths(catalog_path, paths, opts, workers=workers, resplit=resplit,
                                retry_failed=retry_failed, progress=not no_progress, ray_address=ray_address)
-    except (IngestError, CatalogError) as e:
+    except (IngestError, CatalogError, RayUnavailable) as e:
         raise click.ClickException(str(e)) from e
     for path, err in summary.failed_paths:
         click.echo(f"failed: {path}: {err}", err=True)

@@ -90,13 +90,14 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
         return
     if ray_address:
         from .caption.ray_pipeline import caption_on_ray
+        from .executors import RayUnavailable
 
         try:
             summary = caption_on_ray(catalog_path, model, label, prompt, todo, address=ray_address, workers=workers,
                                      gpus_per_worker=_gpus(gpus_per_worker, ray_address), batch_size=batch_size,
                                      device=device, dtype=dtype, name=name, already_done=done, query=query,
                                      limit=limit, overwrite=overwrite, progress=not no_progress)
-        except (CatalogError, CaptionModelError) as e:
+        except (CatalogError, CaptionModelError, RayUnavailable) as e:
             raise click.ClickException(str(e)) from e
         _report(summary, query)
         return
@@ -119,11 +120,14 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
 def _gpus(asked: float | None, address: str) -> float:
     if asked is not None:
         return asked
-    from .executors import ray_init
+    from .executors import RayUnavailable, ray_init
 
     import ray
 
-    ray_init(address)
+    try:
+        ray_init(address)
+    except RayUnavailable as e:
+        raise click.ClickException(str(e)) from e
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 

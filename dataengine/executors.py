@@ -28,6 +28,10 @@ from .analyze import IngestOptions, VideoResult, analyze_video
 FAULT_EXIT_ONCE = "DE_FAULT_EXIT_ONCE"
 
 
+class RayUnavailable(Exception):
+    """--ray was asked for but no cluster could be started or reached; the message says which."""
+
+
 def _crashed(path: str, vid: str, opts: IngestOptions) -> VideoResult:
     return VideoResult(video_id=vid, path=path, size_bytes=os.path.getsize(path), status="failed",
                        error="the decoder crashed on this file", error_kind="decoder crash", split_key=opts.split_key)
@@ -100,10 +104,16 @@ def ray_init(address: str | None, *, num_cpus: int | None = None) -> None:
                                                                                "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE")}
     kw = dict(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env},
               configure_logging=True, logging_level="ERROR")
-    if address in (None, "", "local"):
-        ray.init(num_cpus=num_cpus or os.cpu_count(), **kw)
-    else:
-        ray.init(address=address, **kw)
+    try:
+        if address in (None, "", "local"):
+            # "local" always starts a cluster of its own, even if another runs on this machine
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **kw)
+        else:
+            ray.init(address=address, **kw)
+    except Exception as e:  # noqa: BLE001 - ray raises ConnectionError, ValueError, RuntimeError...
+        where = "a local Ray cluster" if address in (None, "", "local") else f"the Ray cluster at {address}"
+        raise RayUnavailable(f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                             " (check `ray status`, the address, and that this machine can reach the head node)") from e
 
 
 class RayCluster:
