@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from catalog import db, labels
+from catalog import db
 
 from ..executors import FAULT_EXIT_ONCE, ray_init
 from .prompts import Prompt
-from .run import FLUSH_EVERY_S, SQL_SAVE, CaptionSummary, catalog_rows, log
+from .run import CaptionSummary, LabelWriter, catalog_rows
 
 
 @dataclass
@@ -171,21 +171,8 @@ def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: l
     from tqdm import tqdm
 
     nodes: Counter = Counter()
-    pending: list[list] = []
-    last = time.perf_counter()
+    writer = LabelWriter(catalog_path, s)
     bar = tqdm(total=len(todo), unit="clip", desc="caption (ray)", disable=not progress, dynamic_ncols=True)
-
-    def flush() -> None:
-        nonlocal last
-        if pending:
-            t0 = time.perf_counter()
-            with db.writing(catalog_path) as con:
-                con.executemany(SQL_SAVE, pending)
-                labels.refresh(con, [r[0] for r in pending])  # the clips view shows the new labels
-            s.write_seconds += time.perf_counter() - t0
-            s.flushes += 1
-            pending.clear()
-        last = time.perf_counter()
 
     seen: set[str] = set()
     try:
@@ -203,26 +190,14 @@ def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: l
                 s.is_random = s.is_random or bool(out["is_random"][i])
             per_clip = float(out["per_clip"][0]) if len(out["clip_id"]) else 0.0
             s.generate_seconds += per_clip * sum(1 for _, g in results if g is not None)
-            pending.extend(catalog_rows(results, label, s.is_random, prompt, s, per_clip))
-            if time.perf_counter() - last >= FLUSH_EVERY_S:
-                flush()
+            writer.add(catalog_rows(results, label, s.is_random, prompt, s, per_clip))
             bar.update(len(results))
-        flush()
+        writer.flush()
     except BaseException as e:
-        s.fatal = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        try:
-            flush()
-        except Exception as e2:  # noqa: BLE001
-            log.warning("could not write the last labels: %s", e2)
+        writer.salvage(e)
         raise
     finally:
         bar.close()
-        s.seconds = time.perf_counter() - t_start
         s.nodes = dict(nodes)
-        counts = {k: v for k, v in s.__dict__.items() if k != "errors"}
-        try:
-            with db.writing(catalog_path) as con:
-                db.finish_run(con, run, counts, s.ok and not s.fatal)
-        except Exception as e:  # noqa: BLE001
-            log.warning("could not record the caption run's end: %s", e)
+        writer.finish(run, t_start)
     return s

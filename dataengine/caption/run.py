@@ -82,6 +82,52 @@ class CaptionSummary:
         return s
 
 
+class LabelWriter:
+    """Caption rows to the catalog, coalesced: batches are written together at most every
+    FLUSH_EVERY_S. Each write opens the catalog, commits (rows plus the clips' chosen labels) and
+    closes it, so readers get in; that costs ~40 ms, and a crash loses at most the last couple of
+    seconds of labels, which a rerun redoes. Local and Ray runs write through this one path."""
+
+    def __init__(self, catalog_path, summary: "CaptionSummary"):
+        self.catalog_path, self.s = catalog_path, summary
+        self.pending: list[list] = []
+        self.last = time.perf_counter()
+
+    def add(self, rows: list[list]) -> None:
+        self.pending.extend(rows)
+        if time.perf_counter() - self.last >= FLUSH_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            t0 = time.perf_counter()
+            with db.writing(self.catalog_path) as con:
+                con.executemany(SQL_SAVE, self.pending)
+                labels.refresh(con, [r[0] for r in self.pending])  # the clips view shows the new labels
+            self.s.write_seconds += time.perf_counter() - t0
+            self.s.flushes += 1
+            self.pending.clear()
+        self.last = time.perf_counter()
+
+    def salvage(self, e: BaseException) -> None:
+        """The run is failing: note why, and keep what was labelled before the failure."""
+        self.s.fatal = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        try:
+            self.flush()
+        except Exception as e2:  # noqa: BLE001
+            log.warning("could not write the last labels: %s", e2)
+
+    def finish(self, run, started: float) -> None:
+        """Record the run's end and counts (the labels are already written; this is a convenience)."""
+        self.s.seconds = time.perf_counter() - started
+        counts = {k: v for k, v in self.s.__dict__.items() if k != "errors"}
+        try:
+            with db.writing(self.catalog_path) as con:
+                db.finish_run(con, run, counts, self.s.ok and not self.s.fatal)
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not record the caption run's end: %s", e)
+
+
 @dataclass
 class Prepared:
     row: dict
@@ -199,50 +245,21 @@ def caption_clips(catalog_path, captioner, prompt: Prompt, todo: list[dict], *, 
 
     bar = tqdm(total=len(todo), unit="clip", desc="caption", disable=not progress, dynamic_ncols=True)
     prep = _Preparer(captioner, prompt.sampling)
-    pending: list[list] = []
-    last_flush = time.perf_counter()
-
-    def flush() -> None:
-        nonlocal last_flush
-        if pending:
-            t0 = time.perf_counter()
-            with db.writing(catalog_path) as con:
-                con.executemany(SQL_SAVE, pending)
-                labels.refresh(con, [r[0] for r in pending])  # the clips view shows the new labels
-            s.write_seconds += time.perf_counter() - t0
-            s.flushes += 1
-            pending.clear()
-        last_flush = time.perf_counter()
-
+    writer = LabelWriter(catalog_path, s)
     try:
         for prepared, waited in prefetched(prep, list(_batches(todo, batch_size)), overlap):
             s.decode_seconds += waited
-            pending.extend(_label_batch(captioner, prepared, text, prompt, s))
-            # Batches are written together at most every FLUSH_EVERY_S: each write opens the catalog,
-            # commits and closes it (so readers get in), and that costs ~40 ms; a crash loses at most
-            # the last couple of seconds of labels, which a rerun redoes.
-            if time.perf_counter() - last_flush >= FLUSH_EVERY_S:
-                flush()
+            writer.add(_label_batch(captioner, prepared, text, prompt, s))
             bar.update(len(prepared))
             elapsed = time.perf_counter() - t_start
             bar.set_postfix(clips_per_s=f"{s.attempted / elapsed:.2f}", fail=s.parse_failures + s.decode_failures)
-        flush()
+        writer.flush()
     except BaseException as e:
-        s.fatal = f"{type(e).__name__}: {e}"
-        try:
-            flush()  # keep what was labelled before the failure
-        except Exception as e2:  # noqa: BLE001
-            log.warning("could not write the last labels: %s", e2)
+        writer.salvage(e)
         raise
     finally:
         bar.close()
-        s.seconds = time.perf_counter() - t_start
-        counts = {k: v for k, v in s.__dict__.items() if k != "errors"}
-        try:
-            with db.writing(catalog_path) as con:
-                db.finish_run(con, run, counts, s.ok and not s.fatal)
-        except Exception as e:  # noqa: BLE001 - the labels are written; the run record is a convenience
-            log.warning("could not record the caption run's end: %s", e)
+        writer.finish(run, t_start)
     return s
 
 
