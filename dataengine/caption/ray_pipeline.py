@@ -150,21 +150,25 @@ def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: l
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own bar counts clips; Ray's per-operator bars would interleave
+    ctx.wait_for_min_actors_s = 900  # start once every captioner has loaded, so the work is shared from batch 1
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     patch, merge = processor_geometry(model)
     items = [{k: r[k] for k in ("clip_id", "video_id", "video_path", "start_s", "end_s")} for r in todo]
     by_id = {r["clip_id"]: r for r in todo}
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * workers)))
     ds = ds.map_batches(PrepareFrames, fn_constructor_kwargs=dict(sampling=prompt.sampling, patch=patch, merge=merge),
-                        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=max(1, workers)), num_cpus=0.5)
+                        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
+                        num_cpus=0.5 if gpus_per_worker > 0 else 0)
     with warnings.catch_warnings():  # Ray 2.5x deprecates passing actor options this way; they still apply
         warnings.simplefilter("ignore")
-        # SPREAD puts the actors on different nodes when it can (one model per GPU across machines)
+        # One CPU per model actor (on GPU nodes the GPUs are what they reserve), and SPREAD: the actors
+        # land on different nodes when they can. On CPU-only clusters the frame stage reserves no
+        # CPU of its own (it shares the node with the actors) so it can never starve behind them.
         ds = ds.map_batches(CaptionActor, fn_constructor_kwargs=dict(model=model, name=name, device=device,
                                                                      dtype=dtype, sampling=prompt.sampling,
                                                                      text=prompt.render()),
                             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
-                            num_gpus=gpus_per_worker, num_cpus=0.5, max_restarts=3, max_task_retries=3,
+                            num_gpus=gpus_per_worker, num_cpus=1, max_restarts=3, max_task_retries=3,
                             scheduling_strategy="SPREAD")
     from collections import Counter
 
