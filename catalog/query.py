@@ -20,6 +20,7 @@ Every path that takes user SQL (`de query`, `de export`, `de caption`, `train`) 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import threading
@@ -74,7 +75,10 @@ _PARSER_CONFIG = {"enable_external_access": False, "autoload_known_extensions": 
                   "autoinstall_known_extensions": False}
 
 
+@functools.lru_cache(maxsize=32)
 def _parse(sql: str) -> dict:
+    """DuckDB's parse tree of `sql` (cached: one command checks the same clause more than once;
+    callers only read the tree)."""
     con = duckdb.connect(":memory:", config=_PARSER_CONFIG)
     try:
         out = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]

@@ -17,23 +17,15 @@ import os
 import socket
 import time
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
 from catalog import db
 
 from ..executors import FAULT_EXIT_ONCE, ray_init
+from .models import Generation
 from .prompts import Prompt
-from .run import CaptionSummary, LabelWriter, catalog_rows
-
-
-@dataclass
-class _Prep:
-    """What catalog_rows needs of a prepared clip."""
-    row: dict
-    error: str = ""
-    seconds: float = 0.0
+from .run import CaptionSummary, LabelWriter, Prepared, catalog_rows
 
 
 class PrepareFrames:
@@ -91,6 +83,8 @@ class CaptionActor:
     def __call__(self, batch: dict) -> dict:
         import torch
 
+        from .models import video_metadata
+
         marker = os.environ.get(FAULT_EXIT_ONCE)
         if marker and not os.path.exists(marker):
             with open(marker, "w") as f:
@@ -106,8 +100,7 @@ class CaptionActor:
                 shape = tuple(int(x) for x in batch["shape"][i])
                 arr = np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(shape)
                 vids.append(torch.from_numpy(arr.copy()).float())
-                metas.append({"total_num_frames": shape[0], "fps": float(batch["fps"][i]),
-                              "frames_indices": list(range(shape[0])), "duration": shape[0] / float(batch["fps"][i])})
+                metas.append(video_metadata(None, shape[0], float(batch["fps"][i])))  # fps measured in the CPU stage
             t0 = time.perf_counter()
             gens = self.cap.generate(vids, self.text, self.sampling, metas)
             gen_s = time.perf_counter() - t0
@@ -118,13 +111,6 @@ class CaptionActor:
                 "num_frames": np.asarray(nframes), "per_clip": np.full(n, gen_s / max(1, len(good))),
                 "node": np.asarray([self.node] * n, dtype=object),
                 "is_random": np.asarray([self.cap.is_random] * n)}
-
-
-@dataclass
-class _Gen:
-    text: str
-    visual_tokens: int
-    num_frames: int
 
 
 def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: list[dict], *, address: str,
@@ -187,9 +173,9 @@ def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: l
                     continue
                 seen.add(cid)
                 nodes[str(out["node"][i])] += 1
-                p = _Prep(by_id[cid], str(out["error"][i] or ""), float(out["seconds"][i]))
-                g = None if p.error else _Gen(str(out["text"][i]), int(out["visual_tokens"][i]),
-                                              int(out["num_frames"][i]))
+                p = Prepared(by_id[cid], error=str(out["error"][i] or ""), seconds=float(out["seconds"][i]))
+                g = None if p.error else Generation(str(out["text"][i]), int(out["visual_tokens"][i]),
+                                                    int(out["num_frames"][i]))
                 results.append((p, g))
                 s.is_random = s.is_random or bool(out["is_random"][i])
             per_clip = float(out["per_clip"][0]) if len(out["clip_id"]) else 0.0
