@@ -56,7 +56,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             clip_id        VARCHAR NOT NULL,
             captioner      VARCHAR NOT NULL,
             prompt_version VARCHAR NOT NULL,
-            status         VARCHAR NOT NULL,     -- ok | parse_error | decode_error
+            status         VARCHAR NOT NULL,     -- ok | parse_error | decode_error | request_error
             caption        VARCHAR,
             tag_list       VARCHAR[],
             fields         VARCHAR,              -- JSON object of the structured fields

@@ -26,7 +26,15 @@ from .cli import catalog_option, main, query_timeout_option
 @click.option("--fps", type=float, default=2.0, show_default=True, help="Frames per second sampled from each clip.")
 @click.option("--max-frames", type=int, default=32, show_default=True, help="At most this many frames per clip.")
 @click.option("--max-pixels", type=int, default=360 * 420, show_default=True, help="Pixels per frame after resizing.")
-@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--max-new-tokens", type=int, default=None,
+              help="Cap on generated tokens [default: the schema's worst case when constrained (an answer is "
+                   "never cut off), 256 with --free].")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="0 = greedy (reproducible, batch-size independent); above 0 samples, seeded per batch.")
+@click.option("--free", is_flag=True,
+              help="Do not constrain generation to the caption schema (parse whatever the model writes).")
+@click.option("--closed-vocab/--open-vocab", default=True, show_default=True,
+              help="Constrained: tags only from the vocabulary, or any snake_case word.")
 @click.option("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available).")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True,
               help="auto = bf16 on CUDA, fp32 on CPU.")
@@ -42,13 +50,30 @@ from .cli import catalog_option, main, query_timeout_option
               help="With --ray: captioner actors (one model each).")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
               help="With --ray: GPUs per actor [default: 1 when the cluster has GPUs, else 0].")
+@click.option("--api", "api_url", default=None, metavar="URL",
+              help="An OpenAI-compatible endpoint (vLLM, SGLang, LMDeploy, hosted): http://HOST:PORT/v1. "
+                   "--model is then the served model name.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="With --api: requests in flight.")
+@click.option("--api-key-env", default=None, metavar="VAR", help="With --api: read the API key from $VAR.")
+@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+              help="With --api: seconds to wait for one answer before retrying.")
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
+              help="With --api: retries per request on 429/5xx/timeouts/malformed answers (exponential backoff).")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=90, show_default=True,
+              help="With --api: quality of the JPEG frames sent.")
 def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, fps, max_frames, max_pixels,
-            max_new_tokens, device, dtype, name, overwrite, retry_failed, no_overlap, no_progress, query_timeout,
-            ray_address, workers, gpus_per_worker):
+            max_new_tokens, temperature, free, closed_vocab, device, dtype, name, overwrite, retry_failed, no_overlap, no_progress,
+            query_timeout, ray_address, workers, gpus_per_worker, api_url, concurrency, api_key_env,
+            request_timeout, retries, jpeg_quality):
     """Caption and tag clips with a vision-language model (Qwen2-VL family).
 
     Each clip is read straight from its source video range, sampled by time. Results are stored
     per (clip, captioner, prompt version); reruns only label what is missing.
+
+    Generation is constrained to the caption schema (xgrammar): every answer parses, enums hold,
+    and tags come from the vocabulary (--open-vocab: any snake_case tag). --free turns that off;
+    constrained and free labellings get different prompt versions and live side by side.
 
     \b
     Examples:
@@ -57,6 +82,7 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
       de caption --model /models/Qwen2-VL-7B-Instruct --fps 1 --max-frames 16
       de caption --model tiny --limit 4        # offline smoke run: labels are noise
       de caption --model qwen2-vl-7b --ray auto --workers 8 --gpus-per-worker 1   # 8 GPUs on a cluster
+      de caption --api http://127.0.0.1:8000/v1 --model Qwen/Qwen2-VL-7B-Instruct --concurrency 16
     """
     from catalog import db
 
@@ -64,18 +90,36 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
     from .caption.prompts import SamplingParams, load_prompt
     from .caption.run import caption_clips, select_clips
 
+    from .caption.prompts import cut_off_risk
+    from .caption.schema import Constraint
+
     if batch_size < 1:
         raise click.BadParameter("--batch-size must be at least 1")
+    if api_url and ray_address:
+        raise click.UsageError("--api and --ray are two ways to run the model: give one")
+    api = None
+    if api_url:
+        from .caption.api import ApiError, ApiSettings, api_key_from_env
+
+        try:
+            api = ApiSettings(api_url, model, api_key=api_key_from_env(api_key_env), concurrency=concurrency,
+                              timeout=request_timeout, retries=retries, jpeg_quality=jpeg_quality)
+        except ApiError as e:
+            raise click.UsageError(str(e)) from e
     try:
         sampling = SamplingParams(fps=fps, max_frames=max_frames, max_pixels=max_pixels,
-                                  max_new_tokens=max_new_tokens)
-        prompt = load_prompt(prompt_name, sampling, vocab)
+                                  max_new_tokens=max_new_tokens or 256, do_sample=temperature > 0,
+                                  temperature=temperature)
+        prompt = load_prompt(prompt_name, sampling, vocab, constraint=None if free else Constraint(closed_vocab),
+                             endpoint=api.endpoint if api else None, max_new_tokens=max_new_tokens)
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise click.BadParameter(str(e)) from e
+    if (risk := cut_off_risk(prompt)):
+        click.echo(f"warning: {risk}", err=True)
     if not db.resolve_path(catalog_path).exists():
         raise click.ClickException(f"no catalog at {db.resolve_path(catalog_path)} (run `de ingest` first, "
                                    "or pass --catalog)")
-    label = captioner_label(model, name)
+    label = (name or model) if api else captioner_label(model, name)
     try:
         db.connect(catalog_path).close()  # migrate an older catalog before reading it
         # the query is checked and run (sandboxed) before any model loads
@@ -87,6 +131,19 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
         click.echo(("no clips matched" + (f" --query {query!r}" if query else " (ingest some videos first)"))
                    if done == 0 else f"nothing to do: {done} clip(s) already labelled by {label} @ {prompt.version}",
                    err=True)
+        return
+    if api:
+        from .caption.api import ApiError, caption_via_api, check_endpoint
+
+        try:
+            check_endpoint(api)
+            click.echo(f"captioning {len(todo)} clip(s) through {api.base_url} ({api.model}, "
+                       f"{api.concurrency} in flight)", err=True)
+            summary = caption_via_api(catalog_path, api, prompt, todo, name=name, already_done=done, query=query,
+                                      limit=limit, overwrite=overwrite, progress=not no_progress)
+        except (CatalogError, ApiError) as e:
+            raise click.ClickException(str(e)) from e
+        _report(summary, query)
         return
     if ray_address:
         from .caption.ray_pipeline import caption_on_ray
@@ -135,7 +192,7 @@ def _report(summary, query) -> None:
     if summary.selected == 0:
         click.echo("no clips matched" + (f" --query {query!r}" if query else " (ingest some videos first)"), err=True)
     for kind, n in summary.errors.items():
-        click.echo(f"decode failures ({kind}): {n}", err=True)
+        click.echo(f"request failures: {n}" if kind == "request" else f"decode failures ({kind}): {n}", err=True)
     click.echo(summary.line())
     if not summary.ok:
         sys.exit(1)
@@ -172,11 +229,13 @@ def captions_list(catalog_path):
     rows = con.execute(
         "SELECT captioner, prompt_version, count(*) FILTER (WHERE status='ok'), "
         "count(*) FILTER (WHERE status='parse_error'), count(*) FILTER (WHERE status='decode_error'), "
-        "bool_or(is_random_model), max(created_at) FROM captions GROUP BY 1, 2 ORDER BY 7 DESC").fetchall()
+        "count(*) FILTER (WHERE status='request_error'), "
+        "bool_or(is_random_model), max(created_at) FROM captions GROUP BY 1, 2 ORDER BY 8 DESC").fetchall()
     con.close()
     click.echo(f"clips view shows: {pin or 'the newest parsed caption of any labelling'}")
-    for cap, ver, ok, pe, de_, rnd, last in rows:
-        click.echo(f"{cap}@{ver}: ok {ok}, parse errors {pe}, decode errors {de_}, last {last}"
+    for cap, ver, ok, pe, de_, re_, rnd, last in rows:
+        click.echo(f"{cap}@{ver}: ok {ok}, parse errors {pe}, decode errors {de_}"
+                   + (f", request errors {re_}" if re_ else "") + f", last {last}"
                    + ("  [random tiny model]" if rnd else ""))
 
 

@@ -44,6 +44,51 @@ def resolve_model(name: str) -> str:
     return ALIASES.get(name, name)
 
 
+HUB_PROBE_TIMEOUT_S = float(os.environ.get("DE_HUB_PROBE_TIMEOUT", "3"))
+
+
+def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One TCP connect to the hub endpoint, bounded by `timeout` (no retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        with socket.create_connection((u.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def offline_help(repo: str) -> str:
+    return (f"Pre-download it where there is network: `huggingface-cli download {repo}` (or `hf download {repo}`), "
+            "then copy ~/.cache/huggingface (or set HF_HOME) to this machine; or pass a local folder to --model "
+            "(e.g. --model /models/Qwen2-VL-2B-Instruct). Set HF_HUB_OFFLINE=1 to never try the network.")
+
+
+def hub_mode(repo: str) -> bool:
+    """True when the hub must not be contacted for `repo`: HF_HUB_OFFLINE is set, or the hub is
+    unreachable (checked once, in seconds, instead of huggingface_hub's minutes of retries). An
+    unreachable hub with the model not in the local cache is a CaptionModelError saying what to do."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        if not cached:
+            raise CaptionModelError(f"model '{repo}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                                    "set. " + offline_help(repo))
+        return True
+    if _hub_reachable():
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    if not cached:
+        raise CaptionModelError(f"cannot reach the Hugging Face hub ({endpoint}) and model '{repo}' is not in "
+                                "the local cache. " + offline_help(repo))
+    log.warning("the hub (%s) is unreachable: loading %s from the local cache", endpoint, repo)
+    return True
+
+
 def default_device() -> str:
     import torch
 
@@ -84,8 +129,10 @@ def processor_geometry(model: str) -> tuple[int, int]:
         return (16, 2) if model == "tiny-qwen3-vl" else (14, 2)
     from transformers import AutoProcessor
 
+    repo = resolve_model(model)
+    local_only = False if os.path.isdir(repo) else hub_mode(repo)
     try:
-        vp = AutoProcessor.from_pretrained(resolve_model(model)).video_processor
+        vp = AutoProcessor.from_pretrained(repo, local_files_only=local_only).video_processor
     except OSError as e:
         raise CaptionModelError(f"cannot load the processor of '{model}': {str(e).splitlines()[0]}") from e
     return int(getattr(vp, "patch_size", 14) or 14), int(getattr(vp, "merge_size", 2) or 2)
@@ -123,6 +170,21 @@ class QwenVLCaptioner:
         self.merge_size = getattr(vp, "merge_size", 2) or 2
         if vp is not None and hasattr(vp, "cap_pixels_per_frame"):
             vp.cap_pixels_per_frame = False  # frames are already sized by qwen-vl-utils below
+        self._grammars: dict[str, object] = {}
+
+    def grammar(self, schema: dict | None):
+        """The schema compiled for this model's tokenizer (once per schema), or None when free."""
+        if schema is None:
+            return None
+        import json
+
+        from .schema import SchemaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            vocab_size = self.model.config.get_text_config().vocab_size  # >= len(tokenizer): padded rows
+            self._grammars[key] = SchemaGrammar(schema, self.processor.tokenizer, vocab_size)
+        return self._grammars[key]
 
     # CPU side: runs in the prefetch thread -------------------------------------------------
     def prepare(self, frames: np.ndarray, sampling) -> "object":
@@ -132,8 +194,8 @@ class QwenVLCaptioner:
         return torch.from_numpy(prepare_frames(frames, sampling, self.patch_size, self.merge_size)).float()
 
     # GPU side -------------------------------------------------------------------------------
-    def generate(self, videos: list, prompt_text: str, sampling, metadata: list[dict] | None = None
-                 ) -> list[Generation]:
+    def generate(self, videos: list, prompt_text: str, sampling, metadata: list[dict] | None = None,
+                 schema: dict | None = None, seed: int = 0) -> list[Generation]:
         """`metadata` (one `video_metadata(...)` per video) tells the processor when each frame
         was taken. Without it, transformers 5.x assumes 24 fps for pre-sampled frames: Qwen2.5-VL
         then gets second_per_grid_ts = 2/24 instead of 2/fps, and Qwen3-VL labels a 5 s clip
@@ -154,6 +216,10 @@ class QwenVLCaptioner:
         gen_kw = dict(max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample)
         if sampling.do_sample:
             gen_kw["temperature"] = sampling.temperature
+            torch.manual_seed(seed)
+        grammar = self.grammar(schema)
+        if grammar is not None:
+            gen_kw["logits_processor"] = [grammar.processor()]
         with torch.inference_mode():
             out = self.model.generate(**inputs, **gen_kw)
         new = out[:, inputs["input_ids"].shape[1]:]
@@ -210,11 +276,12 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
         return QwenVLCaptioner(m.to(device=device, dtype=torch_dtype), proc, label, is_random=True, device=device)
     repo = resolve_model(model)
     local = os.path.isdir(repo)
+    local_only = False if local else hub_mode(repo)
     try:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        proc = AutoProcessor.from_pretrained(repo)
-        m = AutoModelForImageTextToText.from_pretrained(repo, dtype=torch_dtype)
+        proc = AutoProcessor.from_pretrained(repo, local_files_only=local_only)
+        m = AutoModelForImageTextToText.from_pretrained(repo, dtype=torch_dtype, local_files_only=local_only)
     except OSError as e:
         if local:
             raise CaptionModelError(f"cannot load a model from directory {repo}: {str(e).splitlines()[0]}") from e
@@ -222,8 +289,7 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
             f"cannot find model '{repo}'"
             + (f" (alias '{model}')" if repo != model else "")
             + ". It is not in the local Hugging Face cache and the hub is unreachable or the id is wrong. "
-            f"Pre-download it on a machine with network access: `huggingface-cli download {repo}` "
-            "(then copy ~/.cache/huggingface), or pass a local directory to --model."
+            + offline_help(repo)
         ) from e
     m = m.to(device).eval()
     is_random = "tiny-random" in str(getattr(m.config, "name_or_path", "")) or _has_random_marker(repo, local)

@@ -71,13 +71,14 @@ class PrepareFrames:
 class CaptionActor:
     """Model stage: one captioner per actor, loaded once."""
 
-    def __init__(self, model: str, name: str | None, device: str | None, dtype: str | None, sampling, text: str):
+    def __init__(self, model: str, name: str | None, device: str | None, dtype: str | None, sampling, text: str,
+                 schema: dict | None = None):
         import ray
 
         from .models import load_captioner
 
         self.cap = load_captioner(model, device=device, dtype=dtype, name=name)
-        self.sampling, self.text = sampling, text
+        self.sampling, self.text, self.schema = sampling, text, schema
         self.node = f"{ray.get_runtime_context().get_node_id()[:12]}@{socket.gethostname()}"
 
     def __call__(self, batch: dict) -> dict:
@@ -102,7 +103,7 @@ class CaptionActor:
                 vids.append(torch.from_numpy(arr.copy()).float())
                 metas.append(video_metadata(None, shape[0], float(batch["fps"][i])))  # fps measured in the CPU stage
             t0 = time.perf_counter()
-            gens = self.cap.generate(vids, self.text, self.sampling, metas)
+            gens = self.cap.generate(vids, self.text, self.sampling, metas, schema=self.schema)
             gen_s = time.perf_counter() - t0
             for i, g in zip(good, gens):
                 texts[i], tokens[i], nframes[i] = g.text, g.visual_tokens, g.num_frames
@@ -152,7 +153,8 @@ def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: l
         # CPU of its own (it shares the node with the actors) so it can never starve behind them.
         ds = ds.map_batches(CaptionActor, fn_constructor_kwargs=dict(model=model, name=name, device=device,
                                                                      dtype=dtype, sampling=prompt.sampling,
-                                                                     text=prompt.render()),
+                                                                     text=prompt.render(),
+                                                                     schema=prompt.schema),
                             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
                             num_gpus=gpus_per_worker, num_cpus=1, max_restarts=3, max_task_retries=3,
                             scheduling_strategy="SPREAD")

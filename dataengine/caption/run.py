@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ class CaptionSummary:
     labelled: int = 0
     parse_failures: int = 0
     decode_failures: int = 0
+    request_failures: int = 0  # --api: requests that failed after their retries
+    retries: int = 0  # --api: requests retried (429/5xx/timeouts/malformed bodies)
     visual_tokens: int = 0
     frames: int = 0
     seconds: float = 0.0
@@ -61,18 +64,20 @@ class CaptionSummary:
 
     @property
     def attempted(self) -> int:
-        return self.labelled + self.parse_failures + self.decode_failures
+        return self.labelled + self.parse_failures + self.decode_failures + self.request_failures
 
     @property
     def ok(self) -> bool:
-        return self.decode_failures == 0 and self.parse_failures == 0
+        return self.decode_failures == 0 and self.parse_failures == 0 and self.request_failures == 0
 
     def line(self) -> str:
         rate = self.attempted / self.seconds if self.seconds > 0 else 0.0
         model_done = self.labelled + self.parse_failures
         mean_tok = self.visual_tokens / model_done if model_done else 0.0
         s = (f"labelled {self.labelled} clips with {self.captioner} @ {self.prompt_version}; "
-             f"parse failures {self.parse_failures}, decode failures {self.decode_failures}; "
+             f"parse failures {self.parse_failures}, decode failures {self.decode_failures}"
+             + (f", request failures {self.request_failures} ({self.retries} retries)"
+                if self.request_failures or self.retries else "") + "; "
              f"{self.already_done} already done; mean {mean_tok:.0f} visual tokens/clip; "
              f"{rate:.2f} clips/s")
         if self.nodes:
@@ -136,6 +141,7 @@ class Prepared:
     error: str = ""
     seconds: float = 0.0
     metadata: dict | None = None  # transformers VideoMetadata: when each frame was taken
+    failed_at: str = "decode"  # with `error`: "decode" or "request" (--api)
 
 
 def select_clips(catalog_path, captioner: str, version: str, *, query: str | None, limit: int | None,
@@ -268,7 +274,8 @@ def _label_batch(captioner, prepared: list[Prepared], text: str, prompt: Prompt,
     gens, per_clip = [], 0.0
     if good:
         t0 = time.perf_counter()
-        gens = captioner.generate([p.video for p in good], text, prompt.sampling, [p.metadata for p in good])
+        gens = captioner.generate([p.video for p in good], text, prompt.sampling, [p.metadata for p in good],
+                                  schema=prompt.schema, seed=zlib.crc32(good[0].row["clip_id"].encode()))
         dt = time.perf_counter() - t0
         s.generate_seconds += dt
         per_clip = dt / len(good)
@@ -283,6 +290,12 @@ def catalog_rows(results, name: str, is_random: bool, prompt: Prompt, s: Caption
     rows = []
     for p, g in results:
         cid = p.row["clip_id"]
+        if p.error and p.failed_at == "request":
+            s.request_failures += 1
+            s.errors["request"] += 1
+            rows.append([cid, name, prompt.version, "request_error", None, None, None, None, p.error,
+                         p.frames, None, p.seconds, is_random])
+            continue
         if p.error:
             s.decode_failures += 1
             s.errors[p.error.split(":")[0]] += 1

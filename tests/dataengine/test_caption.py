@@ -16,7 +16,7 @@ import pytest
 from helpers import rows
 from dataengine.cli import main
 
-FAST = ["--max-new-tokens", "12", "--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress"]
+FAST = ["--free", "--max-new-tokens", "12", "--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress"]
 
 
 @pytest.fixture()

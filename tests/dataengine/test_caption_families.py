@@ -21,7 +21,7 @@ from helpers import rows
 from dataengine.cli import main
 
 FPS = 2.0
-FAST = ["--max-new-tokens", "8", "--fps", str(FPS), "--max-frames", "8", "--max-pixels", "12544", "--no-progress",
+FAST = ["--free", "--max-new-tokens", "8", "--fps", str(FPS), "--max-frames", "8", "--max-pixels", "12544", "--no-progress",
         "--limit", "1", "--query", "duration_s >= 2"]
 FAMILY_CLASS = {"qwen2-vl": "Qwen2VLForConditionalGeneration", "qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration",
                 "qwen3-vl": "Qwen3VLForConditionalGeneration"}

@@ -16,7 +16,7 @@ from helpers import ingest_cli, rows
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
 
-CAP = ["--max-new-tokens", "8", "--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress",
+CAP = ["--free", "--max-new-tokens", "8", "--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress",
        "--batch-size", "2"]
 VIDEO_COLS = "video_id, status, error_kind, size_bytes, duration_s, fps, width, height, num_frames, codec, split_key"
 CLIP_COLS = ("clip_id, video_id, scene_index, window_index, start_frame, end_frame, start_s, end_s, motion_score, "

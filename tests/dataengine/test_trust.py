@@ -20,7 +20,7 @@ import pytest
 from helpers import ingest_cli, rows
 from dataengine.cli import main
 
-FAST = ["--max-new-tokens", "8", "--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress"]
+FAST = ["--free", "--max-new-tokens", "8", "--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress"]
 
 
 def digest(path) -> str:
@@ -217,7 +217,7 @@ def test_query_stats_and_dry_run_work_during_a_long_caption(train_catalog, tmp_p
     cat = tmp_path / "c.duckdb"
     shutil.copy(train_catalog, cat)
     env = dict(os.environ, DE_CATALOG=str(cat))
-    p = subprocess.Popen([sys.executable, "-m", "dataengine", "caption", "--model", tiny_vlm_dir, "--batch-size", "1",
+    p = subprocess.Popen([sys.executable, "-m", "dataengine", "caption", "--model", tiny_vlm_dir, "--batch-size", "1", "--free",
                           "--max-new-tokens", "400", "--fps", "2", "--max-frames", "4", "--max-pixels", "12544",
                           "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

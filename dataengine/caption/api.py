@@ -1,0 +1,318 @@
+"""`de caption --api URL`: label clips through an OpenAI-compatible chat endpoint.
+
+vLLM (`vllm serve`), SGLang, LMDeploy and hosted endpoints all speak `POST /v1/chat/completions`.
+Each clip's frames are sampled and sized exactly as in-process (same reader, same sampling rule,
+same qwen-vl-utils size), JPEG-encoded and sent as one `video_url` part,
+`data:video/jpeg;base64,<frame>,<frame>,...` (the form vLLM's video loader reads frame by frame),
+with the prompt as a text part. When the labelling is constrained, the caption schema goes as
+`response_format` (`json_schema`; vLLM and SGLang enforce it with their grammar backend).
+
+Up to `concurrency` requests are in flight. 429, 5xx, timeouts, dropped connections and
+malformed bodies are retried with exponential backoff (honouring `Retry-After`); 401/403/404
+stop the run at once (every request would fail the same way); any other failure is stored as a
+`request_error` row for that clip, so the run goes on and `--retry-failed` redoes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import numpy as np
+
+from catalog import db
+
+from .models import Generation, prepare_frames, video_metadata
+from .prompts import Prompt
+from .run import CaptionSummary, LabelWriter, Prepared, _Preparer, catalog_rows
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_KIND = "openai-chat/video-jpeg"
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+FATAL_STATUS = {401, 403, 404}
+
+
+class ApiError(Exception):
+    """The endpoint cannot serve this run (bad URL, key, or model name); the message says which."""
+
+
+def geometry_for(model: str) -> tuple[int, int]:
+    """(patch, merge) of the served model's vision tower, from its name: Qwen3-VL uses 16 px
+    patches, the Qwen2/2.5-VL families 14 px; frames are sized to a multiple of patch*merge so the
+    server's own resize is the identity."""
+    return (16, 2) if "qwen3" in model.lower() else (14, 2)
+
+
+@dataclass
+class ApiSettings:
+    base_url: str
+    model: str
+    api_key: str | None = None
+    concurrency: int = 8
+    timeout: float = 120.0
+    retries: int = 5
+    backoff: float = 1.0  # seconds, doubled per attempt, with jitter
+    jpeg_quality: int = 90
+
+    def __post_init__(self) -> None:
+        from urllib.parse import urlparse
+
+        u = urlparse(self.base_url)
+        if u.scheme not in ("http", "https") or not u.netloc:
+            raise ApiError(f"--api needs an http(s) URL such as http://127.0.0.1:8000/v1, got {self.base_url!r}")
+        self.base_url = self.base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        if self.concurrency < 1:
+            raise ApiError("--concurrency must be at least 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ApiError("--jpeg-quality must be in 1..100")
+
+    @property
+    def endpoint(self) -> str:
+        """What shapes the answer besides the prompt: part of the prompt version."""
+        return f"{ENDPOINT_KIND}/q{self.jpeg_quality}"
+
+
+def encode_frames(video: np.ndarray, quality: int) -> list[str]:
+    """uint8 (N,3,H,W) RGB -> base64 JPEG strings."""
+    import cv2
+
+    out = []
+    for f in video.transpose(0, 2, 3, 1):
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(f[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        out.append(base64.b64encode(buf.tobytes()).decode("ascii"))
+    return out
+
+
+def request_body(settings: ApiSettings, frames_b64: list[str], text: str, prompt: Prompt, fps: float) -> dict:
+    s = prompt.sampling
+    body = {
+        "model": settings.model,
+        "messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": "data:video/jpeg;base64," + ",".join(frames_b64)}},
+            {"type": "text", "text": text}]}],
+        "max_tokens": s.max_new_tokens,
+        "temperature": s.temperature if s.do_sample else 0.0,
+        # vLLM passes these to the HF processor: the frames are already sampled, at this rate
+        "mm_processor_kwargs": {"fps": fps, "do_sample_frames": False},
+    }
+    if not s.do_sample:
+        body["seed"] = 0
+    if prompt.schema is not None:
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "clip_caption", "schema": prompt.schema, "strict": True}}
+    return body
+
+
+class _Client:
+    """One requests.Session per thread; retries with backoff."""
+
+    def __init__(self, settings: ApiSettings):
+        self.s = settings
+        self._local = threading.local()
+        self.retried = 0
+        self._lock = threading.Lock()
+
+    def _session(self):
+        sess = getattr(self._local, "session", None)
+        if sess is None:
+            import requests
+
+            sess = requests.Session()
+            if self.s.api_key:
+                sess.headers["Authorization"] = f"Bearer {self.s.api_key}"
+            self._local.session = sess
+        return sess
+
+    def _sleep(self, attempt: int, retry_after: str | None) -> None:
+        with self._lock:
+            self.retried += 1
+        delay = self.s.backoff * (2 ** attempt) * (0.5 + random.random())
+        if retry_after:
+            try:
+                delay = max(delay, min(60.0, float(retry_after)))
+            except ValueError:
+                pass
+        time.sleep(delay)
+
+    def post(self, path: str, body: dict) -> dict:
+        import requests
+
+        url = self.s.base_url + path
+        last = ""
+        for attempt in range(self.s.retries + 1):
+            retry_after = None
+            try:
+                r = self._session().post(url, json=body, timeout=self.s.timeout)
+            except requests.Timeout:
+                last = f"no answer within {self.s.timeout:g} s"
+            except requests.ConnectionError as e:
+                last = f"connection failed: {str(e).splitlines()[0][:200]}"
+            else:
+                if r.status_code in FATAL_STATUS:
+                    raise ApiError(f"{url} answered HTTP {r.status_code}: {r.text[:300].strip()}"
+                                   + (" (check --api-key-env)" if r.status_code in (401, 403) else
+                                      " (check the URL and --model: it must be the served model name)"))
+                if r.status_code == 200:
+                    try:
+                        data = r.json()
+                        data["choices"][0]["message"]["content"]
+                        return data
+                    except (ValueError, KeyError, IndexError, TypeError):
+                        last = f"malformed answer body: {r.text[:120]!r}"
+                elif r.status_code in RETRY_STATUS:
+                    last = f"HTTP {r.status_code}"
+                    retry_after = r.headers.get("Retry-After")
+                else:  # a request this server will not take (e.g. too many frames): not worth retrying
+                    raise _RequestFailed(f"HTTP {r.status_code}: {r.text[:300].strip()}")
+            if attempt < self.s.retries:
+                self._sleep(attempt, retry_after)
+        raise _RequestFailed(f"{last} (after {self.s.retries + 1} attempts)")
+
+
+class _RequestFailed(Exception):
+    pass
+
+
+def check_endpoint(settings: ApiSettings) -> list[str]:
+    """GET /v1/models: the endpoint answers, and serves `settings.model` (when it lists models).
+    Fails fast with what to do, before any clip is read."""
+    import requests
+
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    try:
+        r = requests.get(settings.base_url + "/models", headers=headers, timeout=min(10.0, settings.timeout))
+    except requests.RequestException as e:
+        raise ApiError(f"cannot reach {settings.base_url}: {str(e).splitlines()[0][:200]}. Start the server "
+                       "(e.g. `vllm serve MODEL`) or fix --api") from e
+    if r.status_code in (401, 403):
+        raise ApiError(f"{settings.base_url} refused the key (HTTP {r.status_code}); set --api-key-env VAR")
+    if r.status_code != 200:
+        return []  # some servers do not list models; the first request will tell
+    try:
+        served = [m["id"] for m in r.json().get("data", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
+    if served and settings.model not in served:
+        raise ApiError(f"{settings.base_url} does not serve {settings.model!r}; it serves: {', '.join(served)}")
+    return served
+
+
+class ApiCaptioner:
+    """The frame side of a served model: sizes frames for its vision tower; no weights here."""
+
+    def __init__(self, settings: ApiSettings, name: str | None = None):
+        self.settings = settings
+        self.name = name or settings.model
+        self.is_random = "tiny-random" in settings.model or "tiny-random" in self.name
+        self.device = "remote"
+        self.patch_size, self.merge_size = geometry_for(settings.model)
+
+    def prepare(self, frames: np.ndarray, sampling) -> np.ndarray:
+        return prepare_frames(frames, sampling, self.patch_size, self.merge_size)
+
+    def visual_tokens(self, video: np.ndarray) -> int:
+        """What the model's processor will make of these frames (same rule as in-process)."""
+        n, _, h, w = video.shape
+        unit = self.patch_size * self.merge_size
+        return (n // 2) * (h // unit) * (w // unit)
+
+
+def caption_via_api(catalog_path, settings: ApiSettings, prompt: Prompt, todo: list[dict], *, name: str | None,
+                    already_done: int = 0, query: str | None = None, limit: int | None = None,
+                    overwrite: bool = False, progress: bool = True) -> CaptionSummary:
+    """Label `todo` through the endpoint, `settings.concurrency` requests in flight. Rows go
+    through the same LabelWriter as in-process runs (coalesced short transactions)."""
+    t_start = time.perf_counter()
+    cap = ApiCaptioner(settings, name)
+    s = CaptionSummary(captioner=cap.name, prompt_version=prompt.version, is_random=cap.is_random,
+                       already_done=already_done, selected=len(todo) + already_done)
+    with db.writing(catalog_path) as con:
+        run = db.start_run(con, "caption", {"captioner": cap.name, "prompt_version": prompt.version, "query": query,
+                                             "limit": limit, "overwrite": overwrite, "executor": "api",
+                                             "endpoint": settings.base_url, "concurrency": settings.concurrency,
+                                             "sampling": prompt.sampling.__dict__})
+    text = prompt.render()
+    client = _Client(settings)
+    local = threading.local()
+
+    def one(row: dict) -> tuple[Prepared, Generation | None]:
+        prep = getattr(local, "prep", None)
+        if prep is None:
+            prep = local.prep = _Preparer(cap, prompt.sampling)
+        p = prep([row])[0]
+        if p.error:
+            return p, None
+        t0 = time.perf_counter()
+        try:
+            frames_b64 = encode_frames(p.video, settings.jpeg_quality)
+            data = client.post("/chat/completions", request_body(settings, frames_b64, text, prompt,
+                                                                 p.metadata["fps"]))
+        except _RequestFailed as e:
+            p.error, p.failed_at = f"request: {e}", "request"
+            return p, None
+        p.seconds += time.perf_counter() - t0
+        content = data["choices"][0]["message"]["content"] or ""
+        return p, Generation(str(content), cap.visual_tokens(p.video), int(p.video.shape[0]))
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), unit="clip", desc="caption (api)", disable=not progress, dynamic_ncols=True)
+    writer = LabelWriter(catalog_path, s)
+    window = max(2, 2 * settings.concurrency)  # bounded: never more than this many clips in memory
+    ex = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="caption-api")
+    failed = False
+    try:
+        if True:
+            pending: set = set()
+            it = iter(todo)
+            exhausted = False
+            while pending or not exhausted:
+                while not exhausted and len(pending) < window:
+                    row = next(it, None)
+                    if row is None:
+                        exhausted = True
+                    else:
+                        pending.add(ex.submit(one, row))
+                if not pending:
+                    break
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                results = [f.result() for f in done]  # ApiError (fatal) propagates from here
+                writer.add(catalog_rows(results, cap.name, cap.is_random, prompt, s))
+                bar.update(len(results))
+                elapsed = time.perf_counter() - t_start
+                bar.set_postfix(clips_per_s=f"{s.attempted / elapsed:.2f}",
+                                fail=s.parse_failures + s.decode_failures + s.request_failures)
+        writer.flush()
+    except BaseException as e:
+        failed = True
+        writer.salvage(e)
+        raise
+    finally:
+        # on failure do not wait for requests in flight (they may be retrying): their clips have
+        # no row yet and a rerun labels them
+        ex.shutdown(wait=not failed, cancel_futures=True)
+        bar.close()
+        s.retries = client.retried
+        writer.finish(run, t_start)
+    return s
+
+
+def api_key_from_env(var: str | None) -> str | None:
+    if not var:
+        return None
+    key = os.environ.get(var)
+    if not key:
+        raise ApiError(f"--api-key-env {var}: that environment variable is not set")
+    return key
+
