@@ -60,12 +60,14 @@ from .cli import catalog_option, main, query_timeout_option
               help="With --api: seconds to wait for one answer before retrying.")
 @click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
               help="With --api: retries per request on 429/5xx/timeouts/malformed answers (exponential backoff).")
+@click.option("--retry-backoff", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="With --api: first retry delay in seconds, doubled per attempt (with jitter).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=90, show_default=True,
               help="With --api: quality of the JPEG frames sent.")
 def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, fps, max_frames, max_pixels,
             max_new_tokens, temperature, free, closed_vocab, device, dtype, name, overwrite, retry_failed, no_overlap, no_progress,
             query_timeout, ray_address, workers, gpus_per_worker, api_url, concurrency, api_key_env,
-            request_timeout, retries, jpeg_quality):
+            request_timeout, retries, retry_backoff, jpeg_quality):
     """Caption and tag clips with a vision-language model (Qwen2-VL family).
 
     Each clip is read straight from its source video range, sampled by time. Results are stored
@@ -103,7 +105,8 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
 
         try:
             api = ApiSettings(api_url, model, api_key=api_key_from_env(api_key_env), concurrency=concurrency,
-                              timeout=request_timeout, retries=retries, jpeg_quality=jpeg_quality)
+                              timeout=request_timeout, retries=retries, backoff=retry_backoff,
+                              jpeg_quality=jpeg_quality)
         except ApiError as e:
             raise click.UsageError(str(e)) from e
     try:

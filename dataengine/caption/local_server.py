@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -94,8 +95,9 @@ def _decode_video(url: str) -> np.ndarray:
 
 class CaptionServer:
     def __init__(self, captioner, served_name: str, *, host: str = "127.0.0.1", port: int = 0, max_batch: int = 8,
-                 batch_wait_s: float = 0.02, faults: Faults | None = None):
+                 batch_wait_s: float = 0.02, faults: Faults | None = None, api_key: str | None = None):
         self.cap = captioner
+        self.api_key = api_key
         self.name = served_name
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_s
@@ -123,7 +125,15 @@ class CaptionServer:
             def _json(self, status: int, obj):
                 self._send(status, json.dumps(obj).encode())
 
+            def _authorised(self) -> bool:
+                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    self._json(401, {"error": {"message": "invalid API key"}})
+                    return False
+                return True
+
             def do_GET(self):
+                if not self._authorised():
+                    return
                 if self.path.rstrip("/") == "/v1/models":
                     self._json(200, {"object": "list", "data": [{"id": server.name, "object": "model",
                                                                  "owned_by": "local"}]})
@@ -131,17 +141,20 @@ class CaptionServer:
                     self._json(404, {"error": {"message": f"no route {self.path}"}})
 
             def do_POST(self):
-                if self.path.rstrip("/") != "/v1/chat/completions":
-                    self._json(404, {"error": {"message": f"no route {self.path}"}})
-                    return
                 try:
                     n = int(self.headers.get("Content-Length") or 0)
                 except ValueError:
                     n = -1
                 if not 0 < n <= MAX_BODY:
+                    self.close_connection = True  # the body was not read: the connection cannot be reused
                     self._json(413 if n > MAX_BODY else 400, {"error": {"message": "bad Content-Length"}})
                     return
                 raw = self.rfile.read(n)
+                if not self._authorised():
+                    return
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+                    return
                 with server._lock:
                     server.requests += 1
                     number = server.requests
@@ -272,6 +285,7 @@ def main(argv=None) -> None:
     ap.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--api-key-env", default=None, help="require the key in $VAR (Authorization: Bearer)")
     ap.add_argument("--batch-wait", type=float, default=0.02, help="seconds to wait for more requests to batch")
     ap.add_argument("--fail-every", type=int, default=0, help="fault injection: every k-th request answers 500")
     ap.add_argument("--slow-every", type=int, default=0, help="fault injection: every k-th request is slow")
@@ -281,7 +295,8 @@ def main(argv=None) -> None:
     cap = load_captioner(a.model, device=a.device, name=a.served_name)
     srv = CaptionServer(cap, a.served_name or cap.name, host=a.host, port=a.port, max_batch=a.max_batch,
                         batch_wait_s=a.batch_wait,
-                        faults=Faults(a.fail_every, a.slow_every, a.slow_s, a.malformed_every)).start()
+                        faults=Faults(a.fail_every, a.slow_every, a.slow_s, a.malformed_every),
+                        api_key=os.environ.get(a.api_key_env) if a.api_key_env else None).start()
     print(f"serving {srv.name} on {srv.url}", flush=True)
     try:
         while True:
