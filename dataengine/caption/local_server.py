@@ -168,12 +168,18 @@ class CaptionServer:
                 if fault == "slow":
                     time.sleep(server.faults.slow_s)
                 try:
-                    self._json(200, server.complete(raw))
+                    answer = server.complete(raw)
                 except _BadRequest as e:
                     self._json(e.status, {"error": {"message": str(e)}})
+                    return
                 except Exception as e:  # noqa: BLE001 - a server answers 500, it does not die
                     log.exception("generation failed")
                     self._json(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
+                    return
+                try:
+                    self._json(200, answer)
+                except (BrokenPipeError, ConnectionResetError):
+                    log.debug("the client left before its answer (timed out)")
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
