@@ -110,11 +110,20 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
         c.weights_id = f"{TINY_NAME}-seed{seed}"
     else:
         local = os.path.isdir(base_model)
+        local_only = False
+        if not local:
+            from dataengine.hub import HubUnavailable, local_files_only
+
+            try:  # seconds, not huggingface_hub's minutes of retries, when there is no network
+                local_only = local_files_only(base_model, "--base-model", marker="model_index.json")
+            except HubUnavailable as e:
+                raise ModelLoadError(str(e)) from e
         try:
             from diffusers import SanaVideoPipeline
 
             # per-component dtypes at load time, so no fp32 copy of the big models ever exists
-            pipe = SanaVideoPipeline.from_pretrained(base_model, torch_dtype={"default": dtype, "vae": torch.float32})
+            pipe = SanaVideoPipeline.from_pretrained(base_model, torch_dtype={"default": dtype, "vae": torch.float32},
+                                                     local_files_only=local_only)
         except (OSError, ValueError, EnvironmentError) as e:
             if local:
                 raise ModelLoadError(f"cannot load SANA-Video from directory {base_model}: "

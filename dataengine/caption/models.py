@@ -44,49 +44,20 @@ def resolve_model(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-HUB_PROBE_TIMEOUT_S = float(os.environ.get("DE_HUB_PROBE_TIMEOUT", "3"))
+def hub_mode(repo: str) -> bool:
+    """True when `repo` must load from the local cache only (see dataengine.hub)."""
+    from ..hub import HubUnavailable, local_files_only
 
-
-def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """One TCP connect to the hub endpoint, bounded by `timeout` (no retries)."""
-    import socket
-    from urllib.parse import urlparse
-
-    u = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = u.port or (443 if u.scheme == "https" else 80)
     try:
-        with socket.create_connection((u.hostname or "huggingface.co", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+        return local_files_only(repo, "--model")
+    except HubUnavailable as e:
+        raise CaptionModelError(str(e)) from e
 
 
 def offline_help(repo: str) -> str:
-    return (f"Pre-download it where there is network: `huggingface-cli download {repo}` (or `hf download {repo}`), "
-            "then copy ~/.cache/huggingface (or set HF_HOME) to this machine; or pass a local folder to --model "
-            "(e.g. --model /models/Qwen2-VL-2B-Instruct). Set HF_HUB_OFFLINE=1 to never try the network.")
+    from ..hub import offline_help as _help
 
-
-def hub_mode(repo: str) -> bool:
-    """True when the hub must not be contacted for `repo`: HF_HUB_OFFLINE is set, or the hub is
-    unreachable (checked once, in seconds, instead of huggingface_hub's minutes of retries). An
-    unreachable hub with the model not in the local cache is a CaptionModelError saying what to do."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    cached = isinstance(try_to_load_from_cache(repo, "config.json"), str)
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        if not cached:
-            raise CaptionModelError(f"model '{repo}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
-                                    "set. " + offline_help(repo))
-        return True
-    if _hub_reachable():
-        return False
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    if not cached:
-        raise CaptionModelError(f"cannot reach the Hugging Face hub ({endpoint}) and model '{repo}' is not in "
-                                "the local cache. " + offline_help(repo))
-    log.warning("the hub (%s) is unreachable: loading %s from the local cache", endpoint, repo)
-    return True
+    return _help(repo, "--model")
 
 
 def default_device() -> str:

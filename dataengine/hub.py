@@ -1,0 +1,63 @@
+"""Loading from the Hugging Face hub without hanging when there is no network.
+
+huggingface_hub retries a dead connection for minutes. Before any `from_pretrained` of a hub id,
+one bounded request (seconds) decides: reachable -> load normally; unreachable or HF_HUB_OFFLINE
+-> load from the local cache only, or fail at once saying how to pre-download.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+class HubUnavailable(Exception):
+    """The model is not in the local cache and the hub cannot be used; the message says what to do."""
+
+
+HUB_PROBE_TIMEOUT_S = float(os.environ.get("DE_HUB_PROBE_TIMEOUT", "3"))
+
+
+def _hub_reachable(repo: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One bounded request to the hub's model API, no retries. Reachable means a JSON answer
+    (the hub answers JSON even for a missing repo); a refused or timed-out connection, or a
+    non-JSON page from something in between (a captive proxy), is unreachable."""
+    import requests
+
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    try:
+        r = requests.get(f"{endpoint}/api/models/{repo}", timeout=timeout)
+    except requests.RequestException:
+        return False
+    return "json" in r.headers.get("Content-Type", "")
+
+
+def offline_help(repo: str, flag: str) -> str:
+    return (f"Pre-download it where there is network: `huggingface-cli download {repo}` (or `hf download {repo}`), "
+            f"then copy ~/.cache/huggingface (or set HF_HOME) to this machine; or pass a local folder to {flag} "
+            f"(e.g. {flag} /models/{repo.split('/')[-1]}). Set HF_HUB_OFFLINE=1 to never try the network.")
+
+
+def local_files_only(repo: str, flag: str, marker: str = "config.json") -> bool:
+    """True when the hub must not be contacted for `repo`: HF_HUB_OFFLINE is set, or the hub is
+    unreachable (checked once, in seconds, instead of huggingface_hub's minutes of retries). An
+    unreachable hub with the model not in the local cache is HubUnavailable saying what to do.
+    `marker` is a file every snapshot of the repo has (model_index.json for a diffusers pipeline)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(repo, marker), str)
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        if not cached:
+            raise HubUnavailable(f"model '{repo}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                             "set. " + offline_help(repo, flag))
+        return True
+    if _hub_reachable(repo):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    if not cached:
+        raise HubUnavailable(f"cannot reach the Hugging Face hub ({endpoint}) and model '{repo}' is not in "
+                             "the local cache. " + offline_help(repo, flag))
+    log.warning("the hub (%s) is unreachable: loading %s from the local cache", endpoint, repo)
+    return True
