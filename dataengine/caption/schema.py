@@ -150,7 +150,7 @@ class GrammarLogitsProcessor:
         if not self.matchers:
             n = int(input_ids.shape[0])
             self.matchers = [xgr.GrammarMatcher(self.compiled) for _ in range(n)]
-            self.batch = xgr.BatchGrammarMatcher()
+            self.batch = xgr.BatchGrammarMatcher(max_threads=1)
             self.bitmask = xgr.allocate_token_bitmask(n, self.compiled.tokenizer_info.vocab_size)
         elif len(self.matchers) != int(input_ids.shape[0]):
             raise RuntimeError("a GrammarLogitsProcessor serves one generate() call; make a new one per call")

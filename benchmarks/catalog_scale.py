@@ -6,7 +6,7 @@ Then times each command as a whole process, three runs each (median), and in the
 baseline: a bare DuckDB scan with the same predicate on the base table, also as a whole process
 (`python -c "import duckdb; ..."`), so interpreter start-up is on both sides.
 
-    python benchmarks/catalog.py [--clips 1000005] [--keep DIR]
+    python benchmarks/catalog_scale.py [--clips 1000005] [--keep DIR]
 """
 
 from __future__ import annotations
