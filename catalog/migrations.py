@@ -229,10 +229,67 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         WHERE v.status = 'ok';
         """ + "\n" + "{REFRESH_ALL}",
     ),
+    (
+        5,
+        "human curation",
+        # `de serve` writes human corrections as the labelling captioner='human' (one row per
+        # clip, prompt_version 'human', its fields hold `rejected` and the edit time). A human
+        # row wins over the machine labellings in the chosen label (REFRESH_LABELS_SQL), and
+        # `rejected` is a column of the view so queries can say `NOT rejected`.
+        """
+        CREATE OR REPLACE VIEW human_verdicts AS
+        SELECT clip_id, bool_or(coalesce(TRY_CAST(json_extract_string(fields, '$.rejected') AS BOOLEAN), false))
+               AS rejected
+        FROM captions WHERE captioner = 'human' AND status = 'ok' GROUP BY clip_id;
+
+        CREATE OR REPLACE VIEW clips AS
+        SELECT
+            s.clip_id,
+            s.video_id,
+            v.path                      AS video_path,
+            s.start_s,
+            s.end_s,
+            s.end_s - s.start_s         AS duration_s,
+            s.start_frame,
+            s.end_frame,
+            s.end_frame - s.start_frame AS num_frames,
+            v.fps,
+            v.width,
+            v.height,
+            s.motion_score,
+            s.brightness,
+            s.colorfulness,
+            s.sharpness,
+            s.keyframe_path,
+            s.scene_index,
+            s.window_index,
+            s.detector,
+            l.caption,
+            l.tags,
+            l.tag_list,
+            l.characters,
+            l.action,
+            l.setting,
+            l.time_of_day,
+            l.camera,
+            l.motion,
+            l.fields                    AS caption_fields,
+            l.captioner,
+            l.prompt_version,
+            coalesce(h.rejected, false) AS rejected
+        FROM clip_segments s
+        JOIN videos v USING (video_id)
+        LEFT JOIN clip_labels l USING (clip_id)
+        LEFT JOIN human_verdicts h USING (clip_id)
+        WHERE v.status = 'ok';
+        DELETE FROM clip_labels;
+        """ + "\n" + "{REFRESH_ALL}",
+    ),
 ]
 
-# The chosen labelling per clip: the pinned one when `settings.caption_pin` names one ('captioner' or
-# 'captioner@version'), else the most recent successfully parsed caption of any labelling.
+# The chosen labelling per clip: a human correction when there is one (`de serve`), else the pinned
+# labelling when `settings.caption_pin` names one ('captioner' or 'captioner@version'), else the most
+# recent successfully parsed caption of any labelling.
 # {where} narrows it to some clips (catalog.labels.refresh fills it with bound parameters).
 REFRESH_LABELS_SQL = """
 INSERT INTO clip_labels
@@ -254,9 +311,11 @@ SELECT c.clip_id, c.captioner, c.prompt_version, c.caption,
 FROM captions c
 WHERE c.status = 'ok' {where}
   AND (NOT EXISTS (SELECT 1 FROM pin)
+       OR c.captioner = 'human'
        OR EXISTS (SELECT 1 FROM pin p WHERE p.captioner = c.captioner
                   AND (p.prompt_version IS NULL OR p.prompt_version = c.prompt_version)))
-QUALIFY row_number() OVER (PARTITION BY c.clip_id ORDER BY c.created_at DESC, c.prompt_version) = 1
+QUALIFY row_number() OVER (PARTITION BY c.clip_id
+                           ORDER BY (c.captioner = 'human') DESC, c.created_at DESC, c.prompt_version) = 1
 """
 
 MIGRATIONS = [(v, n, sql.replace("{REFRESH_ALL}", REFRESH_LABELS_SQL.format(where="") + ";")) for v, n, sql in MIGRATIONS]

@@ -315,3 +315,55 @@ def captions_diff(a, b, catalog_path, as_json):
         for t in d["per_tag"][:40]:
             r = "" if t["recall_of_a"] is None else f"{t['recall_of_a']:.2f}"
             click.echo(f"{t['tag']:>20}  {t['a']:>5}  {t['b']:>5}  {t['both']:>5}  {r}")
+
+
+@main.command()
+@catalog_option
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of run folders to browse [default: ./runs when it exists].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind. Anything but loopback exposes the catalog: use --token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", default=None, envvar="DE_SERVE_TOKEN",
+              help="Require this token for edits (open the page once with ?token=...). Also $DE_SERVE_TOKEN.")
+@query_timeout_option
+def serve(catalog_path, runs_dir, host, port, token, query_timeout):
+    """Browse the catalog and the runs in a web browser; curate clips.
+
+    A grid of clips with keyframes, captions and tags (hover plays the clip's own range), the
+    same WHERE-clause filter as `de query` plus tag, duration, labelling and video facets; a page
+    per clip with every labelling side by side; run folders with their validation gallery, plots
+    and reports. Accepting, rejecting or editing a clip writes the `human` labelling (the only
+    write); queries can then say `NOT rejected`.
+
+    \b
+    Examples:
+      de serve                                  # http://127.0.0.1:8000
+      de serve --runs runs/ --port 8080
+      de serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"   # on a shared machine
+    """
+    import os
+
+    from catalog import db
+
+    from .serve.app import Browser
+    from .serve.web import create_app
+
+    p = db.resolve_path(catalog_path)
+    if not p.exists():
+        raise click.ClickException(f"no catalog at {p} (run `de ingest` first, or pass --catalog)")
+    try:
+        db.connect(catalog_path).close()  # migrate (adds the `rejected` column) before serving
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from e
+    if runs_dir is None and os.path.isdir("runs"):
+        runs_dir = "runs"
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: binding {host} makes the catalog readable by anyone who can reach this port"
+                   + ("" if token else "; without --token anyone can also edit labels"), err=True)
+    import uvicorn
+
+    app = create_app(Browser(catalog_path, runs_dir, token=token, query_timeout=query_timeout))
+    click.echo(f"serving {p} at http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+               + (f" (runs: {runs_dir})" if runs_dir else ""), err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

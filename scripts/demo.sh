@@ -39,7 +39,7 @@ echo
 echo "gallery: $PWD/runs/demo-tiny/gallery.md  (HTML: $PWD/runs/demo-tiny/gallery.html)"
 
 echo "== 6. experiments on the demo run (random models: this shows the mechanics, not quality)"
-train eval runs/demo-tiny --query "1=1" --captioner tiny --limit 2 --steps 2 --max-new-tokens 16 \
+train eval runs/demo-tiny --query "1=1" --captioner tiny --limit 2 --steps 2 \
   --caption-max-frames 4 --caption-max-pixels 12544 --no-progress
 train compare runs/demo-tiny --output-dir runs/compare
 echo

@@ -25,7 +25,9 @@ def _floats(s: str) -> list[float]:
 @click.option("--caption-fps", type=float, default=2.0, show_default=True)
 @click.option("--caption-max-frames", type=int, default=16, show_default=True)
 @click.option("--caption-max-pixels", type=int, default=360 * 420, show_default=True)
-@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--max-new-tokens", type=int, default=None,
+              help="Re-caption token cap [default: the schema's bound; 256 with --free].")
+@click.option("--free", is_flag=True, help="Re-caption without constraining to the caption schema.")
 @click.option("--limit", type=int, default=8, show_default=True, help="At most N clips.")
 @click.option("--seed", type=int, default=None, help="Default: the run's validation seed.")
 @click.option("--steps", type=int, default=None, help="Sampler steps (default: the run's validation steps).")
@@ -34,7 +36,7 @@ def _floats(s: str) -> list[float]:
 @click.option("--device", default=None)
 @click.option("--no-progress", is_flag=True)
 def eval_cmd(run, query, catalog, captioner, source, prompt_name, caption_fps, caption_max_frames,
-             caption_max_pixels, max_new_tokens, limit, seed, steps, clip_model, device, no_progress):
+             caption_max_pixels, max_new_tokens, free, limit, seed, steps, clip_model, device, no_progress):
     """Video -> text -> video: does the LoRA keep text control?
 
     For each held-out clip: its catalog caption/tags fill the run's prompt; base and LoRA generate
@@ -54,10 +56,11 @@ def eval_cmd(run, query, catalog, captioner, source, prompt_name, caption_fps, c
 
     try:
         sampling = SamplingParams(fps=caption_fps, max_frames=caption_max_frames, max_pixels=caption_max_pixels,
-                                  max_new_tokens=max_new_tokens)
+                                  max_new_tokens=max_new_tokens or 256)
         res = evaluate(run, query=query, catalog=catalog, captioner_model=captioner, source=source,
                        prompt_name=prompt_name, sampling=sampling, seed=seed, steps=steps, limit=limit, device=device,
-                       clip_model=clip_model, progress=not no_progress)
+                       clip_model=clip_model, progress=not no_progress, constrained=not free,
+                       max_new_tokens=max_new_tokens)
     except (ExperimentError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     s = res["summary"]

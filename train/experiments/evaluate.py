@@ -61,7 +61,7 @@ def _recaption(captioner, prompt, frames_list: list[np.ndarray], fps: float) -> 
         v = captioner.prepare(frames, prompt.sampling)
         vids.append(v)
         metas.append(video_metadata(times, int(v.shape[0]), prompt.sampling.fps))
-    gens = captioner.generate(vids, prompt.render(), prompt.sampling, metas)
+    gens = captioner.generate(vids, prompt.render(), prompt.sampling, metas, schema=prompt.schema)
     out = []
     for g in gens:
         p = parse_output(g.text, prompt.synonyms)
@@ -101,7 +101,8 @@ def _clip_scores(clip_model: str, prompt: str, videos: dict[str, np.ndarray]) ->
 def evaluate(run_dir: str | Path, *, query: str, catalog: str | None = None, captioner_model: str = "qwen2-vl",
              source: str | None = None, prompt_name: str = "caption_v1", sampling=None, seed: int | None = None,
              steps: int | None = None, limit: int | None = 8, device: str | None = None,
-             clip_model: str | None = None, progress: bool = True) -> dict:
+             clip_model: str | None = None, progress: bool = True, constrained: bool = True,
+             max_new_tokens: int | None = None) -> dict:
     from tqdm import tqdm
 
     from dataengine.caption.models import CaptionModelError, load_captioner
@@ -118,7 +119,11 @@ def evaluate(run_dir: str | Path, *, query: str, catalog: str | None = None, cap
     train_clips = {json.loads(l)["clip_id"] for l in (ctx.out_dir / "manifest.jsonl").read_text().splitlines()
                    if l.strip() and json.loads(l)["role"] == "train"}
     leaked = sorted({w.clip_id for w in windows} & train_clips)
-    prompt = load_prompt(prompt_name, sampling or SamplingParams())
+    from dataengine.caption.schema import Constraint
+
+    # constrained like `de caption` (every re-caption parses), unless asked otherwise
+    prompt = load_prompt(prompt_name, sampling or SamplingParams(), constraint=Constraint() if constrained else None,
+                         max_new_tokens=max_new_tokens)
     try:
         captioner = load_captioner(captioner_model, device=ctx.device)
     except CaptionModelError as e:

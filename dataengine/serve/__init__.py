@@ -1,0 +1,1 @@
+"""`de serve`: the web browser over the catalog and the runs."""

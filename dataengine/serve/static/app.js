@@ -1,0 +1,39 @@
+// A clip plays only its own range: [data-start, data-end] of the source (or 0..duration of a preview).
+function bindRange(v) {
+  const start = parseFloat(v.dataset.start), end = parseFloat(v.dataset.end);
+  v.addEventListener("loadedmetadata", () => { if (v.currentTime < start || v.currentTime > end) v.currentTime = start; });
+  v.addEventListener("timeupdate", () => { if (v.currentTime >= end) { v.currentTime = start; } });
+}
+document.addEventListener("DOMContentLoaded", () => {
+  const player = document.getElementById("player");
+  if (player) bindRange(player);
+  // grid: hovering a card plays the clip in place of its keyframe
+  document.querySelectorAll(".card").forEach(card => {
+    const img = card.querySelector("img.thumb");
+    let video = null;
+    card.addEventListener("mouseenter", () => {
+      if (!video) {
+        video = document.createElement("video");
+        video.muted = true; video.playsInline = true; video.className = "hover-video";
+        const direct = card.dataset.direct === "1";
+        const s = parseFloat(card.dataset.start), e = parseFloat(card.dataset.end);
+        video.dataset.start = direct ? s : 0; video.dataset.end = direct ? e : (e - s);
+        video.src = "/media/clip/" + card.dataset.clip;
+        bindRange(video);
+      }
+      img.replaceWith(video);
+      video.play().catch(() => {});
+    });
+    card.addEventListener("mouseleave", () => { if (video) { video.pause(); video.replaceWith(img); } });
+  });
+  // curation forms post in the background, then show the new state
+  document.querySelectorAll("form#curate, form#edit").forEach(f => {
+    f.addEventListener("submit", async ev => {
+      ev.preventDefault();
+      const data = new FormData(f);
+      if (ev.submitter && ev.submitter.name) data.set(ev.submitter.name, ev.submitter.value);
+      const r = await fetch(f.action, { method: "POST", body: data, headers: { "Accept": "application/json" } });
+      if (r.ok) location.reload(); else alert("not saved: " + (await r.json()).error);
+    });
+  });
+});
