@@ -80,7 +80,9 @@ def create_app(browser: Browser):
 
         try:
             row = browser.curate(cid, **edit)
-        except (CurationError, LookupError, BadRequest) as e:
+        except LookupError as e:
+            return JSONResponse({"error": e.args[0] if e.args else str(e)}, status_code=404)
+        except (CurationError, BadRequest) as e:
             return JSONResponse({"error": e.args[0] if e.args else str(e)}, status_code=getattr(e, "status", 400))
         except CatalogError as e:
             return JSONResponse({"error": str(e)}, status_code=503)
