@@ -62,7 +62,8 @@ def live_server(served):
     from catalog import db
 
     db.connect(served["catalog"]).close()
-    app = create_app(Browser(served["catalog"], served["runs"]))
+    browser = Browser(served["catalog"], served["runs"])
+    app = create_app(browser)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
@@ -70,6 +71,8 @@ def live_server(served):
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", **served}
+    # the tests read the catalog in this process: under the server's lock (DuckDB refuses two
+    # connections with different settings to one file in one process at the same time)
+    yield {"url": f"http://127.0.0.1:{port}", "lock": browser.lock, **served}
     server.should_exit = True
     t.join(timeout=10)

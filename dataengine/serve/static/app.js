@@ -26,13 +26,14 @@ document.addEventListener("DOMContentLoaded", () => {
     });
     card.addEventListener("mouseleave", () => { if (video) { video.pause(); video.replaceWith(img); } });
   });
-  // curation forms post in the background, then show the new state
+  // curation forms post in the background, then show the new state (getAttribute: the form has
+  // an input named "action", which shadows form.action)
   document.querySelectorAll("form#curate, form#edit").forEach(f => {
     f.addEventListener("submit", async ev => {
       ev.preventDefault();
       const data = new FormData(f);
       if (ev.submitter && ev.submitter.name) data.set(ev.submitter.name, ev.submitter.value);
-      const r = await fetch(f.action, { method: "POST", body: data, headers: { "Accept": "application/json" } });
+      const r = await fetch(f.getAttribute("action"), { method: "POST", body: data, headers: { "Accept": "application/json" } });
       if (r.ok) location.reload(); else alert("not saved: " + (await r.json()).error);
     });
   });
