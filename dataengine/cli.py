@@ -194,19 +194,38 @@ def stats(catalog_path, as_json):
 @click.option("--overwrite", is_flag=True, help="Rewrite clips already exported.")
 @click.option("--no-progress", is_flag=True)
 @query_timeout_option
-def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress, query_timeout):
-    """Write selected clips to MP4 files plus an index.jsonl of their catalog rows.
+@click.option("--format", "fmt", type=click.Choice(["clips", "kohya", "musubi", "webdataset", "parquet"]),
+              default="clips", show_default=True, help="Layout to write (see above).")
+@click.option("--template", default=None,
+              help="Caption text from a run folder's prompt template, a template name, or a format string.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="--format webdataset: clips per tar shard.")
+def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress, query_timeout, fmt, template,
+           shard_size):
+    """Write selected clips for sharing or for other trainers.
 
     Clips are virtual everywhere else; this is the one explicit step that re-encodes.
+
+    \b
+    --format clips       OUT/<clip_id>.mp4 + index.jsonl of the catalog rows (default)
+    --format kohya       OUT/<clip_id>.mp4 + OUT/<clip_id>.txt (kohya, ai-toolkit, SimpleTuner)
+    --format musubi      OUT/videos/*.mp4 + metadata.jsonl (video_path, caption) + dataset.toml
+    --format webdataset  OUT/00000.tar ... with KEY.mp4, KEY.txt, KEY.json (video2dataset's layout)
+    --format parquet     OUT/clips.parquet: the rows (virtual clips: video_path + times), no video
+
+    The caption text is the clip's caption, or with --template what a run would train on: a run
+    folder (its prompt template, class prompt and motion score), a template name, or a format string.
 
     \b
     Examples:
       de export chase_clips/ --query "tags LIKE '%chase%'"
       de export dataset_16fps/ --fps 16 --max-side 480
+      de export kohya_set/ --format kohya --query "NOT rejected" --template runs/chase-r16
+      de export shards/ --format webdataset --shard-size 500
     """
     from catalog.query import run_query
 
-    from .export import ExportError, check_target, export_clips
+    from .export import ExportError, check_target, export_as
 
     try:
         rows = run_query(query, catalog_path, timeout=query_timeout)
@@ -219,12 +238,14 @@ def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress, 
     if not rows:
         raise click.ClickException("no clips matched" + (f" --query {query!r}" if query else ""))
     try:
-        s = export_clips(rows, out_dir, fps=fps, max_side=max_side, overwrite=overwrite, progress=not no_progress)
+        s = export_as(fmt, rows, out_dir, template=template, fps=fps, max_side=max_side, overwrite=overwrite,
+                      progress=not no_progress, shard_size=shard_size)
     except ExportError as e:
         raise click.ClickException(str(e)) from e
     for cid, err in s.failed:
         click.echo(f"failed: {cid}: {err}", err=True)
-    click.echo(f"exported {s.written} clips to {out_dir}; {s.skipped_existing} already there; failed {len(s.failed)}")
+    click.echo(f"exported {s.written} clips to {out_dir} as {fmt}; {s.skipped_existing} already there; "
+               f"failed {len(s.failed)}")
     if s.failed:
         sys.exit(1)
 

@@ -1,0 +1,132 @@
+"""`de export --format`: each layout read back the way its tool documents."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from dataengine.cli import main
+from helpers import rows
+
+
+@pytest.fixture()
+def cat(train_catalog, tmp_path):
+    import duckdb
+
+    from catalog import labels
+
+    p = tmp_path / "c.duckdb"
+    shutil.copy(train_catalog, p)
+    con = duckdb.connect(str(p))
+    ids = [r[0] for r in con.execute("SELECT clip_id FROM clips ORDER BY clip_id").fetchall()]
+    for i, cid in enumerate(ids[:-1]):  # the last clip stays uncaptioned
+        con.execute("INSERT INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields, "
+                    "created_at) VALUES (?, 'v', '1', 'ok', ?, ?, '{}', current_timestamp)",
+                    [cid, f"a grey cat chases a mouse, scene {i}", ["chase", "kitchen"]])
+    labels.refresh(con)
+    con.close()
+    return p
+
+
+def export(runner, cat, out, *args):
+    return runner.invoke(main, ["export", str(out), "--catalog", str(cat), "--no-progress", "--max-side", "160", *args])
+
+
+def frames_of(data: bytes | Path) -> int:
+    import av
+
+    src = io.BytesIO(data) if isinstance(data, bytes) else str(data)
+    with av.open(src) as f:
+        return sum(1 for _ in f.decode(video=0))
+
+
+def captioned(cat):
+    return dict(rows(cat, "SELECT clip_id, caption FROM clips WHERE caption IS NOT NULL"))
+
+
+def test_kohya_caption_txt_beside_each_video(runner, cat, tmp_path):
+    out = tmp_path / "kohya"
+    r = export(runner, cat, out, "--format", "kohya", "--query", "video_path LIKE '%.mp4'")
+    want = dict(rows(cat, "SELECT clip_id, caption FROM clips WHERE caption IS NOT NULL AND video_path LIKE '%.mp4'"))
+    assert f"exported {len(want)} clips" in r.output
+    # kohya / ai-toolkit / SimpleTuner: every media file's caption is the same name with .txt
+    videos = sorted(out.glob("*.mp4"))
+    assert {v.stem for v in videos} == set(want)
+    for v in videos:
+        assert (out / f"{v.stem}.txt").read_text().strip() == want[v.stem]
+        assert frames_of(v) > 0
+    # the uncaptioned clip (if selected) is reported, not exported with an empty caption
+    n_sel = rows(cat, "SELECT count(*) FROM clips WHERE video_path LIKE '%.mp4'")[0][0]
+    assert (r.exit_code == 1) == (n_sel > len(want))
+
+
+def test_musubi_jsonl_and_dataset_toml(runner, cat, tmp_path):
+    out = tmp_path / "musubi"
+    r = export(runner, cat, out, "--format", "musubi", "--fps", "16")
+    assert "exported" in r.output
+    cfg = tomllib.loads((out / "dataset.toml").read_text())
+    ds = cfg["datasets"][0]
+    jsonl = Path(ds["video_jsonl_file"])
+    assert jsonl.is_absolute() and jsonl.exists() and Path(ds["cache_directory"]).is_absolute()
+    w, h = cfg["general"]["resolution"]
+    assert w % 16 == 0 and h % 16 == 0 and w > 0 and h > 0
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    want = captioned(cat)
+    assert len(lines) == len(want)
+    shortest = min(frames_of(Path(x["video_path"])) for x in lines)
+    for x in lines:
+        assert Path(x["video_path"]).exists() and x["caption"] in want.values()
+    assert all(t % 4 == 1 and t <= shortest for t in ds["target_frames"])
+    assert ds["frame_extraction"] == "head"
+
+
+def test_webdataset_shards_read_by_webdataset(runner, cat, tmp_path):
+    import webdataset as wds
+
+    out = tmp_path / "wds"
+    r = export(runner, cat, out, "--format", "webdataset", "--shard-size", "4")
+    want = captioned(cat)
+    shards = sorted(out.glob("*.tar"))
+    assert len(shards) == -(-len(want) // 4) and not list(out.glob("*.tmp"))
+    seen = {}
+    for sample in wds.WebDataset([str(s) for s in shards], shardshuffle=False):
+        meta = json.loads(sample["json"])
+        assert sample["txt"].decode() == want[meta["clip_id"]] == meta["caption"]
+        assert sample["__key__"] == meta["key"] and len(meta["key"]) == 9
+        assert frames_of(sample["mp4"]) > 0
+        seen[meta["clip_id"]] = sample["__key__"]
+    assert set(seen) == set(want), r.output
+
+
+def test_parquet_rows_and_template_captions(runner, cat, tmp_path, trained_run):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "pq"
+    r = export(runner, cat, out, "--format", "parquet")
+    assert r.exit_code == 0, r.output
+    t = pq.read_table(out / "clips.parquet").to_pylist()
+    n = rows(cat, "SELECT count(*) FROM clips")[0][0]
+    assert len(t) == n and {"clip_id", "video_path", "start_s", "end_s", "caption_text"} <= set(t[0])
+    assert sum(1 for x in t if x["caption_text"] is None) == 1  # the uncaptioned clip, kept with no text
+    # --template RUN: the text that run trained on (tiny preset: the class prompt)
+    out2 = tmp_path / "pq2"
+    r = export(runner, cat, out2, "--format", "parquet", "--template", str(trained_run))
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((trained_run / "config.json").read_text())
+    from train.prompts import class_prompt
+
+    texts = {x["caption_text"] for x in pq.read_table(out2 / "clips.parquet").to_pylist()}
+    assert cfg["prompt_template"] == "class" and texts == {class_prompt(cfg.get("class_prompt"))}
+    out3 = tmp_path / "k"
+    r = export(runner, cat, out3, "--format", "kohya", "--template", "{caption} [{tags}]", "--query",
+               "caption IS NOT NULL AND video_path LIKE '%.webm'")
+    assert r.exit_code == 0, r.output
+    for txt in out3.glob("*.txt"):
+        assert txt.read_text().strip().endswith("[chase,kitchen]") or txt.read_text().strip().endswith("[chase, kitchen]")
+    r = export(runner, cat, tmp_path / "bad", "--format", "kohya", "--template", "{nosuchfield}")
+    assert r.exit_code == 1 and "--template" in r.output
