@@ -156,7 +156,8 @@ def compare_cmd(runs, output_dir, k, window, smooth):
         raise click.ClickException(str(e)) from e
     for r in res["runs"]:
         ex = r["loss_explosions"]
-        click.echo(f"{r['run']}: final loss {r['final_loss']}, best eval {r['best_eval_loss']}, "
+        r4 = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        click.echo(f"{r['run']}: final loss {r4(r['final_loss'])}, best eval {r4(r['best_eval_loss'])}, "
                    f"explosions {len(ex)}" + (f" (first at step {ex[0]})" if ex else "")
                    + (f", first grad-norm spike at {r['first_grad_norm_spike']}" if r["first_grad_norm_spike"] else ""))
     click.echo(f"report: {output_dir}/report.md, plot: {output_dir}/compare.png")

@@ -302,7 +302,8 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
                   "windows": len(manifest.windows), "cache": cache}
         record_end(cfg, run_id, counts, res.lora_path is not None, echo)
         _mark(out, run_id, cfg, "finished" if res.lora_path else "stopped", steps=res.steps, cache=cache)
-        echo(f"trained {res.steps} steps; final loss {res.final_loss if res.final_loss is not None else 'n/a'}; "
+        loss = "n/a" if res.final_loss is None else f"{res.final_loss:.4f}"
+        echo(f"trained {res.steps} step{'' if res.steps == 1 else 's'}; final loss {loss}; "
              f"skipped {res.skipped_nonfinite} non-finite")
         echo(f"cache: {cache['latents_reused']} latents reused, {cache['latents_encoded']} encoded; "
              f"{cache['text_reused']} prompt embeddings reused, {cache['text_encoded']} encoded; "

@@ -112,6 +112,10 @@ def _plot(data: dict, res: dict, path: Path, smooth: float) -> None:
         a.legend(fontsize=7)
     ax[0].set_yscale("log")
     ax[2].set_yscale("log")
+    from .plotstyle import tidy
+
+    for a in ax[:5]:
+        tidy(a, integer_x=True)
     ax[5].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

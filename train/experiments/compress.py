@@ -170,8 +170,11 @@ def _plot(rows, path: Path) -> None:
     ax[0].set(xlabel="rank", ylabel="retained spectral energy", xscale="log", title="energy kept")
     ax[1].plot(ks, [x["eval_loss"] for x in rows], "o-", label="eval loss")
     ax[1].set(xlabel="rank", ylabel="eval loss", xscale="log", title="quality")
+    from .plotstyle import tidy
+
     for a in ax:
         a.grid(alpha=0.3)
+        tidy(a, integer_x=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -7,15 +7,29 @@ import re
 from pathlib import Path
 
 
+def _escape_cell(s: str) -> str:
+    """A pipe inside a cell is `\\|` (GitHub-flavoured markdown), a newline a space."""
+    return str(s).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def split_row(line: str) -> list[str]:
+    """The cells of one markdown table row, honouring escaped pipes."""
+    body = line.strip()
+    body = body[1:] if body.startswith("|") else body
+    body = body[:-1] if body.endswith("|") and not body.endswith("\\|") else body
+    cells = re.split(r"(?<!\\)\|", body)
+    return [c.strip().replace("\\|", "|").replace("\\\\", "\\") for c in cells]
+
+
 def table(headers: list[str], rows: list[list]) -> list[str]:
     def cell(v):
         if v is None:
             return "n/a"
         if isinstance(v, float):
             return "inf" if v == float("inf") else f"{v:.4g}"
-        return str(v)
+        return _escape_cell(v)
 
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out = ["| " + " | ".join(_escape_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return out
 
@@ -25,7 +39,7 @@ def md_to_html(md: str, title: str) -> str:
     out, in_table = [], False
     for line in md.splitlines():
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            cells = split_row(line)
             if all(set(c) <= set("-: ") for c in cells):
                 continue
             tag = "th" if not in_table else "td"

@@ -7,6 +7,8 @@ SSIM per frame against the reference, palette distance to it, and the style/temp
 
 from __future__ import annotations
 
+import math
+
 import json
 from pathlib import Path
 
@@ -83,7 +85,9 @@ def _plot(summary, cfgs, path: Path, ref_steps: int) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for c in cfgs:
-        rs = [r for r in summary if r["cfg"] == c and r["steps"] != ref_steps]
+        # the reference itself (and any budget identical to it) has infinite PSNR: it has no place on the axis
+        rs = [r for r in summary if r["cfg"] == c and r["steps"] != ref_steps
+              and r["psnr"] is not None and math.isfinite(r["psnr"])]
         if not rs:
             continue
         x = [r["seconds_per_video"] for r in rs]
@@ -93,9 +97,13 @@ def _plot(summary, cfgs, path: Path, ref_steps: int) -> None:
             axes[0].annotate(str(r["steps"]), (r["seconds_per_video"], r["psnr"]))
     axes[0].set(xlabel="seconds per video", ylabel=f"PSNR vs {ref_steps}-step (dB)", title="quality vs time")
     axes[1].set(xlabel="seconds per video", ylabel=f"SSIM vs {ref_steps}-step")
+    from .plotstyle import tidy
+
     for a in axes:
         a.grid(alpha=0.3)
-        a.legend()
+        tidy(a)
+        if a.get_legend_handles_labels()[0]:
+            a.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
