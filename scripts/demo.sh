@@ -44,3 +44,7 @@ train eval runs/demo-tiny --query "1=1" --captioner tiny --limit 2 --steps 2 \
 train compare runs/demo-tiny --output-dir runs/compare
 echo
 echo "done: everything is in $PWD (catalog.duckdb, catalog_cache/, runs/)"
+echo
+echo "== 7. browse it: clips, labellings, curation, and the run's gallery and reports"
+echo "   cd $PWD && de serve --runs runs"
+echo "   then open http://127.0.0.1:8000/"
