@@ -12,7 +12,7 @@ VIDEO_COLUMNS = [
 CLIP_COLUMNS = [
     "clip_id", "video_id", "scene_index", "window_index", "start_frame", "end_frame", "start_s", "end_s",
     "motion_score", "brightness", "colorfulness", "sharpness", "keyframe_path", "detector",
-    "detector_params", "split_key",
+    "detector_params", "split_key", "sig0", "sig1", "sig2",
 ]
 
 SQL_UPSERT_VIDEO = (

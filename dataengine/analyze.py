@@ -15,6 +15,7 @@ import numpy as np
 
 from . import identity
 from .scenes import DetectorOptions, SceneFeeder, SplitOptions, split_key, split_scenes
+from .dedup import clip_signature, small_luma
 from .stats import FrameStats, clip_stats
 from .video import VideoError, analysis_size, iter_frames, probe
 
@@ -28,6 +29,7 @@ class IngestOptions:
     keyframe_every_s: float = 0.25
     reader: str = "decord"  # decord (PyAV fallback) | pyav
     decode_threads: int = 1
+    signatures: bool = True  # near-duplicate signatures (off only to measure what they cost)
 
     def __post_init__(self) -> None:
         if self.analysis_side < 32:
@@ -58,6 +60,9 @@ class ClipRecord:
     detector: str
     detector_params: str
     split_key: str
+    sig0: int | None = None  # visual signature: pHashes at 25/50/75% of the clip (dataengine.dedup)
+    sig1: int | None = None
+    sig2: int | None = None
 
 
 @dataclass
@@ -123,6 +128,7 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     stats = FrameStats(stride=max(1, round((info.nominal_fps or 24.0) / 8)))
     times_parts: list[np.ndarray] = []
     keyframes: list[tuple[int, bytes]] = []  # (frame index, jpeg)
+    smalls: list[tuple[int, np.ndarray]] = []  # (frame index, 32x32 luma): near-duplicate signatures
     next_kf_t = -1.0
     n = 0
     reader = None
@@ -134,6 +140,8 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
         for i, t in enumerate(fb.times):
             if t >= next_kf_t:
                 keyframes.append((n + i, _jpeg(fb.frames[i])))
+                if opts.signatures:
+                    smalls.append((n + i, small_luma(fb.frames[i])))
                 next_kf_t = t + opts.keyframe_every_s
         n += len(fb.times)
     times = np.concatenate(times_parts) if times_parts else np.zeros(0)
@@ -163,12 +171,13 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
             # the bytes travel back with the result: workers (processes or Ray tasks on other
             # machines) never write into the catalog's folder; the driver writes them
             res.keyframes[kf_path] = _pick_keyframe(keyframes, c.start_frame, c.end_frame)
+        sig = clip_signature(smalls, c.start_frame, c.end_frame) if smalls else None
         res.clips.append(ClipRecord(
             clip_id=cid, video_id=res.video_id, scene_index=c.scene_index, window_index=c.window_index,
             start_frame=c.start_frame, end_frame=c.end_frame, start_s=c.start_s, end_s=c.end_s,
             **clip_stats(per_frame, c.start_frame, c.end_frame),
             keyframe_path=kf_path, detector=opts.detector.name, detector_params=det_params,
-            split_key=opts.split_key,
+            split_key=opts.split_key, **(dict(zip(("sig0", "sig1", "sig2"), sig)) if sig else {}),
         ))
 
 

@@ -274,6 +274,48 @@ def synth(out_dir, seconds, fps, size):
         click.echo(f"wrote {r.path}: {r.num_frames} frames, {r.width}x{r.height}, cuts at {cuts}")
 
 
+@main.command()
+@catalog_option
+@click.option("--dup-threshold", type=click.IntRange(0, 15), default=None,
+              help="Hamming bits (of 192) within which two clips are near-duplicates [default: the last used, "
+                   "else 12].")
+@click.option("--show", type=click.IntRange(min=0), default=10, show_default=True, help="List the N largest groups.")
+def dedup(catalog_path, dup_threshold, show):
+    """Group near-duplicate clips (re-encodes, reused animation, shared intros) across the catalog.
+
+    Every ingest does this too; run it to change the threshold. The clips view then has
+    `dup_group` (NULL when unique) and `dup_rank` (1 for each group's representative, the longest
+    then sharpest clip, and for unique clips), so `--query "dup_rank = 1"` or `train --dedup`
+    keeps one clip per group.
+
+    \b
+    Examples:
+      de dedup
+      de dedup --dup-threshold 8          # stricter
+      de query "dup_group IS NOT NULL" --columns clip_id,dup_group,dup_rank,duration_s
+    """
+    from catalog import db
+
+    from .dedup import regroup
+
+    try:
+        with db.writing(catalog_path) as con:
+            s = regroup(con, dup_threshold)
+            paths = dict(con.execute("SELECT s.clip_id, v.path FROM clip_segments s JOIN videos v USING (video_id) "
+                                     "WHERE s.clip_id IN (SELECT clip_id FROM clip_dups)").fetchall())
+            members = {}
+            for cid, g, r in con.execute("SELECT clip_id, dup_group, dup_rank FROM clip_dups ORDER BY dup_group, "
+                                         "dup_rank").fetchall():
+                members.setdefault(g, []).append(cid)
+    except (CatalogError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    for g, size, hours, rep in s.largest[:show]:
+        click.echo(f"group {g}: {size} clips, {hours * 3600:.1f} s; keeps {rep} ({paths.get(rep, '?')})")
+        for cid in members.get(g, [])[1:6]:
+            click.echo(f"    {cid} ({paths.get(cid, '?')})")
+    click.echo(s.line())
+
+
 from . import cli_caption  # noqa: E402,F401  (registers caption commands on `main`)
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ class IngestSummary:
     fatal: str = ""
     failures: Counter = field(default_factory=Counter)
     failed_paths: list[tuple[str, str]] = field(default_factory=list)
+    dedup: str = ""  # the near-duplicate regrouping's one-line summary
 
     @property
     def ok(self) -> bool:
@@ -64,6 +65,8 @@ class IngestSummary:
         s += f"; {self.seconds:.1f} s, {fps:,.0f} frames/s (catalog writes {self.write_seconds:.2f} s)"
         if self.nodes:
             s += f"; on {len(self.nodes)} Ray node(s): " + ", ".join(f"{k} {v}" for k, v in sorted(self.nodes.items()))
+        if self.dedup:
+            s += "\n" + self.dedup
         return s
 
     def as_dict(self) -> dict:
@@ -228,6 +231,14 @@ def ingest_paths(
         summary.fatal = f"{type(e).__name__}: {e}"
         raise
     finally:
+        if summary.clips and not summary.fatal:
+            try:  # new clips: regroup near-duplicates across the whole catalog (one transaction)
+                from .dedup import regroup
+
+                with db.writing(catalog) as con:
+                    summary.dedup = regroup(con).line()
+            except Exception as e:  # noqa: BLE001 - the clips are committed; `de dedup` redoes this
+                log.warning("could not group near-duplicates (run `de dedup`): %s", e)
         summary.seconds = time.perf_counter() - t0
         try:
             with db.writing(catalog) as con:

@@ -76,9 +76,12 @@ def _add_train_options(f):
 @click.option("--dry-run", is_flag=True, help="Resolve the query; print the manifest, the sigma distribution and the "
                                              "projected GPU memory; load no model.")
 @click.option("--no-progress", is_flag=True)
+@click.option("--dedup", is_flag=True, default=None,
+              help="Keep one clip per near-duplicate group (the clips view's dup_rank = 1; see `de dedup`).")
 @_add_train_options
 @click.pass_context
-def main(ctx, query, preset, output_dir, motion_score, gradient_checkpointing, resume, dry_run, no_progress, **opts):
+def main(ctx, query, preset, output_dir, motion_score, gradient_checkpointing, resume, dry_run, no_progress, dedup,
+         **opts):
     """Train a SANA-Video LoRA on the clips a SQL filter selects.
 
     \b
@@ -89,6 +92,7 @@ def main(ctx, query, preset, output_dir, motion_score, gradient_checkpointing, r
       train --query "1=1" --preset tiny --output-dir runs/smoke      # CPU smoke run
       train --resume latest --output-dir runs/smoke                  # continue a run
       train --query "tags LIKE '%night%'" --dry-run
+      train --query "NOT rejected AND coalesce(train_loss_z, 0) < 2" --dedup   # curated, one per duplicate group
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -102,6 +106,8 @@ def main(ctx, query, preset, output_dir, motion_score, gradient_checkpointing, r
         overrides["motion_score"] = motion_score
     if gradient_checkpointing is not None:
         overrides["gradient_checkpointing"] = gradient_checkpointing
+    if dedup:
+        overrides["dedup"] = True
     try:
         code = start_training(query=query, preset=preset, overrides=overrides, output_dir=output_dir,
                               resume=resume, dry_run=dry_run, progress=not no_progress, echo=click.echo)

@@ -25,6 +25,7 @@ class TrainConfig:
     # data
     query: str | None = None
     query_timeout: float = 30.0  # seconds the --query may run
+    dedup: bool = False  # keep one clip per near-duplicate group (dup_rank = 1)
     catalog: str | None = None
     captioner: str | None = None  # CAPTIONER[@VERSION]; None = what the clips view shows
     prompt_template: str = "class"  # a built-in name or a format string

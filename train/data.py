@@ -94,7 +94,8 @@ def select_rows(cfg: TrainConfig, extra_columns: tuple[str, ...] = ()) -> list[d
     if "tags" in _needs(cfg.template) or "tag_tokens" in _needs(cfg.template) or "tag_list" in extra_columns:
         cols += ", tag_list"
     cols += "".join(f", {c}" for c in extra_columns if c not in cols.split(", "))
-    rows = run_query(cfg.query, cfg.catalog, columns=cols, timeout=cfg.query_timeout)
+    query = f"({cfg.query}\n) AND dup_rank = 1" if cfg.dedup and cfg.query else cfg.query
+    rows = run_query(query, cfg.catalog, columns=cols, timeout=cfg.query_timeout)
     if not cfg.captioner or not rows:
         return rows
     from dataengine.caption.compare import resolve_labelling
