@@ -123,7 +123,9 @@ def _optimizer(cfg: TrainConfig, params, device):
 
 
 def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Path, resume: str | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, clip_loss_sink=None) -> TrainResult:
+    """`clip_loss_sink(rows)` receives (clip_id, samples, mean loss, mean z) per clip on rank 0 at
+    each checkpoint and at the end (train.clip_losses); its failures are logged, never raised."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -227,6 +229,19 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
         if acc.is_main_process:
             log.warning("resumed from %s at step %d", path, step)
 
+    from .clip_losses import ClipLossTracker
+
+    losses_by_clip = ClipLossTracker(out_dir / "logs" / "sample_losses.jsonl", main_process=acc.is_main_process,
+                                     resume_step=step if resume else None)
+
+    def flush_clip_losses() -> None:
+        losses_by_clip.gather(acc)  # collective: every rank calls it at the same step
+        if acc.is_main_process and clip_loss_sink is not None:
+            try:
+                clip_loss_sink(losses_by_clip.per_clip())
+            except Exception as e:  # noqa: BLE001 - a busy or read-only catalog must not stop training
+                log.warning("could not write per-clip losses to the catalog: %s", e)
+
     from .tracking import make_trackers
 
     trackers = make_trackers(acc, out_dir, cfg.report_to, cfg.to_dict(), truncate_after=step if resume else None)
@@ -300,6 +315,8 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
                     losses.append((acc.reduce(loss.detach(), "mean") if world > 1 else loss).item())
                     sig_all += sig.tolist()
                     loss_all += per.detach().tolist()
+                    losses_by_clip.add(step + 1, [train_w[i].clip_id for i in idx], sig.tolist(),
+                                       per.detach().float().tolist())
             step += 1
             gnorm = None
             if finite_all:
@@ -336,6 +353,7 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
             if cfg.validation_every and step % cfg.validation_every == 0:
                 validate(step)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+                flush_clip_losses()
                 if acc.is_main_process:
                     ckpt.save(ckpt_root, step, lora=lora_state_dict(unwrapped), optimizer=optimizer,
                               scheduler=scheduler, generator=gen, keep=cfg.keep_checkpoints,
@@ -350,6 +368,7 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
 
     # ---- 6. the LoRA, in diffusers format --------------------------------------------------------
     lora_path = None
+    flush_clip_losses()
     acc.wait_for_everyone()
     if step >= cfg.max_steps and not weights_finite(params):  # belt and braces: never save a NaN LoRA
         raise Diverged(step, last_good_checkpoint(ckpt_root))

@@ -285,7 +285,10 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
 
     cache_root = cache_dir(cfg.catalog) / "train"
     try:
-        res = train(cfg, manifest, out, cache_root=cache_root, resume=resume, progress=progress)
+        from .clip_losses import write_catalog
+
+        res = train(cfg, manifest, out, cache_root=cache_root, resume=resume, progress=progress,
+                    clip_loss_sink=lambda rows: write_catalog(cfg.catalog, run_id, rows))
     except (TrainError, ModelLoadError) as e:
         if _rank() == 0:
             record_end(cfg, run_id, {"error": str(e)}, False, echo)
