@@ -12,7 +12,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from helpers import metrics, run_train
+from helpers import rows, metrics, run_train
 
 TINY = ["--preset", "tiny", "--no-progress"]
 
@@ -182,6 +182,11 @@ def test_torchrun_two_cpu_processes_ddp(tmp_path, train_catalog, tiny_sana_dir):
     man = [json.loads(l) for l in open(out / "manifest.jsonl") if l.strip()]
     assert len(keys[0] | keys[1]) == st[0]["latents_total"] == sum(1 for w in man if "start_s" in w)
     assert st[0]["text_encoded"] > 0 and st[1]["text_encoded"] > 0
+    # per-clip losses: both ranks' samples gathered to rank 0 (2 steps x 2 ranks x the tiny batch)
+    logged = [json.loads(l) for l in open(out / "logs" / "sample_losses.jsonl") if l.strip()]
+    per_rank = json.loads((out / "config.json").read_text())["batch_size"]
+    assert len(logged) == 2 * 2 * per_rank
+    assert rows(cat, "SELECT sum(samples) FROM clip_losses")[0][0] == len(logged)
 
 
 @pytest.mark.slow
