@@ -36,3 +36,29 @@ def rows(catalog, sql, params=()):
         return con.execute(sql, list(params)).fetchall()
     finally:
         con.close()
+
+
+def tables(md: str) -> list[list[list[str]]]:
+    """The markdown tables of a report, as rows of cells (escaped pipes honoured)."""
+    from train.experiments.report import split_row
+
+    out, cur = [], None
+    for line in md.splitlines():
+        if line.startswith("|"):
+            if cur is None:
+                cur = []
+                out.append(cur)
+            cur.append(split_row(line))
+        else:
+            cur = None
+    return out
+
+
+def assert_well_formed(md: str) -> None:
+    """Every table: one header row, a delimiter row of as many cells, rows of as many cells."""
+    ts = tables(md)
+    assert ts, "no table"
+    for t in ts:
+        n = len(t[0])
+        assert all(set(c) <= set("-: ") for c in t[1]) and len(t[1]) == n, t[:2]
+        assert all(len(r) == n for r in t[2:]), t

@@ -107,7 +107,7 @@ def test_eval_video_text_video_with_tiny_captioner(run_copy, train_catalog, tiny
     for cid in ids:
         assert (run_copy / "eval" / "strips" / f"{cid}.gif").exists()
     md = (run_copy / "eval" / "report.md").read_text()
-    from test_reports import assert_well_formed
+    from helpers import assert_well_formed
 
     assert_well_formed(md)  # header, delimiter and rows have as many cells
     assert "FVD: not computed" in md and "Random tiny models" in md and "## Tag agreement" in md

@@ -4,30 +4,8 @@ from __future__ import annotations
 
 import re
 
-from train.experiments.report import md_to_html, split_row, table
-
-
-def tables(md: str) -> list[list[list[str]]]:
-    out, cur = [], None
-    for line in md.splitlines():
-        if line.startswith("|"):
-            if cur is None:
-                cur = []
-                out.append(cur)
-            cur.append(split_row(line))
-        else:
-            cur = None
-    return out
-
-
-def assert_well_formed(md: str) -> None:
-    """Every table: one header row, a delimiter row of as many cells, rows of as many cells."""
-    ts = tables(md)
-    assert ts, "no table"
-    for t in ts:
-        n = len(t[0])
-        assert all(set(c) <= set("-: ") for c in t[1]) and len(t[1]) == n, t[:2]
-        assert all(len(r) == n for r in t[2:]), t
+from helpers import assert_well_formed, tables
+from train.experiments.report import md_to_html, table
 
 
 def test_pipes_in_headers_and_cells_keep_the_columns():
