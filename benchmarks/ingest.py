@@ -47,6 +47,42 @@ def run_ingest(folder: Path, catalog: Path, workers: int) -> float:
     return dt
 
 
+def signature_cost(paths: list[str], reps: int = 3) -> None:
+    """The near-duplicate signature's share of the analysis pass: the same in-process analysis
+    with and without signatures, alternating, median of `reps` each; plus regrouping."""
+    import statistics
+
+    from dataengine.analyze import IngestOptions, analyze_video
+
+    for path in paths:
+        times = {True: [], False: []}
+        for _ in range(reps):
+            for sig in (False, True):
+                t0 = time.perf_counter()
+                res = analyze_video(path, "bench", IngestOptions(signatures=sig))
+                times[sig].append(time.perf_counter() - t0)
+                assert res.status == "ok", res.error
+        on, off = statistics.median(times[True]), statistics.median(times[False])
+        print(f"signatures on {Path(path).name}: analysis {off:.3f} s without, {on:.3f} s with: "
+              f"{100 * (on - off) / off:+.1f}% ({len(res.clips)} clips; median of {reps})")
+
+
+def regroup_cost(clips: int = 200_000) -> None:
+    """Grouping random signatures (the catalog-wide step every ingest ends with), numpy part only."""
+    import numpy as np
+
+    from dataengine.dedup import components, near_pairs
+
+    rng = np.random.default_rng(0)
+    sigs = rng.integers(-(2 ** 63), 2 ** 63 - 1, size=(clips, 3), dtype=np.int64)
+    sigs[clips // 2:clips // 2 + clips // 20] = sigs[:clips // 20]  # 5% exact copies
+    t0 = time.perf_counter()
+    pairs = near_pairs(sigs, 12)
+    components(len(sigs), pairs)
+    print(f"regroup {clips:,} random signatures (5% copies) at 12 bits: {time.perf_counter() - t0:.2f} s, "
+          f"{len(pairs):,} pairs")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -88,6 +124,10 @@ def main() -> None:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "dataengine", "--help"], capture_output=True, check=True)
         print(f"de --help               : {time.perf_counter() - t0:6.2f} s")
+        media = Path(__file__).resolve().parents[2] / "shared" / "media"
+        real = sorted(str(p) for p in media.glob("*.mp4")) if media.is_dir() else []
+        signature_cost([path, *real])
+        regroup_cost()
 
 
 if __name__ == "__main__":

@@ -278,7 +278,7 @@ def synth(out_dir, seconds, fps, size):
 @catalog_option
 @click.option("--dup-threshold", type=click.IntRange(0, 15), default=None,
               help="Hamming bits (of 192) within which two clips are near-duplicates [default: the last used, "
-                   "else 12].")
+                   "else 10].")
 @click.option("--show", type=click.IntRange(min=0), default=10, show_default=True, help="List the N largest groups.")
 def dedup(catalog_path, dup_threshold, show):
     """Group near-duplicate clips (re-encodes, reused animation, shared intros) across the catalog.

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SIG_BITS = 192
-DEFAULT_THRESHOLD = 12
+DEFAULT_THRESHOLD = 10
 MAX_THRESHOLD = 15  # chunks of >= 12 bits keep the exact-match buckets selective
 SMALL = 32
 
@@ -103,31 +103,57 @@ def near_pairs(sigs: np.ndarray, threshold: int) -> np.ndarray:
     order = np.argsort(inverse, kind="stable")
     inv_sorted = inverse[order]
     starts = np.flatnonzero(np.r_[True, inv_sorted[1:] != inv_sorted[:-1]])
-    sizes = np.diff(np.r_[starts, n])
-    for s, z in zip(starts[sizes > 1], sizes[sizes > 1]):
-        members = order[s:s + z]
-        pairs.append(np.stack([np.full(z - 1, members[0]), members[1:]], axis=1))
+    firsts = order[starts][np.cumsum(np.r_[True, inv_sorted[1:] != inv_sorted[:-1]]) - 1]
+    copies = firsts != order
+    if copies.any():
+        pairs.append(np.stack([firsts[copies], order[copies]], axis=1))
     rep = np.empty(len(uniq), np.int64)
     rep[inverse[order[starts]]] = order[starts]
-    cand = set()
+    found = []
     for key in _chunks(uniq, threshold + 1):
-        o = np.argsort(key, kind="stable")
-        ks = key[o]
-        bstarts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-        bsizes = np.diff(np.r_[bstarts, len(ks)])
-        for s, z in zip(bstarts[bsizes > 1], bsizes[bsizes > 1]):
-            members = o[s:s + z]
-            ii, jj = np.triu_indices(z, 1)
-            a, b = members[ii], members[jj]
-            ok = distance(uniq[a], uniq[b]) <= threshold
-            cand.update(zip(np.minimum(a, b)[ok].tolist(), np.maximum(a, b)[ok].tolist()))
-    if cand:
-        c = np.array(sorted(cand), np.int64)
+        found += _bucket_pairs(key, uniq, threshold)
+    if found:
+        c = np.concatenate(found)
+        c = np.unique(c[:, 0] * len(uniq) + c[:, 1])
+        c = np.stack([c // len(uniq), c % len(uniq)], axis=1)
         pairs.append(np.stack([rep[c[:, 0]], rep[c[:, 1]]], axis=1))
     if not pairs:
         return np.zeros((0, 2), np.int64)
     p = np.concatenate(pairs)
     return np.stack([p.min(axis=1), p.max(axis=1)], axis=1)
+
+
+SMALL_BUCKET = 64
+
+
+def _bucket_pairs(key: np.ndarray, sigs: np.ndarray, threshold: int) -> list[np.ndarray]:
+    """Pairs (i < j) with equal `key` and signatures within `threshold`, vectorised: sorted by
+    key, row k is compared with row k+d for d = 1, 2, ... while any equal keys remain, up to
+    SMALL_BUCKET; the rare larger buckets are finished one by one."""
+    o = np.argsort(key, kind="stable")
+    ks = key[o]
+    out = []
+    d = 1
+    while d < min(SMALL_BUCKET, len(ks)):
+        same = ks[d:] == ks[:-d]
+        if not same.any():
+            break
+        a, b = o[:-d][same], o[d:][same]
+        ok = distance(sigs[a], sigs[b]) <= threshold
+        if ok.any():
+            out.append(np.stack([np.minimum(a, b)[ok], np.maximum(a, b)[ok]], axis=1))
+        d += 1
+    if d >= SMALL_BUCKET:  # buckets larger than SMALL_BUCKET: the offsets not yet compared
+        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+        sizes = np.diff(np.r_[starts, len(ks)])
+        for st, z in zip(starts[sizes > SMALL_BUCKET], sizes[sizes > SMALL_BUCKET]):
+            members = o[st:st + z]
+            ii, jj = np.triu_indices(z, SMALL_BUCKET)
+            a, b = members[ii], members[jj]
+            ok = distance(sigs[a], sigs[b]) <= threshold
+            if ok.any():
+                out.append(np.stack([np.minimum(a, b)[ok], np.maximum(a, b)[ok]], axis=1))
+    return out
 
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:

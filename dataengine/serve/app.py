@@ -176,19 +176,23 @@ class Browser:
             nb = con.execute("SELECT clip_id, start_s, end_s, caption FROM clips WHERE video_id = ? "
                              "ORDER BY start_s", [row["video_id"]]).fetchall()
             codec = con.execute("SELECT codec FROM videos WHERE video_id = ?", [row["video_id"]]).fetchone()
-            try:
-                losses = con.execute("SELECT * FROM clip_losses WHERE clip_id = ?", [clip_id]).fetchall()
-            except Exception:  # noqa: BLE001 - the table arrives with per-clip training loss
-                losses = None
-            return row, labellings, nb, (codec[0] if codec else None), losses
+            cur = con.execute("SELECT run_id, samples, mean_loss, mean_z, updated_at FROM clip_losses "
+                              "WHERE clip_id = ? ORDER BY updated_at DESC", [clip_id])
+            losses = [dict(zip([d[0] for d in cur.description], x)) for x in cur.fetchall()]
+            dups = []
+            if row.get("dup_group") is not None:
+                dups = [dict(zip(("clip_id", "video_path", "start_s", "end_s", "dup_rank"), x)) for x in con.execute(
+                    "SELECT clip_id, video_path, start_s, end_s, dup_rank FROM clips WHERE dup_group = ? "
+                    "AND clip_id <> ? ORDER BY dup_rank", [row["dup_group"], clip_id]).fetchall()]
+            return row, labellings, nb, (codec[0] if codec else None), losses, dups
 
-        row, labellings, nb, codec, losses = self._read(run)
+        row, labellings, nb, codec, losses, dups = self._read(run)
         i = next(k for k, x in enumerate(nb) if x[0] == clip_id)
         neighbours = [dict(clip_id=x[0], start_s=x[1], end_s=x[2], caption=x[3], here=x[0] == clip_id)
                       for x in nb[max(0, i - 3): i + 4]]
         direct = playable(row["video_path"], codec)
         return {"row": row, "labellings": labellings, "neighbours": neighbours, "codec": codec, "direct": direct,
-                "runs": self.runs_using(clip_id), "losses": losses}
+                "runs": self.runs_using(clip_id), "losses": losses, "dups": dups}
 
     def media_row(self, clip_id: str) -> dict:
         if not CLIP_RE.match(clip_id):

@@ -147,7 +147,10 @@ def test_near_pairs_matches_a_pairwise_scan_on_random_signatures():
     for row in near:  # flip up to 10 random bits
         for b in rng.choice(192, size=rng.integers(0, 11), replace=False):
             row[b // 64] ^= np.int64(1) << np.int64(b % 64) if b % 64 < 63 else np.int64(-(2 ** 63))
-    sigs = np.concatenate([base, near, base[:5]])  # and some exact copies
+    crowd = rng.integers(-(2 ** 63), 2 ** 63 - 1, size=(150, 3), dtype=np.int64)
+    crowd[:, 0] = crowd[0, 0]  # 150 rows sharing 64 bits: buckets larger than the vectorised offsets
+    crowd[100:, 1:] = crowd[0, 1:] ^ np.int64(0b101)  # 50 of them within 2 bits of the first
+    sigs = np.concatenate([base, near, base[:5], crowd])  # and some exact copies
     for t in (0, 6, 12):
         got = near_pairs(sigs, t)
         assert (distance(sigs[got[:, 0]], sigs[got[:, 1]]) <= t).all()
