@@ -38,6 +38,12 @@ train --query "tags LIKE '%$TAG%'" --preset tiny --output-dir runs/demo-tiny --n
 echo
 echo "gallery: $PWD/runs/demo-tiny/gallery.md  (HTML: $PWD/runs/demo-tiny/gallery.html)"
 
+echo "== 5b. curate with your model: per-clip training loss (noise with random models) and near-duplicates"
+de query "train_loss_z IS NOT NULL" --columns clip_id,train_loss_z,train_samples,tags
+de dedup
+train --query "tags LIKE '%$TAG%' AND NOT rejected AND coalesce(train_loss_z, 0) < 2" --dedup --preset tiny \
+  --dry-run
+
 echo "== 6. experiments on the demo run (random models: this shows the mechanics, not quality)"
 train eval runs/demo-tiny --query "1=1" --captioner tiny --limit 2 --steps 2 \
   --caption-max-frames 4 --caption-max-pixels 12544 --no-progress

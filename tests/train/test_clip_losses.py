@@ -71,7 +71,9 @@ def test_per_clip_losses_are_exactly_the_logged_samples(trained):
     by_clip = defaultdict(list)
     for s in samples:
         by_clip[s["clip_id"]].append(s["loss"])
-    got = {c: (n, ml, z) for c, n, ml, z in rows(cat, "SELECT clip_id, samples, mean_loss, mean_z FROM clip_losses")}
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+    got = {c: (n, ml, z) for c, n, ml, z in rows(cat, "SELECT clip_id, samples, mean_loss, mean_z FROM clip_losses "
+                                                      "WHERE run_id = ?", [run_id])}
     assert set(got) == set(by_clip)
     for c, losses in by_clip.items():  # the per-clip mean is the mean of the logged per-sample losses
         n, ml, _ = got[c]
@@ -127,5 +129,6 @@ def test_resume_keeps_the_samples_before_the_checkpoint(planted, tmp_path, tiny_
     logged = [json.loads(x) for x in (out / "logs" / "sample_losses.jsonl").read_text().splitlines()]
     assert [s["step"] for s in logged] == sorted(s["step"] for s in logged)
     assert {s["step"] for s in logged} == {1, 2, 3, 4} and len(logged) == 4 * 2
-    n = rows(cat, "SELECT sum(samples) FROM clip_losses")[0][0]
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+    n = rows(cat, "SELECT sum(samples) FROM clip_losses WHERE run_id = ?", [run_id])[0][0]
     assert n == len(logged)

@@ -186,7 +186,8 @@ def test_torchrun_two_cpu_processes_ddp(tmp_path, train_catalog, tiny_sana_dir):
     logged = [json.loads(l) for l in open(out / "logs" / "sample_losses.jsonl") if l.strip()]
     per_rank = json.loads((out / "config.json").read_text())["batch_size"]
     assert len(logged) == 2 * 2 * per_rank
-    assert rows(cat, "SELECT sum(samples) FROM clip_losses")[0][0] == len(logged)
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+    assert rows(cat, "SELECT sum(samples) FROM clip_losses WHERE run_id = ?", [run_id])[0][0] == len(logged)
 
 
 @pytest.mark.slow
