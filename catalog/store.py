@@ -24,12 +24,18 @@ SQL_INSERT_CLIP = (
     f"VALUES ({', '.join('?' for _ in CLIP_COLUMNS)})"
 )
 SQL_DELETE_CLIPS_OF_VIDEO = "DELETE FROM clip_segments WHERE video_id = ?"
-SQL_VIDEO_STATE = "SELECT video_id, path, status, split_key FROM videos"
+SQL_VIDEO_STATE = (
+    "SELECT v.video_id, v.path, v.status, v.split_key, coalesce(s.signed, true) FROM videos v "
+    "LEFT JOIN (SELECT video_id, bool_and(sig0 IS NOT NULL) AS signed FROM clip_segments GROUP BY 1) s "
+    "USING (video_id)"
+)
 
 
 def known_videos(con) -> dict[str, dict[str, Any]]:
-    """video_id -> {path, status, split_key} for every video the catalog has seen."""
-    return {r[0]: {"path": r[1], "status": r[2], "split_key": r[3]} for r in con.execute(SQL_VIDEO_STATE).fetchall()}
+    """video_id -> {path, status, split_key, signed} for every video the catalog has seen
+    (`signed`: its clips have near-duplicate signatures; clips from before signatures do not)."""
+    return {r[0]: {"path": r[1], "status": r[2], "split_key": r[3], "signed": r[4]}
+            for r in con.execute(SQL_VIDEO_STATE).fetchall()}
 
 
 def save_video(con, video: dict[str, Any], clips: Iterable[dict[str, Any]]) -> int:

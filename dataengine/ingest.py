@@ -200,7 +200,8 @@ def ingest_paths(
                 summary.replaced += 1
             prev = known.get(vid)
             if prev is not None:
-                same_split = prev["split_key"] == opts.split_key
+                # same split: nothing to redo, unless --resplit and the clips predate signatures
+                same_split = prev["split_key"] == opts.split_key and (prev.get("signed", True) or not opts.signatures)
                 if prev["status"] == "ok" and (same_split or not resplit):
                     if prev["path"] != str(f) and not os.path.exists(prev["path"]):
                         with db.writing(catalog) as con:

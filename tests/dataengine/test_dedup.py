@@ -168,3 +168,24 @@ def test_near_pairs_matches_a_pairwise_scan_on_random_signatures():
             return sorted(map(sorted, groups.values()))
 
         assert partition(got) == partition(want), t
+
+
+def test_clips_from_before_signatures_get_them_with_resplit(runner, dup_catalog, tmp_path):
+    import shutil
+
+    import duckdb
+
+    cat = tmp_path / "old.duckdb"
+    shutil.copy(dup_catalog, cat)
+    con = duckdb.connect(str(cat))
+    con.execute("UPDATE clip_segments SET sig0 = NULL, sig1 = NULL, sig2 = NULL")  # as an older catalog
+    con.close()
+    r = runner.invoke(main, ["dedup", "--catalog", str(cat)])
+    assert "have no signature" in r.output and "--resplit" in r.output
+    folder = rows(cat, "SELECT path FROM videos LIMIT 1")[0][0].rsplit("/", 1)[0]
+    r = ingest_cli(runner, cat, folder)
+    assert "skipped" in r.output  # without --resplit nothing is redone
+    r = ingest_cli(runner, cat, folder, extra=["--resplit"])
+    assert r.exit_code == 0, r.output
+    assert rows(cat, "SELECT count(*) FROM clip_segments WHERE sig0 IS NULL")[0][0] == 0
+    assert rows(cat, "SELECT count(*) FROM clips WHERE dup_group IS NOT NULL")[0][0] == 9  # 3 re-encode pairs + the intro trio
