@@ -157,3 +157,18 @@ def test_public_bind_warns_and_a_missing_catalog_is_an_error(tmp_path, served):
         err = p.communicate(timeout=30)[1]
     assert "warning: binding 0.0.0.0" in err and "without --token anyone can also edit" in err
     assert HOSTILE  # (imported for the escaping test)
+
+
+def test_clip_page_shows_training_loss_and_near_duplicates(client, served):
+    import duckdb
+
+    a, b = served["ids"][0], served["ids"][1]
+    con = duckdb.connect(str(served["catalog"]))
+    con.execute("DELETE FROM clip_dups")
+    con.execute("INSERT INTO clip_dups VALUES (?, 7, 1), (?, 7, 2)", [a, b])
+    con.execute("INSERT INTO clip_losses (run_id, clip_id, samples, mean_loss, mean_z) VALUES ('r1', ?, 5, 1.25, 2.5)",
+                [a])
+    con.close()
+    page = client().get(f"/clip/{a}").text
+    assert "r1: z 2.50, loss 1.2500 over 5 samples" in page
+    assert f'href="/clip/{b}"' in page and "group 7, rank 1" in page and "(kept by --dedup)" in page
