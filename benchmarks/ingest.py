@@ -67,7 +67,7 @@ def signature_cost(paths: list[str], reps: int = 3) -> None:
               f"{100 * (on - off) / off:+.1f}% ({len(res.clips)} clips; median of {reps})")
 
 
-def regroup_cost(clips: int = 200_000) -> None:
+def regroup_cost(clips: int = 1_000_000, threshold: int = 10) -> None:
     """Grouping random signatures (the catalog-wide step every ingest ends with), numpy part only."""
     import numpy as np
 
@@ -77,9 +77,9 @@ def regroup_cost(clips: int = 200_000) -> None:
     sigs = rng.integers(-(2 ** 63), 2 ** 63 - 1, size=(clips, 3), dtype=np.int64)
     sigs[clips // 2:clips // 2 + clips // 20] = sigs[:clips // 20]  # 5% exact copies
     t0 = time.perf_counter()
-    pairs = near_pairs(sigs, 12)
+    pairs = near_pairs(sigs, threshold)
     components(len(sigs), pairs)
-    print(f"regroup {clips:,} random signatures (5% copies) at 12 bits: {time.perf_counter() - t0:.2f} s, "
+    print(f"regroup {clips:,} random signatures (5% copies) at {threshold} bits: {time.perf_counter() - t0:.2f} s, "
           f"{len(pairs):,} pairs")
 
 
