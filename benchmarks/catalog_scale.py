@@ -129,6 +129,31 @@ def main() -> None:
               f"{d / b:.2f}x |")
         print(f"(first dry run in a fresh user cache: {first:.2f} s)")
         print(out.strip().splitlines()[0])
+        serve_pages(cat, pred)
+
+
+def serve_pages(cat: Path, pred: str) -> None:
+    """`de serve`'s page data at this size (in-process: the catalog reads behind each page)."""
+    from catalog import db
+    from dataengine.serve.app import Browser
+
+    db.connect(cat).close()  # migrate to the current schema first, as `de serve` does
+    b = Browser(cat)
+    cid = b.grid()["rows"][0]["clip_id"]
+    cases = [("grid, no filter, page 1", lambda: b.grid()),
+             (f"grid, {pred}", lambda: b.grid(q=pred)),
+             ("grid, tag facet chase", lambda: b.grid(tag="chase")),
+             ("grid, no filter, page 10,000", lambda: b.grid(page=10_000)),
+             ("clip page", lambda: b.clip(cid))]
+    print("| `de serve` page (catalog reads, median of 3) | seconds |")
+    print("|---|---|")
+    for name, fn in cases:
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        print(f"| {name} | {statistics.median(ts):.2f} |")
 
 
 if __name__ == "__main__":
