@@ -47,6 +47,80 @@ def run_ingest(folder: Path, catalog: Path, workers: int) -> float:
     return dt
 
 
+def whole_process(cmd: list[str], cwd: str | None = None) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr[-2000:]}")
+    return dt
+
+
+OPENCV_DECODE = ("import cv2, sys\n"
+                 "cap = cv2.VideoCapture(sys.argv[1])\n"
+                 "n = 0\n"
+                 "while cap.grab():\n"
+                 "    ok, img = cap.retrieve()\n"
+                 "    n += 1\n"
+                 "print(n)")
+
+
+def against_baselines(paths: list[str], reps: int = 3) -> None:
+    """Per file, whole processes, alternating, median of `reps`: OpenCV decode-only at full size
+    (grab + retrieve: the floor any ingest pays), the PySceneDetect CLI (`detect-adaptive
+    list-scenes`, the tool we wrap) and `de ingest` of that one file (stats, keyframes,
+    signatures, catalog and regrouping included)."""
+    import statistics
+
+    scenedetect = shutil.which("scenedetect", path=os.path.dirname(sys.executable)) or "scenedetect"
+    print("| file | frames | OpenCV decode-only | scenedetect detect-adaptive list-scenes | de ingest | "
+          "ingest / decode | ingest / scenedetect |")
+    print("|---|---|---|---|---|---|---|")
+    for path in paths:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "one"
+            folder.mkdir()
+            os.symlink(os.path.abspath(path), folder / Path(path).name)
+            n = int(subprocess.run([sys.executable, "-c", OPENCV_DECODE, path], capture_output=True,
+                                   text=True).stdout.strip() or 0)
+            t = {"decode": [], "sd": [], "de": []}
+            for _ in range(reps):
+                t["decode"].append(whole_process([sys.executable, "-c", OPENCV_DECODE, path]))
+                t["sd"].append(whole_process([scenedetect, "-i", path, "detect-adaptive", "list-scenes", "-q"],
+                                             cwd=tmp))
+                cat = Path(tmp) / "c.duckdb"
+                cat.unlink(missing_ok=True)
+                shutil.rmtree(Path(tmp) / "c_cache", ignore_errors=True)
+                t["de"].append(whole_process([sys.executable, "-m", "dataengine", "ingest", str(folder), "--catalog",
+                                              str(cat), "--no-progress", "--workers", "1"]))
+            m = {k: statistics.median(v) for k, v in t.items()}
+            print(f"| {Path(path).name} | {n} | {m['decode']:.2f} s | {m['sd']:.2f} s | {m['de']:.2f} s | "
+                  f"**{m['de'] / m['decode']:.2f}x** | **{m['de'] / m['sd']:.2f}x** |")
+
+
+def workers_scaling(paths: list[str], copies: int = 4) -> None:
+    """Many files: frames/s with --workers 1 and 2 (per core)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "many"
+        folder.mkdir()
+        frames = 0
+        for i in range(copies):
+            for p in paths:
+                dst = folder / f"{i}_{Path(p).name}"
+                shutil.copy(p, dst)
+                with open(dst, "ab") as f:  # distinct bytes, so each copy is its own video
+                    f.write(bytes([i]) * 16)
+        for p in folder.iterdir():
+            frames += int(subprocess.run([sys.executable, "-c", OPENCV_DECODE, str(p)], capture_output=True,
+                                         text=True).stdout.strip() or 0)
+        for w in (1, 2):
+            cat = Path(tmp) / f"w{w}.duckdb"
+            dt = whole_process([sys.executable, "-m", "dataengine", "ingest", str(folder), "--catalog", str(cat),
+                                "--no-progress", "--workers", str(w)])
+            print(f"--workers {w}: {len(list(folder.iterdir()))} files, {frames} frames in {dt:.2f} s: "
+                  f"{frames / dt:.0f} frames/s, {frames / dt / w:.0f} per worker")
+
+
 def signature_cost(paths: list[str], reps: int = 3) -> None:
     """The near-duplicate signature's share of the analysis pass: the same in-process analysis
     with and without signatures, alternating, median of `reps` each; plus regrouping."""
@@ -126,6 +200,8 @@ def main() -> None:
         print(f"de --help               : {time.perf_counter() - t0:6.2f} s")
         media = Path(__file__).resolve().parents[2] / "shared" / "media"
         real = sorted(str(p) for p in media.glob("*.mp4")) if media.is_dir() else []
+        against_baselines([*real, path])
+        workers_scaling(real or [path])
         signature_cost([path, *real])
         regroup_cost()
 

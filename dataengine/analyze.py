@@ -17,25 +17,27 @@ from . import identity
 from .scenes import DetectorOptions, SceneFeeder, SplitOptions, split_key, split_scenes
 from .dedup import clip_signature, small_luma
 from .stats import FrameStats, clip_stats
-from .video import VideoError, analysis_size, iter_frames, probe
+from .video import VideoError, analysis_size, iter_frames, prefetch, probe
 
 
 @dataclass
 class IngestOptions:
     detector: DetectorOptions = field(default_factory=DetectorOptions)
     split: SplitOptions = field(default_factory=SplitOptions)
-    analysis_side: int = 320  # long side of the frames used for detection and stats
+    # long side of the frames used for detection, stats and keyframes: PySceneDetect's effective
+    # width (256), downscaled its way, so `--detector X` finds the cuts `scenedetect detect-X` finds
+    analysis_side: int = 256
     keyframe_dir: str = ""
     keyframe_every_s: float = 0.25
-    reader: str = "decord"  # decord (PyAV fallback) | pyav
+    reader: str = "opencv"  # opencv | decord | pyav (PyAV is the fallback of the first two)
     decode_threads: int = 1
     signatures: bool = True  # near-duplicate signatures (off only to measure what they cost)
 
     def __post_init__(self) -> None:
         if self.analysis_side < 32:
             raise ValueError("--analysis-side must be at least 32")
-        if self.reader not in ("decord", "pyav"):
-            raise ValueError("--reader must be decord or pyav")
+        if self.reader not in ("opencv", "decord", "pyav"):
+            raise ValueError("--reader must be opencv, decord or pyav")
 
     @property
     def split_key(self) -> str:
@@ -87,13 +89,14 @@ class VideoResult:
     clips: list[ClipRecord] = field(default_factory=list)
     dropped_short: int = 0
     cuts: list[int] = field(default_factory=list)
+    cut_times: list[float] = field(default_factory=list)  # presentation time of each cut's first frame
     seconds: float = 0.0
     keyframes: dict = field(default_factory=dict)  # keyframe path -> JPEG bytes, written by the driver
     node: str = ""  # where it ran (a Ray node id; empty for the local pool)
 
     def video_row(self) -> dict:
         d = asdict(self)
-        for k in ("clips", "dropped_short", "cuts", "seconds", "keyframes", "node"):
+        for k in ("clips", "dropped_short", "cuts", "cut_times", "seconds", "keyframes", "node"):
             d.pop(k)
         return d
 
@@ -132,7 +135,7 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     next_kf_t = -1.0
     n = 0
     reader = None
-    for fb in iter_frames(path, info, size, prefer=opts.reader, threads=opts.decode_threads):
+    for fb in prefetch(iter_frames(path, info, size, prefer=opts.reader, threads=opts.decode_threads)):
         reader = fb.reader
         feeder.update(fb.frames)
         stats.update(fb.frames, fb.times)
@@ -160,6 +163,7 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     res.fps = float(n / res.duration_s) if res.duration_s > 0 else info.nominal_fps
     res.is_vfr = bool(len(steps) > 2 and (steps.max() - steps.min()) > 0.25 * np.median(steps))
     res.cuts = cuts
+    res.cut_times = [float(times[c]) for c in cuts]
     res.dropped_short = split.dropped_short
     det_params = _json(opts.detector.params())
     kf_dir = Path(opts.keyframe_dir) / res.video_id if opts.keyframe_dir else None

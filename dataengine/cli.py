@@ -53,15 +53,17 @@ def main() -> None:
 @click.option("--threshold", type=float, default=None,
               help="Detector threshold (default: PySceneDetect's: adaptive 3.0, content 27, threshold 12, "
                    "histogram 0.05, hash 0.395).")
-@click.option("--min-scene-len", type=int, default=8, show_default=True, help="Minimum frames between cuts.")
+@click.option("--min-scene-len", type=int, default=15, show_default=True,
+              help="Minimum frames between cuts (PySceneDetect's default).")
 @click.option("--min-duration", type=float, default=1.0, show_default=True, help="Drop clips shorter than this (s).")
 @click.option("--max-duration", type=float, default=10.2, show_default=True,
               help="Split longer scenes into equal windows (each >= max/2, so 81 frames @16 fps fit).")
 @click.option("--trim-frames", type=int, default=2, show_default=True, help="Frames trimmed at each cut.")
-@click.option("--analysis-side", type=int, default=320, show_default=True,
-              help="Long side (px) of the frames used for detection and stats.")
-@click.option("--reader", type=click.Choice(["decord", "pyav"]), default="decord", show_default=True,
-              help="Preferred decoder (decord falls back to PyAV).")
+@click.option("--analysis-side", type=int, default=256, show_default=True,
+              help="Long side (px) of the frames used for detection, stats and keyframes; downscaled as "
+                   "PySceneDetect does (256 is its effective width).")
+@click.option("--reader", type=click.Choice(["opencv", "decord", "pyav"]), default="opencv", show_default=True,
+              help="Decoder for the sequential pass (OpenCV and decord fall back to PyAV; rotated files use PyAV).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
               help="Run one Ray task per video: --ray (a local cluster), --ray auto (join the running one) or "
                    "--ray ADDRESS. This process stays the only catalog writer.")

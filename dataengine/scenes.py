@@ -20,7 +20,7 @@ DETECTORS = ("adaptive", "content", "threshold", "histogram", "hash")
 class DetectorOptions:
     name: str = "adaptive"
     threshold: float | None = None  # detector's main threshold; None = PySceneDetect default
-    min_scene_len: int = 8  # frames between cuts
+    min_scene_len: int = 15  # frames between cuts (PySceneDetect's default)
 
     def __post_init__(self) -> None:
         if self.name not in DETECTORS:

@@ -122,11 +122,12 @@ def _short(e: Exception) -> str:
 
 
 def analysis_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """Even-sized (w, h) with the long side at most max_side, aspect kept."""
-    scale = min(1.0, max_side / max(width, height))
-    w = max(2, int(round(width * scale / 2)) * 2)
-    h = max(2, int(round(height * scale / 2)) * 2)
-    return w, h
+    """PySceneDetect's own rule (`compute_downscale_factor` on the long side, then `round(w / f)`),
+    so its detectors see the frames `scenedetect` would give them: factor = long side / max_side
+    when the long side is at least max_side (256 by default, PySceneDetect's effective width)."""
+    long_side = max(width, height)
+    f = long_side / float(max_side) if long_side >= max_side else 1.0
+    return max(1, round(width / f)), max(1, round(height / f))
 
 
 def _unrotate(frames: np.ndarray, rotation: int) -> np.ndarray:
@@ -162,7 +163,7 @@ def iter_frames(
     open the file or fails before yielding anything, PyAV takes over. A failure after frames were
     yielded is raised, since restarting would duplicate frames.
     """
-    readers = [_iter_decord, _iter_pyav] if prefer == "decord" else [_iter_pyav]
+    readers = {"opencv": [_iter_opencv, _iter_pyav], "decord": [_iter_decord, _iter_pyav]}.get(prefer, [_iter_pyav])
     if info.rotation:
         # decord applies some display matrices itself and mis-sizes rotated output when asked to
         # resize; PyAV gives the coded picture and we rotate it ourselves (tested both ways).
@@ -189,6 +190,82 @@ def iter_frames(
     if isinstance(last_err, VideoError):
         raise last_err
     raise VideoError("corrupt", f"cannot decode: {_short(last_err) if last_err else 'unknown error'}")
+
+
+def _iter_opencv(path, info, size, batch, threads) -> Iterator[FrameBatch]:
+    """OpenCV's FFmpeg backend: frame-threaded decode at full size, then one linear downscale,
+    exactly what PySceneDetect's default backend and SceneManager do; times from the pts
+    (CAP_PROP_POS_MSEC), so VFR sources are timed as they are."""
+    import cv2
+
+    w, h = size
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        raise VideoError("corrupt", "OpenCV cannot open the file")
+    try:
+        times: list[float] = []
+        frames: list[np.ndarray] = []
+        last_t = -1.0
+        step = 1.0 / info.nominal_fps if info.nominal_fps else 0.04
+        while cap.grab():
+            ok, img = cap.retrieve()
+            if not ok or img is None:
+                break
+            t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            if not (t > last_t) and frames:  # no usable pts: continue the clock
+                t = last_t + step
+            last_t = t
+            if img.shape[1] != w or img.shape[0] != h:
+                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            times.append(t)
+            if len(frames) == batch:
+                yield FrameBatch(np.asarray(times), np.stack(frames), "opencv")
+                times, frames = [], []
+        if frames:
+            yield FrameBatch(np.asarray(times), np.stack(frames), "opencv")
+    finally:
+        cap.release()
+
+
+def prefetch(batches: Iterator[FrameBatch], depth: int = 4) -> Iterator[FrameBatch]:
+    """Run a frame iterator in a background thread (decoding and resizing release the GIL)
+    with at most `depth` batches waiting, so detection and stats overlap with decoding."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def run():
+        try:
+            for b in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    t = threading.Thread(target=run, name="decode", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5)
 
 
 def _iter_decord(path, info, size, batch, threads) -> Iterator[FrameBatch]:

@@ -58,7 +58,7 @@ def test_stats_and_keyframes(video_dir, runner, catalog_path):
         assert motion > 0.1  # the characters move
         assert 0 < bright < 1 and colour > 10 and sharp > 10
         assert os.path.getsize(kf) > 500 and kf.endswith(".jpg")
-        assert det == "adaptive" and '"min_scene_len": 8' in params
+        assert det == "adaptive" and '"min_scene_len": 15' in params
 
 
 def test_rerun_and_same_bytes_elsewhere_add_nothing(video_dir, runner, catalog_path, tmp_path):
@@ -204,4 +204,4 @@ def test_large_resolution_is_decoded_at_the_analysis_size(tmp_path, runner, cata
     (kf,) = rows(catalog_path, "SELECT keyframe_path FROM clips")[0]
     import cv2
 
-    assert cv2.imread(kf).shape[:2] == (180, 320)  # keyframes and stats come from the 320-px analysis frames
+    assert cv2.imread(kf).shape[:2] == (144, 256)  # keyframes and stats come from the 256-px analysis frames
