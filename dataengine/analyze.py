@@ -137,14 +137,14 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     reader = None
     for fb in prefetch(iter_frames(path, info, size, prefer=opts.reader, threads=opts.decode_threads)):
         reader = fb.reader
-        feeder.update(fb.frames)
-        stats.update(fb.frames, fb.times)
+        feeder.update(fb.frames, bgr=fb.bgr)
+        stats.update(fb.frames, fb.times, bgr=fb.bgr)
         times_parts.append(fb.times)
         for i, t in enumerate(fb.times):
             if t >= next_kf_t:
-                keyframes.append((n + i, _jpeg(fb.frames[i])))
+                keyframes.append((n + i, _jpeg(fb.frames[i], bgr=fb.bgr)))
                 if opts.signatures:
-                    smalls.append((n + i, small_luma(fb.frames[i])))
+                    smalls.append((n + i, small_luma(fb.frames[i], bgr=fb.bgr)))
                 next_kf_t = t + opts.keyframe_every_s
         n += len(fb.times)
     times = np.concatenate(times_parts) if times_parts else np.zeros(0)
@@ -191,10 +191,11 @@ def split_end(times: np.ndarray) -> float:
     return frame_end_time(times) - float(times[0]) if len(times) else 0.0
 
 
-def _jpeg(rgb: np.ndarray) -> bytes:
+def _jpeg(img: np.ndarray, bgr: bool = False) -> bytes:
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    ok, buf = cv2.imencode(".jpg", img if bgr else cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, 90])
     return buf.tobytes() if ok else b""
 
 

@@ -26,11 +26,11 @@ MAX_THRESHOLD = 15  # chunks of >= 12 bits keep the exact-match buckets selectiv
 SMALL = 32
 
 
-def small_luma(rgb: np.ndarray) -> np.ndarray:
+def small_luma(img: np.ndarray, bgr: bool = False) -> np.ndarray:
     """32x32 float32 luma of an analysis frame (what the signature is computed from)."""
     import cv2
 
-    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)
     return cv2.resize(g, (SMALL, SMALL), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 

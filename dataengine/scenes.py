@@ -100,12 +100,13 @@ class SceneFeeder:
         self.cuts: list[int] = []
         self.n = 0
 
-    def update(self, frames_rgb: np.ndarray) -> None:
+    def update(self, frames: np.ndarray, bgr: bool = False) -> None:
         import cv2
 
-        for img in frames_rgb:
-            bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-            for tc in self.detector.process_frame(self._tc(self.n, self.fps), bgr):
+        for img in frames:
+            if not bgr:
+                img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+            for tc in self.detector.process_frame(self._tc(self.n, self.fps), img):
                 self.cuts.append(tc.frame_num)
             self.n += 1
 

@@ -22,27 +22,35 @@ import numpy as np
 MOTION_WIDTH = 64
 
 
-def luma(frames: np.ndarray) -> np.ndarray:
+def luma(frames: np.ndarray, bgr: bool = False) -> np.ndarray:
     """uint8 BT.601 luma, (N, H, W)."""
     import cv2
 
-    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
+    code = cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY
+    return np.stack([cv2.cvtColor(f, code) for f in frames])
 
 
-def colorfulness(frames: np.ndarray) -> np.ndarray:
-    f = frames.astype(np.float32)
-    rg = f[..., 0] - f[..., 1]
-    yb = 0.5 * (f[..., 0] + f[..., 1]) - f[..., 2]
-    axes = (1, 2)
-    std = np.sqrt(rg.std(axis=axes) ** 2 + yb.std(axis=axes) ** 2)
-    mean = np.sqrt(rg.mean(axis=axes) ** 2 + yb.mean(axis=axes) ** 2)
-    return std + 0.3 * mean
+def colorfulness(frames: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """Per frame: sqrt(std(rg)^2 + std(yb)^2) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2), rg = R - G,
+    yb = (R + G) / 2 - B; computed with OpenCV's single-pass mean/std (numpy's float copies of
+    every frame were most of the stats' time)."""
+    import cv2
+
+    out = np.empty(len(frames), np.float32)
+    for i, f in enumerate(frames):
+        r, g, b = cv2.split(f)[::-1] if bgr else cv2.split(f)
+        rg = cv2.subtract(r, g, dtype=cv2.CV_32F)
+        yb = cv2.subtract(cv2.addWeighted(r, 0.5, g, 0.5, 0.0, dtype=cv2.CV_32F), b, dtype=cv2.CV_32F)
+        m1, s1 = cv2.meanStdDev(rg)
+        m2, s2 = cv2.meanStdDev(yb)
+        out[i] = np.sqrt(s1[0, 0] ** 2 + s2[0, 0] ** 2) + 0.3 * np.sqrt(m1[0, 0] ** 2 + m2[0, 0] ** 2)
+    return out
 
 
 def sharpness(gray: np.ndarray) -> np.ndarray:
     import cv2
 
-    return np.array([cv2.Laplacian(g, cv2.CV_32F).var() for g in gray], dtype=np.float32)
+    return np.array([cv2.meanStdDev(cv2.Laplacian(g, cv2.CV_32F))[1][0, 0] ** 2 for g in gray], dtype=np.float32)
 
 
 def small_gray(gray: np.ndarray) -> np.ndarray:
@@ -67,15 +75,15 @@ class FrameStats:
         self._prev_small: np.ndarray | None = None
         self._prev_t: float | None = None
 
-    def update(self, frames: np.ndarray, times: np.ndarray) -> None:
-        gray = luma(frames)
+    def update(self, frames: np.ndarray, times: np.ndarray, bgr: bool = False) -> None:
+        gray = luma(frames, bgr)
         self.brightness.append(gray.mean(axis=(1, 2)) / 255.0)
         idx = np.arange(self._n, self._n + len(frames))
         pick = np.nonzero(idx % self.stride == 0)[0]
         col = np.full(len(frames), np.nan, np.float32)
         sharp = np.full(len(frames), np.nan, np.float32)
         if len(pick):
-            col[pick] = colorfulness(frames[pick])
+            col[pick] = colorfulness(frames[pick], bgr)
             sharp[pick] = sharpness(gray[pick])
         self.colorfulness.append(col)
         self.sharpness.append(sharp)

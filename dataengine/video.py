@@ -144,8 +144,13 @@ def _unrotate(frames: np.ndarray, rotation: int) -> np.ndarray:
 @dataclass
 class FrameBatch:
     times: np.ndarray  # (N,) presentation time in seconds of each frame, from the container
-    frames: np.ndarray  # (N, H, W, 3) uint8 RGB at the requested size, display orientation
+    frames: np.ndarray  # (N, H, W, 3) uint8 at the requested size, display orientation; RGB unless `bgr`
     reader: str = ""  # which decoder produced it
+    bgr: bool = False  # channel order BGR (OpenCV's own; what PySceneDetect's detectors take)
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return self.frames[..., ::-1] if self.bgr else self.frames
 
 
 def iter_frames(
@@ -217,13 +222,13 @@ def _iter_opencv(path, info, size, batch, threads) -> Iterator[FrameBatch]:
             last_t = t
             if img.shape[1] != w or img.shape[0] != h:
                 img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            frames.append(img)
             times.append(t)
             if len(frames) == batch:
-                yield FrameBatch(np.asarray(times), np.stack(frames), "opencv")
+                yield FrameBatch(np.asarray(times), np.stack(frames), "opencv", bgr=True)
                 times, frames = [], []
         if frames:
-            yield FrameBatch(np.asarray(times), np.stack(frames), "opencv")
+            yield FrameBatch(np.asarray(times), np.stack(frames), "opencv", bgr=True)
     finally:
         cap.release()
 

@@ -130,9 +130,9 @@ def test_rotation_metadata_is_applied(tmp_path, rotation):
     info = probe(path)
     assert info.rotation == rotation and (info.width, info.height) == (160, 96)
     want = synth.draw_frame(0.0, 0, 160, 96).astype(np.float32)
-    for reader in ("decord", "pyav"):
+    for reader in ("opencv", "decord", "pyav"):
         fb = next(iter_frames(str(path), info, (160, 96), prefer=reader))
-        got = fb.frames[0].astype(np.float32)
+        got = fb.rgb[0].astype(np.float32)
         assert got.shape == (96, 160, 3)
         assert np.abs(got - want).mean() < 12, reader  # upright, not sideways or mirrored
 
