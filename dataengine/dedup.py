@@ -229,7 +229,7 @@ def regroup(con, threshold: int | None = None) -> DedupSummary:
                 out.append((have[i][0], gi + 1, rank))
             s.redundant_hours += sum(have[i][4] or 0 for i in ranked[1:]) / 3600
             s.largest.append((gi + 1, len(ranked), sum(have[i][4] or 0 for i in ranked) / 3600, have[ranked[0]][0]))
-        if out:
+        if len(out) > 5000:  # bulk: through Arrow
             import pyarrow as pa
 
             tbl = pa.table({"clip_id": [o[0] for o in out], "dup_group": [o[1] for o in out],
@@ -239,6 +239,8 @@ def regroup(con, threshold: int | None = None) -> DedupSummary:
                 con.execute("INSERT INTO clip_dups SELECT clip_id, dup_group, dup_rank FROM _dups")
             finally:
                 con.unregister("_dups")
+        elif out:
+            con.executemany("INSERT INTO clip_dups VALUES (?, ?, ?)", [list(o) for o in out])
         s.groups = len(groups)
         s.grouped_clips = len(out)
         s.redundant_clips = len(out) - len(groups)

@@ -37,26 +37,63 @@ def _crashed(path: str, vid: str, opts: IngestOptions) -> VideoResult:
                        error="the decoder crashed on this file", error_kind="decoder crash", split_key=opts.split_key)
 
 
+def _warm() -> int:
+    """Runs in each new worker while the driver opens the catalog and hashes the files: the
+    imports a first analysis would otherwise pay after it was handed its video."""
+    import cv2  # noqa: F401
+    import scenedetect  # noqa: F401
+
+    from . import analyze  # noqa: F401
+
+    return os.getpid()
+
+
 class LocalPool:
     name = "local"
 
     def __init__(self, workers: int | None = None):
         self.workers = workers
+        self._ex: ProcessPoolExecutor | None = None
+        self._ex_workers = 0
+
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # fork + decoder threads is unsafe; spawn is portable
+        return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+    def warm(self, n_videos: int) -> None:
+        """Start the worker processes now (interpreter start and imports overlap with the
+        driver's own work); map_videos uses them."""
+        if n_videos < 1 or self._ex is not None:
+            return
+        self._ex_workers = max(1, min(self.workers or os.cpu_count() or 1, n_videos))
+        self._ex = self._new_pool(self._ex_workers)
+        for _ in range(self._ex_workers):
+            self._ex.submit(_warm)
+
+    def close(self) -> None:
+        if self._ex is not None:
+            self._ex.shutdown(wait=False, cancel_futures=True)
+            self._ex = None
 
     def map_videos(self, todo: list[tuple[str, str]], opts: IngestOptions) -> Iterator[VideoResult]:
-        import multiprocessing as mp
         from dataclasses import replace
 
         if not todo:
+            self.close()
             return
         workers = max(1, min(self.workers or os.cpu_count() or 1, len(todo)))
         if opts.decode_threads <= 1:  # fewer videos than cores: let each decoder use the spare cores
             opts = replace(opts, decode_threads=max(1, (os.cpu_count() or 1) // workers))
         pending = list(todo)
-        ctx = mp.get_context("spawn")  # fork + decoder threads is unsafe; spawn is portable
         while pending:
             crashed: list[tuple[str, str]] = []
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+            warm = self._ex if self._ex is not None and self._ex_workers >= workers else None
+            if warm is None:
+                self.close()
+            self._ex = None
+            with (warm or self._new_pool(workers)) as ex:
                 futs = {ex.submit(analyze_video, path, vid, opts): (path, vid) for path, vid in pending}
                 for fut in as_completed(futs):
                     try:

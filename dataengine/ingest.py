@@ -161,15 +161,23 @@ def ingest_paths(
     t0 = time.perf_counter()
     paths = list(paths)
     files, refused = discover(paths)  # before the catalog is created or opened
+    executor = make_executor(ray_address, workers)
+    if hasattr(executor, "warm"):
+        executor.warm(len(files))  # worker start-up overlaps with opening the catalog and hashing
     summary = IngestSummary()
     for path, why in refused:
         summary.videos_failed += 1
         summary.failures["not a regular file"] += 1
         summary.failed_paths.append((path, why))
-    with db.writing(catalog) as con:
-        run = db.start_run(con, "ingest", {"paths": [_printable(p) for p in paths], "options": asdict(opts),
-                                            "resplit": resplit, "retry_failed": retry_failed})
-        known = store.known_videos(con)
+    try:
+        with db.writing(catalog) as con:
+            run = db.start_run(con, "ingest", {"paths": [_printable(p) for p in paths], "options": asdict(opts),
+                                                "resplit": resplit, "retry_failed": retry_failed})
+            known = store.known_videos(con)
+    except BaseException:
+        if hasattr(executor, "close"):
+            executor.close()
+        raise
     by_path = {v["path"]: vid for vid, v in known.items() if v["status"] == "ok"}
     todo: list[tuple[str, str]] = []
     seen_ids: set[str] = set()
@@ -215,7 +223,6 @@ def ingest_paths(
 
         from tqdm import tqdm
 
-        executor = make_executor(ray_address, workers)
         summary.executor = executor.name
         bar = tqdm(total=len(todo), unit="video", desc="ingest", disable=not progress or not todo,
                    dynamic_ncols=True)
@@ -232,6 +239,8 @@ def ingest_paths(
         summary.fatal = f"{type(e).__name__}: {e}"
         raise
     finally:
+        if hasattr(executor, "close"):
+            executor.close()
         if summary.clips and not summary.fatal:
             try:  # new clips: regroup near-duplicates across the whole catalog (one transaction)
                 from .dedup import regroup
