@@ -118,6 +118,8 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
 
 @main.command()
 @click.argument("where", required=False)
+@click.option("--query", "query_opt", default=None, metavar="WHERE-CLAUSE",
+              help="The WHERE clause as an option, like every other command (or give it as the argument).")
 @catalog_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
@@ -125,7 +127,7 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
 @click.option("--columns", default=None,
               help="Comma-separated columns for the table (default: a compact set; JSON/CSV get all).")
 @query_timeout_option
-def query(where, catalog_path, as_json, as_csv, limit, columns, query_timeout):
+def query(where, query_opt, catalog_path, as_json, as_csv, limit, columns, query_timeout):
     """Print clips matching a SQL WHERE clause over the `clips` view.
 
     The clause runs read-only with external access disabled; anything that is not a single
@@ -137,7 +139,11 @@ def query(where, catalog_path, as_json, as_csv, limit, columns, query_timeout):
       de query "duration_s > 4 AND motion_score > 3" --limit 20
       de query "list_contains(tag_list, 'night')" --json
       de query --csv > clips.csv
+      de query --query "NOT rejected AND dup_rank = 1" --limit 5
     """
+    if where is not None and query_opt is not None and where != query_opt:
+        raise click.UsageError("give the WHERE clause once: as the argument or as --query")
+    where = where if where is not None else query_opt
     from catalog.query import run_query
 
     if as_json and as_csv:

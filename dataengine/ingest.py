@@ -33,6 +33,7 @@ class IngestSummary:
     videos_ok: int = 0
     videos_failed: int = 0
     skipped: int = 0
+    other_split: int = 0  # skipped videos whose clips came from other split options (--resplit applies these)
     duplicates: int = 0
     clips: int = 0
     dropped_short: int = 0
@@ -60,6 +61,7 @@ class IngestSummary:
             s += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) + ")"
         if self.skipped or self.duplicates:
             s += f"; skipped {self.skipped} already ingested, {self.duplicates} duplicate files"
+
         if self.replaced:
             s += f"; {self.replaced} older video(s) replaced by new bytes at the same path"
         s += f"; {self.seconds:.1f} s, {fps:,.0f} frames/s (catalog writes {self.write_seconds:.2f} s)"
@@ -67,6 +69,9 @@ class IngestSummary:
             s += f"; on {len(self.nodes)} Ray node(s): " + ", ".join(f"{k} {v}" for k, v in sorted(self.nodes.items()))
         if self.dedup:
             s += "\n" + self.dedup
+        if self.other_split:
+            s += (f"\n{self.other_split} video(s) were ingested with other split options: pass --resplit to apply "
+                  "these")
         return s
 
     def as_dict(self) -> dict:
@@ -211,6 +216,8 @@ def ingest_paths(
                 # same split: nothing to redo, unless --resplit and the clips predate signatures
                 same_split = prev["split_key"] == opts.split_key and (prev.get("signed", True) or not opts.signatures)
                 if prev["status"] == "ok" and (same_split or not resplit):
+                    if prev["split_key"] != opts.split_key:
+                        summary.other_split += 1
                     if prev["path"] != str(f) and not os.path.exists(prev["path"]):
                         with db.writing(catalog) as con:
                             store.update_path(con, vid, str(f))  # the file moved: follow it

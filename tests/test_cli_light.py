@@ -38,3 +38,12 @@ def test_every_subcommand_has_help_with_example():
         r = CliRunner().invoke(main, [name, "--help"])
         assert r.exit_code == 0
         assert "de " in r.output, name
+
+
+def test_train_without_query_is_one_line():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "train.cli"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stdout == "" and r.stderr.strip() == 'Error: give --query "WHERE-CLAUSE" (see train --help)'

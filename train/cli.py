@@ -97,8 +97,7 @@ def main(ctx, query, preset, output_dir, motion_score, gradient_checkpointing, r
     if ctx.invoked_subcommand is not None:
         return
     if query is None and resume is None:
-        click.echo(ctx.get_help())
-        raise click.UsageError("give --query (a WHERE clause over the clips view), or --resume with --output-dir")
+        raise click.ClickException('give --query "WHERE-CLAUSE" (see train --help)')
     from .run import RunError, start_training
 
     overrides = {k: v for k, v in opts.items() if v is not None}

@@ -205,3 +205,22 @@ def test_large_resolution_is_decoded_at_the_analysis_size(tmp_path, runner, cata
     import cv2
 
     assert cv2.imread(kf).shape[:2] == (144, 256)  # keyframes and stats come from the 256-px analysis frames
+
+
+def test_other_split_options_are_reported_and_resplit_applies_them(runner, video_dir, tmp_path):
+    from dataengine.cli import main
+
+    folder, _ = video_dir
+    cat = tmp_path / "c.duckdb"
+    assert ingest_cli(runner, cat, folder).exit_code == 0
+    r = ingest_cli(runner, cat, folder, extra=["--min-scene-len", "20"])
+    n = len(list(folder.iterdir()))
+    assert f"{n} video(s) were ingested with other split options: pass --resplit to apply these" in r.output
+    r = ingest_cli(runner, cat, folder, extra=["--min-scene-len", "20", "--resplit"])
+    assert "other split options" not in r.output and f"ingested {n} videos" in r.output
+    # `de query` takes the clause as an option too
+    a = runner.invoke(main, ["query", "duration_s > 1", "--catalog", str(cat), "--json"])
+    b = runner.invoke(main, ["query", "--query", "duration_s > 1", "--catalog", str(cat), "--json"])
+    assert a.exit_code == 0 and a.output == b.output
+    c = runner.invoke(main, ["query", "1=1", "--query", "2=2", "--catalog", str(cat)])
+    assert c.exit_code == 2 and "once" in c.output
