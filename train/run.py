@@ -219,11 +219,13 @@ def _resumed_run(overrides, output_dir, echo):
     manifest = Manifest.read(out / "manifest.jsonl")
     meta = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
     run_id = meta.get("run_id") or f"train-{cfg.name or out.name}"
+    if (out / "pytorch_lora_weights.safetensors").exists() and meta.get("state") == "finished" \
+            and meta.get("steps", 0) >= cfg.max_steps:
+        if _rank() == 0:  # every rank stops here (all read the same folder), so none waits for the others
+            echo(f"nothing to resume: {out} finished all {cfg.max_steps} steps (give a larger --max-steps to "
+                 "extend it)")
+        return None  # done: exit 0 without loading any model
     if _rank() == 0:
-        if (out / "pytorch_lora_weights.safetensors").exists() and meta.get("state") == "finished" \
-                and meta.get("steps", 0) >= cfg.max_steps:
-            raise RunError(f"nothing to resume: {out} finished all {cfg.max_steps} steps (give a larger "
-                           "--max-steps to extend it)")
         try:
             write_json_atomic(out / "run.json", {**meta, "run_id": run_id, "catalog": cfg.catalog, "state": "resuming"})
         except OSError as e:
@@ -267,7 +269,10 @@ def cache_summary(out: Path) -> dict:
 
 def start_training(*, query, preset, overrides, output_dir, resume, dry_run, progress, echo) -> int:
     if resume:
-        cfg, manifest, out, run_id = _resumed_run(overrides, output_dir, echo)
+        resumed = _resumed_run(overrides, output_dir, echo)
+        if resumed is None:
+            return 0
+        cfg, manifest, out, run_id = resumed
     elif _rank() != 0:
         cfg, manifest, out, run_id = _other_rank_run(output_dir)
     else:
