@@ -123,7 +123,7 @@ def main(ctx, query, preset, output_dir, motion_score, gradient_checkpointing, r
 @click.option("--cfg", type=float, default=4.0, show_default=True)
 @click.option("--steps", type=int, default=50, show_default=True)
 @click.option("--frames", type=int, default=None, help="Default: the LoRA's training frames (81).")
-@click.option("--size", default=None, help="HEIGHTxWIDTH (default: the LoRA's training size, 224x224).")
+@click.option("--size", default=None, help="WIDTHxHEIGHT, as in `de synth` (default: the LoRA's training size).")
 @click.option("--lora-scale", type=float, default=1.0, show_default=True)
 @click.option("--negative-prompt", default="", show_default=True)
 @click.option("--output", "output", type=click.Path(dir_okay=False), default=None,

@@ -63,13 +63,13 @@ def generate_video(*, lora, prompt, base_model, seed, cfg, steps, frames, size, 
     frames = frames or meta.get("frames", 81)
     if size:
         try:
-            h, w = (int(x) for x in size.lower().split("x"))
+            w, h = (int(x) for x in size.lower().split("x"))  # WIDTHxHEIGHT, as everywhere else
         except ValueError as e:
-            raise GenerateError("--size must look like 224x224") from e
+            raise GenerateError("--size must look like WIDTHxHEIGHT, e.g. 416x224") from e
     else:
         h, w = meta.get("height", 224), meta.get("width", 224)
     if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise GenerateError(f"--size must be multiples of 32 (SanaVideoPipeline.check_inputs), got {h}x{w}")
+        raise GenerateError(f"--size must be multiples of 32 (SanaVideoPipeline.check_inputs), got {w}x{h}")
     if (frames - 1) % 4:
         raise GenerateError(f"--frames must be 1 + 4k, got {frames}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

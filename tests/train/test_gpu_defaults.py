@@ -141,6 +141,16 @@ def test_train_generate_builds_the_prompt_as_validation_did(runner, motion_run, 
     assert json.loads((tmp_path / "n.json").read_text())["prompt"] == "A grey cat."
     r = runner.invoke(main, ["generate", "--lora", str(motion_run), "--prompt", "x", "--size", "240x240"])
     assert r.exit_code == 1 and "multiples of 32" in r.output
+    # --size is WIDTHxHEIGHT, as in `de synth`
+    import av
+
+    wide = tmp_path / "wide.mp4"
+    r = runner.invoke(main, ["generate", "--lora", str(motion_run), "--prompt", "x", "--steps", "2", "--size", "96x64",
+                             "--output", str(wide)])
+    assert r.exit_code == 0, r.output
+    with av.open(str(wide)) as f:
+        cc = f.streams.video[0].codec_context
+        assert (cc.width, cc.height) == (96, 64)
 
 
 def test_experiment_generations_carry_the_runs_suffix_and_validation_shift(motion_run):
