@@ -127,7 +127,8 @@ def main(ctx, query, preset, output_dir, motion_score, gradient_checkpointing, r
 @click.option("--lora-scale", type=float, default=1.0, show_default=True)
 @click.option("--negative-prompt", default="", show_default=True)
 @click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
-              help="Output .mp4 (a .gif is written beside it). Default: <run>/generated/<time>.mp4")
+              help="Output .mp4 (a .gif is written beside it). Default: <run>/generated/<time>.mp4, where <run> "
+                   "is the --lora folder or the folder holding the --lora file (./generated without --lora).")
 @click.option("--device", default=None)
 @click.option("--motion-suffix/--no-motion-suffix", default=True, show_default=True,
               help="Append the ' motion score: N.' the run's validation prompts carried (when it trained with one).")

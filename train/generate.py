@@ -84,7 +84,8 @@ def generate_video(*, lora, prompt, base_model, seed, cfg, steps, frames, size, 
                  height=h, width=w, frames=frames, generator=g, use_resolution_binning=False,
                  output_type="np").frames[0]
     if output is None:
-        root = Path(lora) if lora and Path(lora).is_dir() else Path(".")
+        # the run folder: the one given, or the one holding the .safetensors file; ./ without a LoRA
+        root = (Path(lora) if Path(lora).is_dir() else Path(lora).parent) if lora else Path(".")
         output = root / "generated" / f"{time.strftime('%Y%m%d-%H%M%S')}.mp4"
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -151,6 +151,12 @@ def test_train_generate_builds_the_prompt_as_validation_did(runner, motion_run, 
     with av.open(str(wide)) as f:
         cc = f.streams.video[0].codec_context
         assert (cc.width, cc.height) == (96, 64)
+    # --lora FILE: the default output goes to that file's run folder, as the help says
+    before = set((motion_run / "generated").glob("*.mp4")) if (motion_run / "generated").exists() else set()
+    r = runner.invoke(main, ["generate", "--lora", str(motion_run / "pytorch_lora_weights.safetensors"), "--prompt",
+                             "x", "--steps", "2"])
+    assert r.exit_code == 0, r.output
+    assert len(set((motion_run / "generated").glob("*.mp4")) - before) == 1
 
 
 def test_experiment_generations_carry_the_runs_suffix_and_validation_shift(motion_run):
