@@ -31,7 +31,10 @@ def catalog_option(f):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="cartoon-dataengine")
-def main() -> None:
+@click.option("--catalog", "group_catalog", type=click.Path(dir_okay=False), default=None,
+              help=CATALOG_HELP + " Given here, it applies to the command (`de --catalog X ingest ...`); a "
+                   "command's own --catalog wins.")
+def main(group_catalog) -> None:
     """Cartoon data engine: scene-split raw videos into a DuckDB catalog, label clips with a VLM,
     and query them with SQL.
 
@@ -42,6 +45,10 @@ def main() -> None:
       de query "tags LIKE '%chase%' AND duration_s > 3"
       de stats
     """
+    if group_catalog:
+        import os
+
+        os.environ["DE_CATALOG"] = group_catalog  # every command's --catalog defaults to $DE_CATALOG
 
 
 @main.command()

@@ -47,3 +47,13 @@ def test_train_without_query_is_one_line():
     r = subprocess.run([sys.executable, "-m", "train.cli"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert r.stdout == "" and r.stderr.strip() == 'Error: give --query "WHERE-CLAUSE" (see train --help)'
+
+
+def test_catalog_before_the_command(tmp_path):
+    import subprocess
+    import sys
+
+    cat = tmp_path / "none.duckdb"
+    r = subprocess.run([sys.executable, "-m", "dataengine", "--catalog", str(cat), "stats"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1 and str(cat) in r.stderr and "Traceback" not in r.stderr
