@@ -23,6 +23,11 @@ class ExportSummary:
     failed: list = field(default_factory=list)
 
 
+def _plain(row: dict) -> dict:
+    """A catalog row with JSON-friendly values (timestamps and the like as text)."""
+    return {k: (v if isinstance(v, (str, int, float, list, bool, type(None))) else str(v)) for k, v in row.items()}
+
+
 def check_target(out_dir) -> Path:
     """Refuse an empty name or a path that is not a folder, before anything is read or written."""
     if out_dir is None or not str(out_dir).strip():
@@ -61,7 +66,7 @@ def export_clips(rows: list[dict], out_dir: str | Path, *, fps: float | None = N
     for r in tqdm(sorted(rows, key=lambda r: (r["video_path"], r["start_s"])), desc="export", unit="clip",
                   disable=not progress):
         path = out / f"{r['clip_id']}.mp4"
-        row = {k: (v if isinstance(v, (str, int, float, list, type(None))) else str(v)) for k, v in r.items()}
+        row = _plain(r)
         row["file"] = path.name
         if path.exists() and not overwrite:
             s.skipped_existing += 1
@@ -304,8 +309,7 @@ def _export_webdataset(rows: list[dict], out: Path, *, fps, max_side, shard_size
                     tmp_path = out / f"{shard:05d}.tar.tmp"
                     tar = tarfile.open(tmp_path, "w")
                 key = f"{shard:05d}{in_shard:04d}"
-                meta = {k: (v if isinstance(v, (str, int, float, list, bool, type(None))) else str(v))
-                        for k, v in r.items()}
+                meta = _plain(r)
                 meta.update(key=key, caption=r["caption_text"])
                 add(f"{key}.mp4", mp4.read_bytes())
                 add(f"{key}.txt", r["caption_text"].encode())
@@ -333,7 +337,7 @@ def _export_parquet(rows: list[dict], out: Path, src: CaptionSource) -> ExportSu
 
     recs = []
     for r in rows:
-        rec = {k: (v if isinstance(v, (str, int, float, list, bool, type(None))) else str(v)) for k, v in r.items()}
+        rec = _plain(r)
         rec["caption_text"] = src.text(r)
         recs.append(rec)
     tmp = out / "clips.parquet.tmp"
