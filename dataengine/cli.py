@@ -176,12 +176,14 @@ def query(where, query_opt, catalog_path, as_json, as_csv, limit, columns, query
 @main.command()
 @catalog_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def stats(catalog_path, as_json):
+@click.option("--failed", is_flag=True, help="List the videos that failed to ingest, with their reasons.")
+def stats(catalog_path, as_json, failed):
     """Summarise the catalog: videos, clips, hours, durations, tags.
 
     \b
     Examples:
       de stats
+      de stats --failed                      # which videos failed, and why
       de stats --catalog /data/cartoons.duckdb --json
     """
     from catalog import db
@@ -194,10 +196,23 @@ def stats(catalog_path, as_json):
     except CatalogError as e:
         raise click.ClickException(str(e)) from e
     try:
-        s = catalog_stats(con)
+        if failed:
+            rows = con.execute("SELECT path, error_kind, error FROM videos WHERE status = 'failed' "
+                               "ORDER BY path").fetchall()
+        else:
+            s = catalog_stats(con)
     finally:
         con.close()
-    click.echo(json.dumps(s, default=str, indent=1) if as_json else format_stats(s))
+    if not failed:
+        click.echo(json.dumps(s, default=str, indent=1) if as_json else format_stats(s))
+        return
+    if as_json:
+        click.echo(json.dumps([{"path": p, "reason": k, "error": e} for p, k, e in rows], indent=1))
+        return
+    for p, kind, err in rows:
+        click.echo(f"{p}\t{kind or 'failed'}: {err}")
+    click.echo(f"{len(rows)} failed video(s)" + ("; `de ingest PATH --retry-failed` tries them again" if rows else ""),
+               err=True)
 
 
 @main.command()

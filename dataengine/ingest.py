@@ -166,6 +166,9 @@ def ingest_paths(
     t0 = time.perf_counter()
     paths = list(paths)
     files, refused = discover(paths)  # before the catalog is created or opened
+    if not files and not refused:
+        exts = " ".join(sorted(VIDEO_EXTENSIONS, key=lambda e: ({".mp4": 0, ".mkv": 1}.get(e, 2), e)))
+        raise IngestError(f"no video files found (looked for {exts}) in {', '.join(_printable(p) for p in paths)}")
     executor = make_executor(ray_address, workers)
     if hasattr(executor, "warm"):
         executor.warm(len(files))  # worker start-up overlaps with opening the catalog and hashing

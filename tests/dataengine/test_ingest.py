@@ -116,11 +116,32 @@ def test_bad_inputs_are_recorded_and_run_goes_on(video_dir, runner, catalog_path
     assert "failed 4" in r.output or "failed 5" in r.output
     # failed videos never show in the clips view
     assert rows(catalog_path, "SELECT count(*) FROM clips WHERE video_path LIKE '%zero.mp4'")[0][0] == 0
+    # `de stats --failed` lists each failed video with its reason
+    from dataengine.cli import main
+
+    st = runner.invoke(main, ["stats", "--failed", "--catalog", str(catalog_path)])
+    assert st.exit_code == 0, st.output
+    listed = {line.split("\t")[0].rsplit("/", 1)[-1]: line.split("\t")[1] for line in st.stdout.splitlines()}
+    assert set(listed) == set(failed)
+    assert listed["zero.mp4"].startswith("empty file: ") and listed["audio only.mkv"].startswith("no video stream: ")
+    assert f"{len(failed)} failed video(s)" in st.stderr
+    js = runner.invoke(main, ["stats", "--failed", "--json", "--catalog", str(catalog_path)])
+    assert {r["reason"] for r in json.loads(js.stdout)} == set(failed.values())
 
 
 def test_missing_path_is_a_clear_error(runner, catalog_path, tmp_path):
     r = ingest_cli(runner, catalog_path, tmp_path / "nope")
     assert r.exit_code == 1 and "Error: no such file or folder" in r.output
+
+
+def test_folder_without_videos_is_an_error_and_creates_no_catalog(runner, catalog_path, tmp_path):
+    d = tmp_path / "notes"
+    d.mkdir()
+    (d / "readme.txt").write_text("no videos here")
+    r = ingest_cli(runner, catalog_path, d)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "Error: no video files found (looked for .mp4 .mkv " in r.output and str(d) in r.output
+    assert not catalog_path.exists()
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
