@@ -73,8 +73,10 @@ def eval_cmd(run, query, catalog, captioner, source, prompt_name, caption_fps, c
 
 @click.command("sweep-steps")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--steps", "steps", default="4,8,16,32,50", show_default=True, help="Step counts; the largest is the reference.")
-@click.option("--cfg", "cfgs", default="4", show_default=True, help="CFG values, comma-separated.")
+@click.option("--steps-list", "--steps", "steps", default="4,8,16,32,50", show_default=True,
+              help="Step counts, comma-separated; the largest is the reference. (--steps is the old name.)")
+@click.option("--cfg-list", "--cfg", "cfgs", default="4", show_default=True,
+              help="CFG values, comma-separated. (--cfg is the old name.)")
 @click.option("--prompts", "prompts_file", default=None, help="Prompt file (default: the run's validation prompts).")
 @click.option("--limit-prompts", type=int, default=None)
 @click.option("--seed", type=int, default=None)
@@ -86,14 +88,17 @@ def sweep_steps_cmd(run, steps, cfgs, prompts_file, limit_prompts, seed, device,
     \b
     Examples:
       train sweep-steps runs/chase-r16
-      train sweep-steps runs/chase-r16 --steps 4,8,16,32,50 --cfg 3,4,6
+      train sweep-steps runs/chase-r16 --steps-list 4,8,16,32,50 --cfg-list 3,4,6
+
+    The -list options take several values, where `train eval --steps` and `train generate
+    --steps/--cfg` take one.
     """
     from .experiments.runctx import ExperimentError
     from .experiments.sweep import sweep_steps
 
     st = [int(x) for x in _floats(steps)]
     if not st or min(st) < 1:
-        raise click.BadParameter("--steps must be positive integers")
+        raise click.BadParameter("--steps-list must be positive integers")
     try:
         res = sweep_steps(run, steps=st, cfgs=_floats(cfgs), prompts_file=prompts_file, seed=seed, device=device,
                           limit_prompts=limit_prompts, progress=not no_progress)

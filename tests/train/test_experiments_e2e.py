@@ -59,7 +59,7 @@ def test_compress_command_writes_valid_diffusers_loras(run_copy, tiny_sana_dir):
 
 
 def test_sweep_steps_reports_fidelity_against_the_reference(run_copy):
-    r = subprocess.run(CLI + ["sweep-steps", str(run_copy), "--steps", "2,3", "--cfg", "4", "--limit-prompts", "1",
+    r = subprocess.run(CLI + ["sweep-steps", str(run_copy), "--steps-list", "2,3", "--cfg-list", "4", "--limit-prompts", "1",
                               "--no-progress"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((run_copy / "sweep_steps" / "metrics.json").read_text())
