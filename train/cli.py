@@ -51,6 +51,7 @@ TRAIN_OPTIONS = [
     ("--validation-steps", "validation_steps", int, "Sampler steps for validation. [default: 50]"),
     ("--checkpoint-every", "checkpoint_every", int, "[default: 500]"),
     ("--keep-checkpoints", "keep_checkpoints", int, "[default: 3]"),
+    ("--log-every", "log_every", int, "Without a progress bar (--no-progress, or output not a terminal), print step, loss, lr, steps/s and ETA every N steps; 0 = never. [default: 10]"),
     ("--report-to", "report_to", click.Choice(["none", "tensorboard", "wandb", "all"]), "[default: none]"),
     ("--device", "device", str, "cpu to force the CPU (default: CUDA when available)."),
     ("--name", "name", str, "Run name (default: derived from rank, lr and time)."),

@@ -81,6 +81,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     report_to: str = "none"  # none | tensorboard | wandb | all
+    log_every: int = 10  # a log line every N steps when there is no progress bar (0 = none)
     device: str | None = None
     preset: str | None = None
 
@@ -116,6 +117,7 @@ class TrainConfig:
         need(self.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1")
         need(self.report_to in ("none", "tensorboard", "wandb", "all"), "--report-to must be none, tensorboard, wandb or all")
         need(self.holdout >= 0, "--holdout must be >= 0")
+        need(self.log_every >= 0, "--log-every must be >= 0")
         need(self.validation_steps >= 1, "--validation-steps must be >= 1")
         if self.prompt_template not in TEMPLATES:
             need("{" in self.prompt_template, f"--prompt-template must be one of {', '.join(TEMPLATES)} or a "

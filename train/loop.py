@@ -227,7 +227,7 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
         skipped = st["state"].get("skipped_nonfinite", 0)
         order = DataOrder(len(train_w), cfg.seed, st["state"]["epoch"], st["state"]["pos"])
         if acc.is_main_process:
-            log.warning("resumed from %s at step %d", path, step)
+            log.warning("resumed from step %d (checkpoint %s)", step, path)
 
     from .clip_losses import ClipLossTracker
 
@@ -281,8 +281,12 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
     world, rank = acc.num_processes, acc.process_index
     per_rank = cfg.batch_size  # per-device batch; global batch = batch_size * world * grad_accum
     model.train()
+    # A bar on a terminal; otherwise (--no-progress, a log file, a cluster's stdout) a line every
+    # --log-every steps that grep and tail -f can follow.
+    use_bar = progress and _is_tty()
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step",
-               disable=not (progress and acc.is_main_process), dynamic_ncols=True)
+               disable=not (use_bar and acc.is_main_process), dynamic_ncols=True)
+    lines = StepLog(cfg.max_steps, cfg.log_every if acc.is_main_process and not use_bar else 0)
     t_last, last_loss = time.perf_counter(), None
     try:
         while step < cfg.max_steps:
@@ -350,6 +354,7 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
                 t_last = now
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}" if last_loss is not None else "nan", skipped=skipped)
+            lines.step(step, time.perf_counter() - t_last, last_loss, scheduler.get_last_lr()[0], skipped)
             if cfg.validation_every and step % cfg.validation_every == 0:
                 validate(step)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
@@ -392,6 +397,52 @@ def predict(model, xt, embeds, mask, sigmas, weight_dtype, device):
     return model(xt.to(device, weight_dtype), encoder_hidden_states=embeds.to(device, weight_dtype),
                  encoder_attention_mask=mask.to(device), timestep=flow.timesteps(sigmas).to(device).float(),
                  return_dict=False)[0]
+
+
+def _is_tty() -> bool:
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class StepLog:
+    """`step 120/10000  loss 0.4213  lr 2.00e-04  1.84 steps/s  ETA 1h29m`, every `every` steps and at
+    the last one. Steps/s is over the steps since the previous line and counts training time only
+    (validation and checkpoints are excluded), so the ETA does not jump after each validation."""
+
+    def __init__(self, total: int, every: int):
+        self.total, self.every = total, every
+        self.secs, self.n = 0.0, 0
+
+    def step(self, step: int, secs: float, loss: float | None, lr: float, skipped: int) -> str | None:
+        if not self.every:
+            return None
+        self.secs += secs
+        self.n += 1
+        if step % self.every and step != self.total:
+            return None
+        rate = self.n / self.secs if self.secs > 0 else float("inf")
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        loss_s = "nan" if loss is None else f"{loss:.4f}"
+        line = (f"step {step}/{self.total}  loss {loss_s}  lr {lr:.2e}  {rate:.2f} steps/s  ETA {_duration(eta)}"
+                + (f"  skipped {skipped}" if skipped else ""))
+        print(line, flush=True)
+        self.secs, self.n = 0.0, 0
+        return line
+
+
+def _duration(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class _nullcontext:

@@ -213,8 +213,10 @@ def _resumed_run(overrides, output_dir, echo):
         raise RunError(f"nothing to resume in {out}: it holds no config.json and manifest.jsonl (the run stopped "
                        "before it was frozen); remove the folder or use a new --output-dir")
     cfg = TrainConfig.load(out / "config.json")
-    if "max_steps" in overrides:  # extending a run is the one change a resume allows
+    if "max_steps" in overrides:  # extending a run is the one change a resume allows to what is trained
         cfg.max_steps = overrides["max_steps"]
+    if "log_every" in overrides:  # how it reports is free to change
+        cfg.log_every = overrides["log_every"]
     check_trackers(cfg.report_to)
     manifest = Manifest.read(out / "manifest.jsonl")
     meta = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,12 +83,19 @@ def test_resume_after_kill_reproduces_the_uninterrupted_losses(tmp_path, train_c
               "--validation-every", "0", "--checkpoint-every", "2", "--max-steps", "5", "--lora-dropout", "0.1",
               "--caption-dropout", "0.3"]
     a = tmp_path / "a"
-    run_train(*common, "--output-dir", str(a))
+    ra = run_train(*common, "--output-dir", str(a), "--log-every", "2")
+    # no terminal here: log lines every 2 steps and at the last, with loss, lr, steps/s and ETA
+    logged = re.findall(r"^step (\d+)/5  loss (\S+)  lr (\S+)  ([\d.]+) steps/s  ETA (\S+)$", ra.stdout, re.M)
+    assert [int(x[0]) for x in logged] == [2, 4, 5], ra.stdout
+    la = {x["step"]: x["loss"] for x in metrics(a) if "loss" in x}
+    assert all(abs(float(x[1]) - la[int(x[0])]) < 1e-4 and float(x[3]) > 0 for x in logged)
+    assert logged[-1][4] == "0s"
     b = tmp_path / "b"
     killed = run_train(*common, "--output-dir", str(b), env={"DE_FAULT_KILL_AT_STEP": "3"}, check=False)
     assert killed.returncode == -9
     assert (b / "checkpoints" / "step_000002").exists() and not (b / "pytorch_lora_weights.safetensors").exists()
-    run_train("--resume", "latest", "--output-dir", str(b), "--no-progress")
+    rb = run_train("--resume", "latest", "--output-dir", str(b), "--no-progress")
+    assert re.search(r"resumed from step 2 \(checkpoint \S*step_000002\)", rb.stderr), rb.stderr
     la = [(x["step"], x["loss"]) for x in metrics(a) if "loss" in x]
     lb = [(x["step"], x["loss"]) for x in metrics(b) if "loss" in x]
     assert [s for s, _ in lb] == [1, 2, 3, 4, 5]  # the step logged after the checkpoint was replaced
