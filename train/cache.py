@@ -137,7 +137,9 @@ class Cache:
         self.corrupt: list[str] = []
 
     def latent_path(self, w: Window) -> Path:
-        return self.root / "latents" / f"{latent_key(self.vae_id, w, self.height, self.width)}.safetensors"
+        # the key holds the bucket (frames, height, width): the same window in another bucket is another entry
+        key = latent_key(self.vae_id, w, w.height or self.height, w.width or self.width)
+        return self.root / "latents" / f"{key}.safetensors"
 
     def text_path(self, prompt: str) -> Path:
         return self.root / "text" / f"{text_key(self.text_id, prompt)}.safetensors"

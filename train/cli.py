@@ -12,6 +12,8 @@ import click
 
 from catalog.db import CatalogError
 
+from .presets import preset_names
+
 # option name -> TrainConfig field; every one defaults to None so presets can fill the gaps
 TRAIN_OPTIONS = [
     ("--catalog", "catalog", str, "Catalog file (default: $DE_CATALOG, else ./catalog.duckdb)."),
@@ -67,8 +69,19 @@ def _add_train_options(f):
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"],
                                                             "max_content_width": 110})
 @click.option("--query", default=None, help="WHERE clause over the clips view selecting the training clips.")
-@click.option("--preset", type=click.Choice(["seed-tomjerry", "stability-lora64", "tiny"]), default=None,
-              help="seed-tomjerry = the original experiment's table; tiny = CPU smoke run.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML or YAML file of options (keys as below, _ for -), or a run's config.json to repeat it. "
+                   "Command-line options override the file; the file overrides its preset.")
+@click.option("--preset", type=click.Choice(preset_names()), default=None,
+              help="A file in assets/presets/: seed-tomjerry = the original experiment's table; stability-lora64 = "
+                   "LoRA-64 with warmup; tiny = CPU smoke run.")
+@click.option("--print-config", is_flag=True,
+              help="Print the resolved config as TOML (a file --config reads back) and exit; reads no catalog.")
+@click.option("--buckets", "buckets", default=None, metavar="auto|square|WxH,...",
+              help="Aspect buckets: square = one --width x --height crop; auto = SANA-Video's 480p aspect table "
+                   "scaled to --width x --height pixels; or a list. Each clip goes to the nearest. [default: square]")
+@click.option("--frame-buckets", "frame_buckets", default=None, metavar="F,F,...",
+              help="Frame counts (1 + 4k), e.g. 33,49,81: each clip gets the longest that fits. [default: --frames]")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None, help="Run folder (default: runs/<name>).")
 @click.option("--motion-score/--no-motion-score", default=None, help="Append SANA's ' motion score: N.' to prompts.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
@@ -81,8 +94,8 @@ def _add_train_options(f):
               help="Keep one clip per near-duplicate group (the clips view's dup_rank = 1; see `de dedup`).")
 @_add_train_options
 @click.pass_context
-def main(ctx, query, preset, output_dir, motion_score, gradient_checkpointing, resume, dry_run, no_progress, dedup,
-         **opts):
+def main(ctx, query, config_file, preset, print_config, buckets, frame_buckets, output_dir, motion_score,
+         gradient_checkpointing, resume, dry_run, no_progress, dedup, **opts):
     """Train a SANA-Video LoRA on the clips a SQL filter selects.
 
     \b
@@ -94,23 +107,43 @@ def main(ctx, query, preset, output_dir, motion_score, gradient_checkpointing, r
       train --resume latest --output-dir runs/smoke                  # continue a run
       train --query "tags LIKE '%night%'" --dry-run
       train --query "NOT rejected AND coalesce(train_loss_z, 0) < 2" --dedup   # curated, one per duplicate group
+      train --config my_run.toml                                     # options (and the query) from a file
+      train --config runs/a/config.json --output-dir runs/b          # repeat a run
+      train --preset seed-tomjerry --print-config > my_run.toml      # start a config file from a preset
+      train --query "1=1" --buckets auto --frame-buckets 33,49,81    # widescreen and short clips, uncropped
     """
     if ctx.invoked_subcommand is not None:
         return
-    if query is None and resume is None:
-        raise click.ClickException('give --query "WHERE-CLAUSE" (see train --help)')
-    from .run import RunError, start_training
+    from .run import NEEDS_QUERY, RunError, resolve_config, start_training
 
+    if query is None and resume is None and config_file is None and not print_config:
+        raise click.ClickException(NEEDS_QUERY)
     overrides = {k: v for k, v in opts.items() if v is not None}
+    if buckets is not None:
+        overrides["buckets"] = buckets
+    if frame_buckets is not None:
+        overrides["frame_buckets"] = frame_buckets
+    if output_dir is not None:
+        overrides["output_dir"] = output_dir
     if motion_score is not None:
         overrides["motion_score"] = motion_score
     if gradient_checkpointing is not None:
         overrides["gradient_checkpointing"] = gradient_checkpointing
     if dedup:
         overrides["dedup"] = True
+    if print_config:
+        from .configfile import to_toml
+
+        try:
+            cfg = resolve_config(query, preset, overrides, config_file, need_query=False)
+        except RunError as e:
+            raise click.ClickException(str(e)) from e
+        click.echo(to_toml({k: v for k, v in cfg.to_dict().items() if k != "config_file"}), nl=False)
+        return
     try:
         code = start_training(query=query, preset=preset, overrides=overrides, output_dir=output_dir,
-                              resume=resume, dry_run=dry_run, progress=not no_progress, echo=click.echo)
+                              resume=resume, dry_run=dry_run, progress=not no_progress, echo=click.echo,
+                              config_file=config_file)
     except (RunError, CatalogError) as e:
         raise click.ClickException(str(e)) from e
     sys.exit(code)

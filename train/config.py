@@ -41,6 +41,9 @@ class TrainConfig:
     frames: int = 81
     fps: float = 16.0
     max_sequence_length: int = 300
+    # buckets (train.buckets): square = one --width x --height bucket, the seed experiment's crop
+    buckets: str = "square"  # square | auto | WxH,WxH,...
+    frame_buckets: str | None = None  # e.g. "33,49,81"; None = --frames only. --frames becomes the largest
     # LoRA
     rank: int = 16
     alpha: float = 32.0
@@ -84,6 +87,7 @@ class TrainConfig:
     log_every: int = 10  # a log line every N steps when there is no progress bar (0 = none)
     device: str | None = None
     preset: str | None = None
+    config_file: str | None = None  # the --config file this run was resolved from
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -95,6 +99,25 @@ class TrainConfig:
              f"--height/--width must be positive multiples of 32 (SanaVideoPipeline.check_inputs), "
              f"got {self.height}x{self.width}")
         need(self.fps > 0, "--fps must be positive")
+        from .buckets import BucketError, parse_frames
+
+        if isinstance(self.frame_buckets, (list, tuple)):  # a config file may give a list
+            self.frame_buckets = ",".join(str(f) for f in self.frame_buckets)
+        try:
+            fb = parse_frames(self.frame_buckets, self.frames)
+        except BucketError as e:
+            raise ConfigError(str(e)) from e
+        if self.frame_buckets is not None:
+            self.frame_buckets = ",".join(map(str, fb))
+            self.frames = fb[-1]  # validation and generation use the longest
+        self.buckets = str(self.buckets).strip().lower()
+        if self.buckets not in ("square", "auto"):
+            try:
+                from .buckets import parse_sizes
+
+                self.buckets = ",".join(f"{w}x{h}" for w, h in parse_sizes(self.buckets, self.width, self.height))
+            except BucketError as e:
+                raise ConfigError(str(e)) from e
         need(self.query_timeout > 0, "--query-timeout must be positive")
         need(self.rank >= 1, "--rank must be >= 1")
         need(self.alpha > 0, "--alpha must be positive")
@@ -126,6 +149,17 @@ class TrainConfig:
     @property
     def template(self) -> str:
         return TEMPLATES.get(self.prompt_template, self.prompt_template)
+
+    def bucket_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of every aspect bucket (`auto` imports diffusers' table)."""
+        from .buckets import parse_sizes
+
+        return parse_sizes(self.buckets, self.width, self.height)
+
+    def frame_bucket_list(self) -> list[int]:
+        from .buckets import parse_frames
+
+        return parse_frames(self.frame_buckets, self.frames)
 
     @property
     def is_tiny(self) -> bool:

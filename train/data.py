@@ -40,10 +40,17 @@ class Window:
     labelling: str | None
     motion_score: float | None
     role: str = "train"  # train | holdout
+    width: int | None = None  # the bucket (train.buckets); None in manifests from before buckets
+    height: int | None = None
+    crop: float = 0.0  # share of the source frame cut away to fit the bucket
 
     @property
     def key(self) -> str:
         return f"{self.clip_id}#w{self.window_index}"
+
+    @property
+    def bucket(self) -> str:
+        return f"{self.width}x{self.height}x{self.frames}"
 
 
 @dataclass
@@ -52,14 +59,23 @@ class Manifest:
     clips: int
     too_short: int
     hours: float
-    buckets: Counter = field(default_factory=Counter)
+    buckets: Counter = field(default_factory=Counter)  # windows per clip -> clips
+
+    def sizes(self) -> Counter:
+        """bucket (WxHxF) -> training windows."""
+        return Counter(w.bucket for w in self.windows if w.role == "train")
 
     def summary(self) -> str:
         tr = sum(w.role == "train" for w in self.windows)
         ho = len(self.windows) - tr
         b = ", ".join(f"{k}: {v}" for k, v in sorted(self.buckets.items()))
+        sizes = self.sizes()
+        order = sorted(sizes, key=lambda k: (-sizes[k], k))
+        worst = max((w.crop for w in self.windows), default=0.0)
         return (f"{self.clips} clips ({self.hours:.3f} h) -> {len(self.windows)} windows ({tr} train, {ho} held out); "
-                f"{self.too_short} clips shorter than one window skipped; windows per clip: {b}")
+                f"{self.too_short} clips shorter than one window skipped; windows per clip: {b}\n"
+                f"buckets (WxHxF: train windows): {', '.join(f'{k}: {sizes[k]}' for k in order)}; "
+                f"largest crop {worst:.0%} of a frame")
 
     def write(self, path: str | Path) -> None:
         with open(path, "w") as f:
@@ -74,7 +90,7 @@ class Manifest:
 
 # What a manifest needs of each clip: always these, plus the label columns its template uses
 # (fetching every view column of 300k clips costs seconds).
-TRAIN_COLUMNS = "clip_id, video_id, video_path, start_s, end_s, motion_score, captioner, prompt_version"
+TRAIN_COLUMNS = "clip_id, video_id, video_path, start_s, end_s, width, height, motion_score, captioner, prompt_version"
 LABEL_COLUMNS = ("caption", "caption_fields", "action", "setting", "time_of_day", "camera", "motion", "characters")
 
 
@@ -123,7 +139,10 @@ def select_rows(cfg: TrainConfig, extra_columns: tuple[str, ...] = ()) -> list[d
 def build_manifest(cfg: TrainConfig, rows: list[dict]) -> Manifest:
     if not rows:
         raise DataError(f"the query matched no clips: {cfg.query!r}" if cfg.query else "the catalog has no clips")
-    win = cfg.window_seconds
+    from .buckets import crop_fraction, longest_fitting, nearest
+
+    sizes, frame_buckets = cfg.bucket_sizes(), cfg.frame_bucket_list()
+    target_aspect = cfg.width / cfg.height
     cls_text = class_prompt(cfg.class_prompt)
     template = cfg.template
     # the class template without a motion score gives every clip the same prompt: fill it once
@@ -133,6 +152,8 @@ def build_manifest(cfg: TrainConfig, rows: list[dict]) -> Manifest:
     missing = []
     for r in rows:
         dur = r["end_s"] - r["start_s"]
+        frames = longest_fitting(frame_buckets, cfg.fps, dur)
+        win = (frames or frame_buckets[-1]) / cfg.fps
         n = int(math.floor(dur / win + 1e-6))
         if n < 1:
             too_short += 1
@@ -146,18 +167,23 @@ def build_manifest(cfg: TrainConfig, rows: list[dict]) -> Manifest:
             continue
         buckets[str(n) if n < 5 else "5+"] += 1
         hours += dur / 3600
+        src_aspect = r["width"] / r["height"] if r.get("width") and r.get("height") else target_aspect
+        bw, bh = nearest(sizes, src_aspect)
+        crop = round(crop_fraction(src_aspect, bw / bh), 4)
         lab = f"{r['captioner']}@{r['prompt_version']}" if r.get("captioner") else None
         # windows tile the clip evenly: spare time is spread between them, never past the clip end
         spare = (dur - n * win) / n
         for i in range(n):
             windows.append(Window(r["clip_id"], r["video_id"], r["video_path"], r["start_s"], r["end_s"], i,
-                                  r["start_s"] + i * (win + spare) + spare / 2, cfg.frames, cfg.fps, prompt, lab,
-                                  r.get("motion_score")))
+                                  r["start_s"] + i * (win + spare) + spare / 2, frames, cfg.fps, prompt, lab,
+                                  r.get("motion_score"), width=bw, height=bh, crop=crop))
     if missing:
         raise DataError(f"{len(missing)} clip(s) cannot fill --prompt-template {cfg.prompt_template!r}: {missing[0]}")
     if not windows:
-        raise DataError(f"none of the {len(rows)} selected clips is long enough for {cfg.frames} frames at "
-                        f"{cfg.fps:g} fps ({win:.2f} s); lower --frames or select longer clips")
+        shortest = frame_buckets[0]
+        raise DataError(f"none of the {len(rows)} selected clips is long enough for {shortest} frames at "
+                        f"{cfg.fps:g} fps ({shortest / cfg.fps:.2f} s); lower --frames (or add a shorter "
+                        "--frame-buckets entry) or select longer clips")
     _assign_holdout(windows, cfg.holdout, cfg.seed)
     if not any(w.role == "train" for w in windows):
         raise DataError(f"only {len(windows)} window(s): nothing left to train on after --holdout {cfg.holdout}")
@@ -200,7 +226,9 @@ def resize_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def read_window(w: Window, height: int, width: int, reader_cache: dict | None = None) -> np.ndarray:
-    """uint8 (frames, H, W, 3): the window's frames resampled by time to w.fps."""
+    """uint8 (frames, H, W, 3): the window's frames resampled by time to w.fps, at the window's
+    bucket (height x width when the manifest predates buckets)."""
+    height, width = w.height or height, w.width or width
     from dataengine.video import ClipReader
 
     from dataengine.identity import check_source

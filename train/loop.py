@@ -103,6 +103,53 @@ class DataOrder:
         return out
 
 
+class BucketOrder:
+    """Batches that each hold one bucket. Per epoch (seeded by seed and epoch): every bucket's
+    windows are shuffled and cut into batches of `batch` (the last one topped up from the start of
+    its own shuffle), then the batches of all buckets are shuffled together. The position is part
+    of every checkpoint, as with DataOrder."""
+
+    def __init__(self, buckets: list[str], batch: int, seed: int, epoch: int = 0, pos: int = 0):
+        self.groups: dict[str, list[int]] = {}
+        for i, b in enumerate(buckets):
+            self.groups.setdefault(b, []).append(i)
+        self.batch, self.seed, self.epoch, self.pos = batch, seed, epoch, pos
+        self._plan = self._make()
+
+    def _make(self) -> list[list[int]]:
+        import torch
+
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        plan = []
+        for name in sorted(self.groups):
+            members = self.groups[name]
+            perm = [members[i] for i in torch.randperm(len(members), generator=g).tolist()]
+            for start in range(0, len(perm), self.batch):
+                chunk = perm[start : start + self.batch]
+                while len(chunk) < self.batch:  # a small bucket repeats its own windows, never another's
+                    chunk.append(perm[(len(chunk) - (len(perm) - start)) % len(perm)])
+                plan.append(chunk)
+        return [plan[i] for i in torch.randperm(len(plan), generator=g).tolist()]
+
+    def take(self, k: int) -> list[int]:
+        if k != self.batch:
+            raise ValueError(f"BucketOrder hands out batches of {self.batch}, not {k}")
+        if self.pos >= len(self._plan):
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._plan = self._make()
+        self.pos += 1
+        return list(self._plan[self.pos - 1])
+
+
+def make_order(windows, batch: int, seed: int, epoch: int = 0, pos: int = 0):
+    """One bucket: the plain epoch permutation (what every run before buckets used, so the seed
+    preset's batches are unchanged); several: BucketOrder."""
+    names = [w.bucket for w in windows]
+    if len(set(names)) <= 1:
+        return DataOrder(len(windows), seed, epoch, pos)
+    return BucketOrder(names, batch, seed, epoch, pos)
+
+
 def _lr_scheduler(cfg: TrainConfig, optimizer):
     from diffusers.optimization import get_scheduler
 
@@ -202,7 +249,7 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
     # One stream on every rank: each step draws the *global* batch's dropout choices, noise and sigmas
     # and each rank takes its slice, so a run is the same run on 1 GPU or 8 (same global batch).
     gen = torch.Generator().manual_seed(cfg.seed * 7919)
-    order = DataOrder(len(train_w), cfg.seed)
+    order = make_order(train_w, cfg.batch_size * acc.num_processes, cfg.seed)
 
     # ---- 4. resume ---------------------------------------------------------------------------------
     step, skipped, nonfinite_run = 0, 0, 0
@@ -225,7 +272,8 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
         ckpt.set_rng_state(st["rng"], gen)
         step = st["state"]["step"]
         skipped = st["state"].get("skipped_nonfinite", 0)
-        order = DataOrder(len(train_w), cfg.seed, st["state"]["epoch"], st["state"]["pos"])
+        order = make_order(train_w, cfg.batch_size * acc.num_processes, cfg.seed, st["state"]["epoch"],
+                           st["state"]["pos"])
         if acc.is_main_process:
             log.warning("resumed from step %d (checkpoint %s)", step, path)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .config import ConfigError, TrainConfig
 from .data import DataError, Manifest, build_manifest, select_rows
-from .presets import PRESETS
+from .configfile import read_config_file
+from .presets import load_preset
 
 
 class RunError(Exception):
@@ -21,12 +22,24 @@ def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_config(query, preset, overrides) -> TrainConfig:
-    values = dict(PRESETS[preset]()) if preset else {}
-    values.update(overrides)
-    values["query"] = query
-    values["preset"] = preset
+NEEDS_QUERY = 'give --query "WHERE-CLAUSE" (see train --help)'
+
+
+def resolve_config(query, preset, overrides, config_file=None, *, need_query: bool = True) -> TrainConfig:
+    """TrainConfig's defaults < the preset < the --config file < the command line. The preset is
+    the command line's --preset, else the file's `preset`; the query likewise."""
     try:
+        from_file = read_config_file(config_file) if config_file else {}
+        preset = preset or from_file.pop("preset", None)
+        from_file.pop("preset", None)
+        values = load_preset(preset) if preset else {}
+        values.update(from_file)
+        values.update(overrides)
+        values["query"] = query if query is not None else values.get("query")
+        values["preset"] = preset
+        values["config_file"] = str(Path(config_file).absolute()) if config_file else None
+        if need_query and not values["query"]:
+            raise RunError(NEEDS_QUERY)
         return TrainConfig(**values)
     except ConfigError as e:
         raise RunError(str(e)) from e
@@ -77,6 +90,13 @@ def dry_run_report(cfg: TrainConfig) -> list[str]:
     from .memory import describe, project_config
 
     lines.append("activation memory: the real SANA-Video block measured on the CPU (first time ~10 s, then cached)")
+    sizes = cfg.bucket_sizes()
+    if len(sizes) > 1:  # the peak is the bucket with the most tokens
+        import dataclasses
+
+        bw, bh = max(sizes, key=lambda wh: wh[0] * wh[1])
+        lines.append(f"projected for the largest bucket, {bw}x{bh}x{cfg.frames}")
+        cfg = dataclasses.replace(cfg, width=bw, height=bh, buckets="square")
     p = project_config(cfg)
     lines.append(describe(p))
     if not cfg.gradient_checkpointing:
@@ -163,10 +183,11 @@ def _os_error(e: OSError, where: Path) -> RunError:
     return RunError(f"cannot write {where}: {e.strerror or e}")
 
 
-def _new_run(query, preset, overrides, output_dir, dry_run, echo):
+def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=None):
     from catalog import db
 
-    cfg = resolve_config(query, preset, overrides)
+    cfg = resolve_config(query, preset, overrides, config_file)
+    output_dir = output_dir or cfg.output_dir  # a config file may name the run folder
     cfg.catalog = str(db.resolve_path(cfg.catalog).absolute())  # a resume from elsewhere finds the same catalog
     try:
         manifest = build_manifest(cfg, select_rows(cfg))
@@ -269,16 +290,19 @@ def cache_summary(out: Path) -> dict:
     return tot
 
 
-def start_training(*, query, preset, overrides, output_dir, resume, dry_run, progress, echo) -> int:
+def start_training(*, query, preset, overrides, output_dir, resume, dry_run, progress, echo,
+                   config_file=None) -> int:
     if resume:
         resumed = _resumed_run(overrides, output_dir, echo)
         if resumed is None:
             return 0
         cfg, manifest, out, run_id = resumed
     elif _rank() != 0:
-        cfg, manifest, out, run_id = _other_rank_run(output_dir)
+        if output_dir is None and config_file:  # the file may name the run folder every rank must find
+            output_dir = overrides.get("output_dir") or read_config_file(config_file).get("output_dir")
+        cfg, manifest, out, run_id = _other_rank_run(output_dir or overrides.get("output_dir"))
     else:
-        made = _new_run(query, preset, overrides, output_dir, dry_run, echo)
+        made = _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file)
         if made is None:
             return 0
         cfg, manifest, out, run_id = made
