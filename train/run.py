@@ -193,6 +193,14 @@ def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=No
         manifest = build_manifest(cfg, select_rows(cfg))
     except DataError as e:
         raise RunError(str(e)) from e
+    from .prompts import PromptError, validation_prompts
+
+    if cfg.validation_prompts and Path(cfg.validation_prompts).is_file():  # a resume from elsewhere finds it
+        cfg.validation_prompts = str(Path(cfg.validation_prompts).absolute())
+    try:  # a bad prompts file fails now, not after the models load and the cache is built
+        validation_prompts(cfg.validation_prompts)
+    except PromptError as e:
+        raise RunError(str(e)) from e
     cfg.name = default_name(cfg)
     out = Path(output_dir or Path("runs") / cfg.name)
     cfg.output_dir = str(out.absolute())

@@ -42,12 +42,14 @@ def run_validation(pipe, prompts, embeds: list[tuple], null: tuple, *, step: int
         d.mkdir(parents=True, exist_ok=True)
         paths = []
         for i, (vp, e) in enumerate(zip(prompts, embeds)):
-            video = generate(pipe, e, null, seed=cfg.validation_seed, cfg=cfg.cfg, steps=cfg.validation_steps,
-                             height=cfg.height, width=cfg.width, frames=cfg.frames, device=device)
+            st = vp.settings(cfg)  # a prompts file may set seed, size, frames and cfg per prompt
+            video = generate(pipe, e, null, seed=st["seed"], cfg=st["cfg"], steps=cfg.validation_steps,
+                             height=st["height"], width=st["width"], frames=st["frames"], device=device)
             save_gif(video, d / f"p{i}.gif", cfg.fps)
             save_mp4(video, d / f"p{i}.mp4", cfg.fps)
             paths.append(d / f"p{i}.gif")
-        (d / "prompts.json").write_text(json.dumps([{"summary": p.summary, "prompt": p.prompt} for p in prompts], indent=1))
+        (d / "prompts.json").write_text(json.dumps([{"summary": p.summary, "prompt": p.prompt, **p.settings(cfg)}
+                                                    for p in prompts], indent=1))
     finally:
         if not adapter:
             tr.enable_adapters()
@@ -70,7 +72,8 @@ def write_gallery(out_dir: Path, prompts, title: str, note: str = "") -> tuple[P
         tds = "".join(f'<td><img src="validation/{s.name}/p{i}.gif" width="160"></td>' if (s / f"p{i}.gif").exists()
                       else "<td></td>" for i in range(len(prompts)))
         rows_html.append(f"<tr><th>{label}</th>{tds}</tr>")
-    md += ["", "Prompts:", ""] + [f"- **{p.summary}**: {p.prompt}" for p in prompts]
+    md += ["", "Prompts:", ""] + [f"- **{p.summary}**" + (f" ({p.overrides()})" if p.overrides() else "")
+                                  + f": {p.prompt}" for p in prompts]
     mdp = out_dir / "gallery.md"
     mdp.write_text("\n".join(md) + "\n")
     ths = "".join(f'<th title="{html.escape(p.prompt)}">{html.escape(p.summary)}</th>' for p in prompts)

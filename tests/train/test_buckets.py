@@ -208,9 +208,30 @@ def test_bucketed_training_runs_end_to_end_with_one_bucket_per_batch(mixed, tiny
     from safetensors.torch import load_file
 
     out = tmp_path / "run"
+    # validation prompts with their own settings: one widescreen at its own seed, frames and cfg
+    prompts = tmp_path / "val.toml"
+    prompts.write_text('[[prompt]]\nsummary = "wide"\nprompt = "a cat runs"\nseed = 7\nsize = "96x64"\nframes = 5\n'
+                       'cfg = 2.5\n\n[[prompt]]\nprompt = "a mouse hides"\n')
     r = run_train("--query", "1=1", "--preset", "tiny", "--no-progress", "--base-model", tiny_sana_dir,
                   "--catalog", str(mixed), "--buckets", "auto", "--frame-buckets", "9,17", "--max-steps", "6",
-                  "--validation-every", "3", "--validation-steps", "1", "--holdout", "1", "--output-dir", str(out))
+                  "--validation-every", "3", "--validation-steps", "1", "--holdout", "1", "--output-dir", str(out),
+                  "--validation-prompts", str(prompts))
+    def shape(path):
+        import av
+
+        with av.open(str(path)) as c:
+            frames = [f for f in c.decode(video=0)]
+        return frames[0].width, frames[0].height, len(frames)
+
+    for step in ("base", "step_000003", "step_000006"):
+        d = out / "validation" / step
+        assert shape(d / "p0.mp4") == (96, 64, 5)
+        assert shape(d / "p1.mp4") == (64, 64, 17)  # the run's size, and its longest frame bucket
+        settings = json.loads((d / "prompts.json").read_text())
+        assert settings[0] == {"summary": "wide", "prompt": "a cat runs", "seed": 7, "width": 96, "height": 64,
+                               "frames": 5, "cfg": 2.5}
+        assert settings[1]["seed"] == 69420 and settings[1]["cfg"] == 4.0
+    assert "**wide** (seed 7, 96x64, 5 frames, cfg 2.5): a cat runs" in (out / "gallery.md").read_text()
     manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     bucket_of = {}
     for w in manifest:

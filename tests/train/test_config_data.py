@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from train.config import ConfigError, TrainConfig
@@ -83,3 +85,55 @@ def test_default_validation_prompts_are_the_original_five():
     assert len(vps) == 5
     assert vps[3].prompt.endswith("tom is eating a pizza.")
     assert vps[0].summary == "class baseline"
+
+
+def test_validation_prompts_in_toml_and_jsonl_with_per_prompt_settings(tmp_path):
+    toml = tmp_path / "v.toml"
+    toml.write_text('[[prompt]]\nsummary = "night"\nprompt = "a cat  at night"\nseed = 32420\nsize = "288x160"\n'
+                    'frames = 33\ncfg = 5\n\n[[prompt]]\nprompt = "a mouse"\n')
+    a, b = validation_prompts(str(toml))
+    assert (a.summary, a.prompt, a.seed, a.width, a.height, a.frames, a.cfg) == (
+        "night", "a cat at night", 32420, 288, 160, 33, 5.0)
+    cfg = TrainConfig()
+    assert b.settings(cfg) == {"seed": 69420, "width": 224, "height": 224, "frames": 81, "cfg": 4.0}
+    jsonl = tmp_path / "v.jsonl"
+    jsonl.write_text('{"prompt": "a mouse", "seed": 1}\n\n{"summary": "s", "prompt": "a cat", "size": "64x96"}\n')
+    c, d = validation_prompts(str(jsonl))
+    assert (c.prompt, c.seed, d.summary, d.width, d.height) == ("a mouse", 1, "s", 64, 96)
+    # the shipped TOML is the original experiment's prompts with its two seeds
+    from dataengine.assets import asset
+
+    txt = validation_prompts(None)
+    orig = validation_prompts(str(asset("prompts", "validation_tomjerry.toml")))
+    assert [(p.summary, p.prompt) for p in orig] == [(p.summary, p.prompt) for p in txt]
+    assert [p.seed for p in orig] == [69420, 32420, 32420, 32420, 32420]
+
+
+@pytest.mark.parametrize("suffix,text,message", [
+    (".toml", '[[prompt]]\nsummary = "x"\n', "needs prompt"),
+    (".toml", '[[prompt]]\nprompt = "x"\nsize = "224x100"\n', "size must be WIDTHxHEIGHT in multiples of 32"),
+    (".toml", '[[prompt]]\nprompt = "x"\nframes = 80\n', "frames must be 1 + 4k"),
+    (".toml", '[[prompt]]\nprompt = "x"\nseed = "1"\n', "seed must be an integer"),
+    (".toml", '[[prompt]]\nprompt = "x"\nsteps = 3\n', "unknown key 'steps'"),
+    (".toml", 'prompt = "x"\n', "write each prompt as a [[prompt]] table"),
+    (".toml", '[[prompt]\n', "not valid TOML"),
+    (".jsonl", '{"prompt": "x"}\n{"prompt": \n', "line 2: not valid JSON"),
+    (".jsonl", '["x"]\n', "line 1: expected a table"),
+    (".jsonl", '{"prompt": "x", "cfg": true}\n', "cfg must be a number"),
+    (".jsonl", '\n', "no prompts in"),
+])
+def test_bad_validation_prompt_files_name_the_entry(tmp_path, suffix, text, message):
+    f = tmp_path / f"v{suffix}"
+    f.write_text(text)
+    with pytest.raises(PromptError, match=re.escape(message)):
+        validation_prompts(str(f))
+
+
+def test_a_bad_prompts_file_fails_the_dry_run_before_anything_loads(tmp_path, train_catalog):
+    from helpers import run_train
+
+    f = tmp_path / "v.toml"
+    f.write_text('[[prompt]]\nprompt = "x"\nframes = 80\n')
+    r = run_train("--query", "1=1", "--preset", "tiny", "--catalog", str(train_catalog), "--validation-prompts",
+                  str(f), "--dry-run", check=False)
+    assert r.returncode == 1 and "frames must be 1 + 4k" in r.stderr and "Traceback" not in r.stderr
