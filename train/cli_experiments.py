@@ -16,7 +16,8 @@ def _floats(s: str) -> list[float]:
 @click.command("eval")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--query", required=True, help="WHERE clause selecting held-out clips (captioned ones).")
-@click.option("--catalog", default=None, help="Default: the run's catalog.")
+@click.option("--catalog", type=click.Path(dir_okay=False), default=None,
+              help="Catalog file (default: the catalog the run trained from).")
 @click.option("--captioner", "captioner", default="qwen2-vl", show_default=True,
               help="VLM that re-captions the generated videos (alias, hub id, local dir, or tiny).")
 @click.option("--source", default=None, help="Labelling giving the source captions/tags: CAPTIONER[@VERSION] "
