@@ -370,6 +370,28 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
 ]
 
+def _clips_view_of(version: int) -> str:
+    """The `clips` view as migration `version` created it."""
+    sql = next(q for v, _, q in MIGRATIONS if v == version)
+    start = sql.rindex("CREATE OR REPLACE VIEW clips AS")
+    end = sql.index("WHERE v.status = 'ok';", start) + len("WHERE v.status = 'ok';")
+    return sql[start:end]
+
+
+# 7: the sample aspect ratio. Anamorphic sources (DVD rips: 720x480 shown at 4:3 or 16:9) store
+# non-square pixels; `width * sar / height` is the aspect a player shows, which buckets and every
+# frame reader use. Videos ingested before have NULL (not read yet): the next `de ingest` over them
+# fills it in from a probe, and until then the view shows 1.
+# The view is v6's with one column more (derived, so the two cannot drift apart).
+MIGRATIONS.append((
+    7,
+    "sample aspect ratio",
+    "ALTER TABLE videos ADD COLUMN sar DOUBLE;\n"
+    + _clips_view_of(6).replace("            v.height,\n",
+                                "            v.height,\n            coalesce(v.sar, 1.0)        AS sar,\n", 1),
+))
+
+
 # The chosen labelling per clip: a human correction when there is one (`de serve`), else the pinned
 # labelling when `settings.caption_pin` names one ('captioner' or 'captioner@version'), else the most
 # recent successfully parsed caption of any labelling.

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 VIDEO_COLUMNS = [
     "video_id", "path", "size_bytes", "duration_s", "fps", "width", "height", "num_frames", "codec",
-    "container", "rotation", "is_vfr", "reader", "status", "error", "error_kind", "split_key",
+    "container", "rotation", "is_vfr", "reader", "status", "error", "error_kind", "split_key", "sar",
 ]
 CLIP_COLUMNS = [
     "clip_id", "video_id", "scene_index", "window_index", "start_frame", "end_frame", "start_s", "end_s",
@@ -25,7 +25,7 @@ SQL_INSERT_CLIP = (
 )
 SQL_DELETE_CLIPS_OF_VIDEO = "DELETE FROM clip_segments WHERE video_id = ?"
 SQL_VIDEO_STATE = (
-    "SELECT v.video_id, v.path, v.status, v.split_key, coalesce(s.signed, true) FROM videos v "
+    "SELECT v.video_id, v.path, v.status, v.split_key, coalesce(s.signed, true), v.sar FROM videos v "
     "LEFT JOIN (SELECT video_id, bool_and(sig0 IS NOT NULL) AS signed FROM clip_segments GROUP BY 1) s "
     "USING (video_id)"
 )
@@ -34,7 +34,7 @@ SQL_VIDEO_STATE = (
 def known_videos(con) -> dict[str, dict[str, Any]]:
     """video_id -> {path, status, split_key, signed} for every video the catalog has seen
     (`signed`: its clips have near-duplicate signatures; clips from before signatures do not)."""
-    return {r[0]: {"path": r[1], "status": r[2], "split_key": r[3], "signed": r[4]}
+    return {r[0]: {"path": r[1], "status": r[2], "split_key": r[3], "signed": r[4], "sar": r[5]}
             for r in con.execute(SQL_VIDEO_STATE).fetchall()}
 
 
@@ -46,6 +46,10 @@ def save_video(con, video: dict[str, Any], clips: Iterable[dict[str, Any]]) -> i
     if rows:
         con.executemany(SQL_INSERT_CLIP, rows)
     return len(rows)
+
+
+def update_sar(con, video_id: str, sar: float) -> None:
+    con.execute("UPDATE videos SET sar = ? WHERE video_id = ?", [sar, video_id])
 
 
 def update_path(con, video_id: str, path: str) -> None:

@@ -83,6 +83,7 @@ class VideoResult:
     codec: str | None = None
     container: str | None = None
     rotation: int = 0
+    sar: float = 1.0
     is_vfr: bool = False
     reader: str | None = None
     split_key: str = ""
@@ -125,7 +126,7 @@ def analyze_video(path: str, vid: str, opts: IngestOptions) -> VideoResult:
 def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     info = probe(path)
     res.codec, res.container, res.rotation = info.codec, info.container, info.rotation
-    res.width, res.height = info.width, info.height
+    res.width, res.height, res.sar = info.width, info.height, info.sar
     size = analysis_size(info.width, info.height, opts.analysis_side)
     feeder = SceneFeeder(opts.detector, info.nominal_fps)
     stats = FrameStats(stride=max(1, round((info.nominal_fps or 24.0) / 8)))

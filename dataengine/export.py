@@ -57,7 +57,7 @@ def export_clips(rows: list[dict], out_dir: str | Path, *, fps: float | None = N
 
     from .identity import check_source
     from .media import save_mp4
-    from .video import ClipReader, VideoError, fit_size
+    from .video import ClipReader, VideoError, display_size, fit_size
 
     out = _target(out_dir)
     s = ExportSummary()
@@ -76,7 +76,8 @@ def export_clips(rows: list[dict], out_dir: str | Path, *, fps: float | None = N
         try:
             check_source(r["video_path"], r.get("video_id"))
             if reader is None or reader.path != r["video_path"]:
-                size = fit_size(r["width"], r["height"], max_side=max_side) if max_side else None
+                size = (fit_size(*display_size(r["width"], r["height"], r.get("sar")), max_side=max_side)
+                        if max_side else None)
                 reader = ClipReader(r["video_path"], size=size)
             rate = fps or r["fps"]
             frames, _ = reader.read(r["start_s"], r["end_s"], rate)
@@ -265,7 +266,7 @@ def _export_webdataset(rows: list[dict], out: Path, *, fps, max_side, shard_size
 
     from .identity import check_source
     from .media import save_mp4
-    from .video import ClipReader, VideoError, fit_size
+    from .video import ClipReader, VideoError, display_size, fit_size
 
     if shard_size < 1:
         raise ExportError("--shard-size must be at least 1")
@@ -294,7 +295,8 @@ def _export_webdataset(rows: list[dict], out: Path, *, fps, max_side, shard_size
                 try:
                     check_source(r["video_path"], r.get("video_id"))
                     if reader is None or reader.path != r["video_path"]:
-                        size = fit_size(r["width"], r["height"], max_side=max_side) if max_side else None
+                        size = (fit_size(*display_size(r["width"], r["height"], r.get("sar")), max_side=max_side)
+                        if max_side else None)
                         reader = ClipReader(r["video_path"], size=size)
                     rate = fps or r["fps"]
                     frames, _ = reader.read(r["start_s"], r["end_s"], rate)

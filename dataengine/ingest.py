@@ -95,6 +95,17 @@ def _utf8_ok(p: Path | str) -> bool:
         return False
 
 
+def _backfill_sar(catalog, vid: str, f: Path) -> None:
+    from .video import VideoError, probe
+
+    try:
+        sar = probe(str(f)).sar
+    except (VideoError, OSError):
+        return  # stays unknown (shown as 1); the clips are still good
+    with db.writing(catalog) as con:
+        store.update_sar(con, vid, sar)
+
+
 def discover(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
     """(video files, [(path, why it was not taken)]).
 
@@ -224,6 +235,8 @@ def ingest_paths(
                     if prev["path"] != str(f) and not os.path.exists(prev["path"]):
                         with db.writing(catalog) as con:
                             store.update_path(con, vid, str(f))  # the file moved: follow it
+                    if prev.get("sar") is None:  # ingested before the catalog kept it: a probe, once
+                        _backfill_sar(catalog, vid, f)
                     summary.skipped += 1
                     continue
                 if prev["status"] == "failed" and not retry_failed and not resplit:

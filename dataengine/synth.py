@@ -133,11 +133,14 @@ def make_cartoon(
     vfr: bool = False,
     rotation: int = 0,
     codec: str | None = None,
+    sar: Fraction | None = None,
 ) -> SynthResult:
     """Write a cartoon with hard cuts at `cuts` (seconds). Codec follows the file suffix.
 
     `rotation` stores a display rotation (degrees, counter-clockwise) in the stream; the pixels are
     pre-rotated the opposite way so that a player honouring the matrix shows the upright cartoon.
+    `sar` stores non-square pixels (anamorphic, as on DVDs): `size` is the stored size, and a
+    player shows it (width * sar) x height. The drawing is squeezed to match, so it looks right there.
     """
     import av
 
@@ -158,10 +161,18 @@ def make_cartoon(
             st.codec_context.time_base = tb
         if rotation:
             st.set_display_rotation(rotation)
+        if sar:
+            st.codec_context.sample_aspect_ratio = Fraction(sar)
         for i, t in enumerate(times):
             scene = sum(1 for c in cuts if t >= c - 1e-9)
             start = cuts[scene - 1] if scene else 0.0
-            img = draw_frame(t, scene, width, height, start)
+            if sar:  # drawn at the display size, stored squeezed
+                import cv2
+
+                img = cv2.resize(draw_frame(t, scene, int(round(width * float(sar))), height, start), (width, height),
+                                 interpolation=cv2.INTER_AREA)
+            else:
+                img = draw_frame(t, scene, width, height, start)
             if rotation:
                 img = np.ascontiguousarray(np.rot90(img, k=-{90: 1, 180: 2, 270: 3}[rotation]))
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")

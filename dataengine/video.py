@@ -43,6 +43,9 @@ class VideoInfo:
     nominal_fps: float
     duration_s: float
     frame_count_hint: int  # from the container; may be 0 or wrong, never trusted for timing
+    # pixel aspect ratio of width x height as stored (DVD rips: 720x480 at 8:9 is 4:3 on screen);
+    # the display size is (width * sar) x height
+    sar: float = 1.0
     extra: dict = field(default_factory=dict)
 
 
@@ -80,8 +83,10 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             duration = 0.0
         rotation = _first_frame_rotation(container, st)
         w, h = cc.width, cc.height
+        sar = _sample_aspect(st)
         if rotation in (90, 270):
             w, h = h, w
+            sar = 1.0 / sar
         return VideoInfo(
             path=path,
             size_bytes=size,
@@ -95,9 +100,27 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             nominal_fps=fps,
             duration_s=duration,
             frame_count_hint=int(st.frames or 0),
+            sar=sar,
         )
     finally:
         container.close()
+
+
+def _sample_aspect(stream) -> float:
+    """The stream's sample (pixel) aspect ratio; 1 when absent, 0/0 or implausible."""
+    for src in (stream, stream.codec_context):
+        try:
+            r = src.sample_aspect_ratio
+        except Exception:  # noqa: BLE001 - PyAV raises for some codecs
+            r = None
+        if r and r.denominator and 0.25 <= float(r) <= 4.0:
+            return round(float(r), 6)
+    return 1.0
+
+
+def display_size(width: int, height: int, sar: float | None) -> tuple[int, int]:
+    """What a player shows: square pixels, the stored width stretched by the sample aspect ratio."""
+    return max(2, int(round(width * (sar or 1.0)))), height
 
 
 def _first_frame_rotation(container, stream) -> int:
@@ -352,7 +375,9 @@ class ClipReader:
             raise VideoError("missing", f"video file not found: {path}")
         self.path = path
         self.info = probe(path)
-        self.size = size or fit_size(self.info.width, self.info.height, max_pixels=max_pixels)
+        # square pixels out: an anamorphic source is scaled to its display aspect as it is decoded
+        self.size = size or fit_size(*display_size(self.info.width, self.info.height, self.info.sar),
+                                     max_pixels=max_pixels)
         self._vr = None
         self._times: np.ndarray | None = None
         if not self.info.rotation:

@@ -90,7 +90,8 @@ class Manifest:
 
 # What a manifest needs of each clip: always these, plus the label columns its template uses
 # (fetching every view column of 300k clips costs seconds).
-TRAIN_COLUMNS = "clip_id, video_id, video_path, start_s, end_s, width, height, motion_score, captioner, prompt_version"
+TRAIN_COLUMNS = ("clip_id, video_id, video_path, start_s, end_s, width, height, sar, motion_score, captioner, "
+                 "prompt_version")
 LABEL_COLUMNS = ("caption", "caption_fields", "action", "setting", "time_of_day", "camera", "motion", "characters")
 
 
@@ -167,7 +168,9 @@ def build_manifest(cfg: TrainConfig, rows: list[dict]) -> Manifest:
             continue
         buckets[str(n) if n < 5 else "5+"] += 1
         hours += dur / 3600
-        src_aspect = r["width"] / r["height"] if r.get("width") and r.get("height") else target_aspect
+        # the aspect a player shows: anamorphic pixels (sar != 1) are stretched back (ClipReader does too)
+        src_aspect = (r["width"] * (r.get("sar") or 1.0) / r["height"]) if r.get("width") and r.get("height") \
+            else target_aspect
         bw, bh = nearest(sizes, src_aspect)
         crop = round(crop_fraction(src_aspect, bw / bh), 4)
         lab = f"{r['captioner']}@{r['prompt_version']}" if r.get("captioner") else None
