@@ -246,6 +246,11 @@ def _resumed_run(overrides, output_dir, echo):
         cfg.max_steps = overrides["max_steps"]
     if "log_every" in overrides:  # how it reports is free to change
         cfg.log_every = overrides["log_every"]
+    ignored = sorted(k for k in overrides if k not in ("max_steps", "log_every", "output_dir"))
+    if ignored and _rank() == 0:
+        echo(f"note: a resume trains what {out}/config.json froze; ignored: "
+             f"{', '.join('--' + k.replace('_', '-') for k in ignored)} (only --max-steps and --log-every apply)",
+             err=True)
     check_trackers(cfg.report_to)
     manifest = Manifest.read(out / "manifest.jsonl")
     meta = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
@@ -300,6 +305,10 @@ def cache_summary(out: Path) -> dict:
 
 def start_training(*, query, preset, overrides, output_dir, resume, dry_run, progress, echo,
                    config_file=None) -> int:
+    if resume and (config_file or preset or query) and _rank() == 0:
+        given = [n for n, v in (("--config", config_file), ("--preset", preset), ("--query", query)) if v]
+        echo(f"note: a resume trains what {output_dir}/config.json froze; {' and '.join(given)} "
+             f"{'is' if len(given) == 1 else 'are'} not read", err=True)
     if resume:
         resumed = _resumed_run(overrides, output_dir, echo)
         if resumed is None:

@@ -175,6 +175,11 @@ def test_resume_with_no_checkpoint_restarts_and_empty_folder_is_explained(tmp_pa
     # a finished run: said so, exit 0, no model loaded (so no cache or load messages)
     assert r.returncode == 0 and "nothing to resume" in r.stdout and "finished all 2 steps" in r.stdout
     assert "LoRA:" not in r.stdout and "Loading" not in r.stderr
+    # options a resume cannot apply are named, not silently dropped
+    r = run_train("--resume", "latest", "--output-dir", str(out), "--no-progress", "--rank", "8", "--preset", "tiny",
+                  check=False)
+    assert r.returncode == 0 and "ignored: --rank (only --max-steps and --log-every apply)" in r.stderr
+    assert "--preset is not read" in r.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     r = run_train("--resume", "latest", "--output-dir", str(empty), check=False)
