@@ -143,7 +143,7 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
         times_parts.append(fb.times)
         for i, t in enumerate(fb.times):
             if t >= next_kf_t:
-                keyframes.append((n + i, _jpeg(fb.frames[i], bgr=fb.bgr)))
+                keyframes.append((n + i, _jpeg(fb.frames[i], bgr=fb.bgr, sar=info.sar)))
                 if opts.signatures:
                     smalls.append((n + i, small_luma(fb.frames[i], bgr=fb.bgr)))
                 next_kf_t = t + opts.keyframe_every_s
@@ -192,9 +192,14 @@ def split_end(times: np.ndarray) -> float:
     return frame_end_time(times) - float(times[0]) if len(times) else 0.0
 
 
-def _jpeg(img: np.ndarray, bgr: bool = False) -> bytes:
+def _jpeg(img: np.ndarray, bgr: bool = False, sar: float = 1.0) -> bytes:
+    """A keyframe as people see it: non-square pixels are stretched to the display aspect."""
     import cv2
 
+    if abs(sar - 1.0) > 1e-3:
+        h, w = img.shape[:2]
+        img = cv2.resize(img, (max(2, int(round(w * sar))), h), interpolation=cv2.INTER_AREA if sar < 1 else
+                         cv2.INTER_LINEAR)
     ok, buf = cv2.imencode(".jpg", img if bgr else cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                            [cv2.IMWRITE_JPEG_QUALITY, 90])
     return buf.tobytes() if ok else b""

@@ -35,6 +35,12 @@ def test_probe_and_catalog_keep_the_sample_aspect_ratio(anamorphic):
     assert got["squeezed.mp4"] == pytest.approx(4 / 3) and got["square.mp4"] == 1.0
     view = rows(cat, "SELECT DISTINCT width, height, round(sar, 4) FROM clips WHERE video_path LIKE '%squeezed%'")
     assert view == [(240, 180, 1.3333)]
+    # keyframes (what `de serve` shows) are stretched to the display aspect too
+    import cv2
+
+    for (kf,) in rows(cat, "SELECT keyframe_path FROM clips"):
+        h, w = cv2.imread(kf).shape[:2]
+        assert abs(w / h - 16 / 9) < 0.03, (kf, w, h)
 
 
 def test_frames_are_read_at_the_display_aspect(anamorphic):
