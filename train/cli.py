@@ -16,7 +16,7 @@ from .presets import preset_names
 
 # option name -> TrainConfig field; every one defaults to None so presets can fill the gaps
 TRAIN_OPTIONS = [
-    ("--catalog", "catalog", str, "Catalog file (default: $DE_CATALOG, else ./catalog.duckdb)."),
+    ("--catalog", "catalog", click.Path(dir_okay=False), "Catalog file (default: $DE_CATALOG, else ./catalog.duckdb)."),
     ("--query-timeout", "query_timeout", float, "Seconds the --query may run before it is stopped. [default: 30]"),
     ("--captioner", "captioner", str, "Labelling to take captions from: CAPTIONER[@VERSION] (default: what the clips view shows)."),
     ("--base-model", "base_model", str, "Hub id, local diffusers folder, or tiny. [default: Efficient-Large-Model/SANA-Video_2B_480p_diffusers]"),
@@ -47,7 +47,7 @@ TRAIN_OPTIONS = [
     ("--flow-shift", "flow_shift", float, "Shift applied to training sigmas (NVIDIA's SANA-Video training value). [default: 3]"),
     ("--validation-flow-shift", "validation_flow_shift", float, "Sampler shift for validation and generation. [default: 8]"),
     ("--validation-every", "validation_every", int, "Steps between validations, 0 = off. [default: 500]"),
-    ("--validation-prompts", "validation_prompts", str, "File of 'summary | prompt' lines [default: the original five]."),
+    ("--validation-prompts", "validation_prompts", str, "File of 'summary | prompt' lines, or TOML [[prompt]] tables / JSONL objects that may set seed, size (WxH), frames and cfg per prompt [default: the original five]."),
     ("--validation-seed", "validation_seed", int, "[default: 69420]"),
     ("--cfg", "cfg", float, "Guidance scale for validation. [default: 4]"),
     ("--validation-steps", "validation_steps", int, "Sampler steps for validation. [default: 50]"),
@@ -89,7 +89,7 @@ def _add_train_options(f):
 @click.option("--resume", default=None, help="latest, or a checkpoint folder: continue exactly where it stopped.")
 @click.option("--dry-run", is_flag=True, help="Resolve the query; print the manifest, the sigma distribution and the "
                                              "projected GPU memory; load no model.")
-@click.option("--no-progress", is_flag=True)
+@click.option("--no-progress", is_flag=True, help="No progress bars: a log line every --log-every steps instead.")
 @click.option("--dedup", is_flag=True, default=None,
               help="Keep one clip per near-duplicate group (the clips view's dup_rank = 1; see `de dedup`).")
 @_add_train_options
