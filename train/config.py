@@ -94,6 +94,11 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(msg)
 
+        for f in fields(self):  # inf or NaN from a config file or the command line ("--fps inf")
+            v = getattr(self, f.name)
+            if isinstance(v, float):
+                need(math.isfinite(v), f"--{f.name.replace('_', '-')} must be a finite number, got {v}")
+        need(0 <= self.cfg < 100, f"--cfg must be in [0, 100), got {self.cfg:g}")
         need((self.frames - 1) % 4 == 0 and self.frames >= 1, f"--frames must be 1 + 4k (e.g. 81), got {self.frames}")
         need(self.height % 32 == 0 and self.width % 32 == 0 and self.height > 0 and self.width > 0,
              f"--height/--width must be positive multiples of 32 (SanaVideoPipeline.check_inputs), "

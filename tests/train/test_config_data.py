@@ -137,3 +137,10 @@ def test_a_bad_prompts_file_fails_the_dry_run_before_anything_loads(tmp_path, tr
     r = run_train("--query", "1=1", "--preset", "tiny", "--catalog", str(train_catalog), "--validation-prompts",
                   str(f), "--dry-run", check=False)
     assert r.returncode == 1 and "frames must be 1 + 4k" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("field", ["lr", "fps", "alpha", "cfg", "flow_shift", "motion_scale", "query_timeout"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_numbers_are_refused(field, value):
+    with pytest.raises(ConfigError, match=f"--{field.replace('_', '-')} must be a finite number"):
+        TrainConfig(**{field: value})
