@@ -253,3 +253,52 @@ def test_bucketed_training_runs_end_to_end_with_one_bucket_per_batch(mixed, tiny
     want = {(1 + (f - 1) // 4, h // 8, w // 8) for w, h, f in bucket_of.values()}
     assert len(files) == len(manifest) and shapes == want
     assert (out / "pytorch_lora_weights.safetensors").exists() and "trained 6 steps" in r.stdout
+
+
+@pytest.mark.slow
+def test_bucketed_batches_are_the_same_on_one_process_and_two(mixed, tiny_sana_dir, tmp_path):
+    """torchrun with 2 CPU processes at batch 1 against 1 process at batch 2, with mixed buckets:
+    each step's global batch is one bucket, split across ranks, so the LoRA is the same."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    from helpers import metrics
+
+    common = ["--query", "1=1", "--preset", "tiny", "--no-progress", "--base-model", tiny_sana_dir,
+              "--catalog", str(mixed), "--buckets", "auto", "--frame-buckets", "9,17", "--max-steps", "3",
+              "--validation-every", "0", "--checkpoint-every", "0", "--holdout", "0"]
+    single = tmp_path / "single"
+    run_train(*common, "--batch-size", "2", "--output-dir", str(single))
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    multi = tmp_path / "multi"
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+                        "-m", "train.cli", *common, "--batch-size", "1", "--output-dir", str(multi)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    bucket_of = {}
+    for line in (single / "manifest.jsonl").read_text().splitlines():
+        w = json.loads(line)
+        bucket_of[w["clip_id"]] = (w["width"], w["height"], w["frames"])
+    for run in (single, multi):
+        steps = defaultdict(set)
+        for line in (run / "logs" / "sample_losses.jsonl").read_text().splitlines():
+            s = json.loads(line)
+            steps[s["step"]].add(bucket_of[s["clip_id"]])
+        assert sorted(steps) == [1, 2, 3] and all(len(b) == 1 for b in steps.values())
+    a = load_file(str(single / "pytorch_lora_weights.safetensors"))
+    b = load_file(str(multi / "pytorch_lora_weights.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), (k, (a[k] - b[k]).abs().max())
+    la = [x["loss"] for x in metrics(single) if "loss" in x]
+    lb = [x["loss"] for x in metrics(multi) if "loss" in x]
+    assert la == pytest.approx(lb, rel=1e-4)
