@@ -235,9 +235,15 @@ def test_bucketed_training_runs_end_to_end_with_one_bucket_per_batch(mixed, tiny
     manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     bucket_of = {}
     for w in manifest:
+        name = w["video_path"].rsplit("/", 1)[-1]
         assert w["width"] and w["height"] and f"{w['width']}x{w['height']}x{w['frames']}" == \
-            f"{EXPECTED_SIZE[w['video_path'].rsplit('/', 1)[-1]]}x{w['frames']}"
+            f"{EXPECTED_SIZE[name]}x{w['frames']}"
         bucket_of[w["clip_id"]] = (w["width"], w["height"], w["frames"])
+        # cropped by exactly the source's aspect error against its bucket, and never by more than
+        # the square crop would have
+        (sw, sh), bucket_aspect = SOURCES[name][0], w["width"] / w["height"]
+        err = 1 - min(sw / sh / bucket_aspect, bucket_aspect / (sw / sh))
+        assert w["crop"] == pytest.approx(err, abs=1e-3) and w["crop"] <= crop_fraction(sw / sh, 1.0) + 1e-9
     assert len(set(bucket_of.values())) >= 3
     steps = defaultdict(set)
     for line in (out / "logs" / "sample_losses.jsonl").read_text().splitlines():
