@@ -41,8 +41,9 @@ echo "gallery: $PWD/runs/demo-tiny/gallery.md  (HTML: $PWD/runs/demo-tiny/galler
 echo "== 5b. curate with your model: per-clip training loss (noise with random models) and near-duplicates"
 de query "train_loss_z IS NOT NULL" --columns clip_id,train_loss_z,train_samples,tags
 de dedup
+# ... in aspect-ratio buckets (the 4:3 cartoons keep their sides) and frame buckets (short clips count)
 train --query "tags LIKE '%$TAG%' AND NOT rejected AND coalesce(train_loss_z, 0) < 2" --dedup --preset tiny \
-  --dry-run
+  --buckets auto --frame-buckets 5,9 --dry-run
 
 echo "== 6. experiments on the demo run (random models: this shows the mechanics, not quality)"
 train eval runs/demo-tiny --query "1=1" --captioner tiny --limit 2 --steps 2 \
