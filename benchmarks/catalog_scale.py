@@ -43,7 +43,8 @@ def build(cat: Path, n_clips: int, n_videos: int = 2000) -> float:
         INSERT INTO clip_segments (clip_id, video_id, scene_index, window_index, start_frame, end_frame, start_s,
                                    end_s, motion_score, brightness, colorfulness, sharpness, keyframe_path, detector,
                                    detector_params, split_key)
-        SELECT printf('%016x_%07d', i % {n_videos}, i // {n_videos}), md5((i % {n_videos})::VARCHAR),
+        SELECT printf('%s_%07d_%07d', left(md5((i % {n_videos})::VARCHAR), 16), (i // {n_videos}) * 60,
+                      (i // {n_videos}) * 60 + 48 + (i % 97)), md5((i % {n_videos})::VARCHAR),
                i // {n_videos}, 0, (i // {n_videos}) * 60, (i // {n_videos}) * 60 + 48 + (i % 97),
                (i // {n_videos}) * 2.5, (i // {n_videos}) * 2.5 + 2.0 + (i % 97) / 24.0,
                (i % 113) / 10.0, 0.3 + (i % 7) / 20.0, 0.2 + (i % 11) / 30.0, 100 + (i % 50), NULL, 'adaptive',

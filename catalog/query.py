@@ -19,8 +19,10 @@ Every path that takes user SQL (`de query`, `de export`, `de caption`, `train`) 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import gc
 import json
 import os
 import threading
@@ -208,6 +210,18 @@ def view_columns(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {d[0].lower() for d in con.execute("SELECT * FROM clips LIMIT 0").description}
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector while building many acyclic objects (rows, dicts)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def run_query(
     clause: str | None,
     catalog: str | os.PathLike | None = None,
@@ -247,7 +261,8 @@ def run_query(
             else:
                 cur = con.execute(sql)
             cols = [d[0] for d in cur.description]
-            rows = cur.fetchall()
+            with _gc_paused():  # 300k+ row tuples: the cyclic collector's rescans cost seconds
+                rows = cur.fetchall()
         except duckdb.InterruptException as e:
             raise QueryError(f"the query ran longer than {timeout:g} s and was stopped; simplify it or raise "
                              "--query-timeout") from e
@@ -257,6 +272,7 @@ def run_query(
         finally:
             if timer:
                 timer.cancel()
-        return [dict(zip(cols, r)) for r in rows]
+        with _gc_paused():
+            return [dict(zip(cols, r)) for r in rows]
     finally:
         con.close()

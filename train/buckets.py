@@ -105,8 +105,3 @@ def crop_fraction(src_aspect: float, bucket_aspect: float) -> float:
 def nearest(sizes: list[tuple[int, int]], src_aspect: float) -> tuple[int, int]:
     """The size whose aspect is nearest in log ratio (so 2:1 and 1:2 are equally far from 1:1)."""
     return min(sizes, key=lambda wh: (abs(math.log(wh[0] / wh[1]) - math.log(src_aspect)), -wh[0] * wh[1]))
-
-
-def longest_fitting(frame_buckets: list[int], fps: float, seconds: float) -> int | None:
-    fits = [f for f in frame_buckets if f / fps <= seconds + 1e-6]
-    return max(fits) if fits else None
