@@ -68,7 +68,7 @@ def main() -> None:
     from train.loop import _load_batch, train
     from train.lora import add_lora, trainable_parameters
     from train.models import load_components
-    from train.presets import tiny
+    from train.presets import load_preset
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,7 +77,7 @@ def main() -> None:
             make_cartoon(tmp / "v" / f"c{i}.mp4", duration_s=8 + i, fps=24, size=(320, 240), cuts=[4.0 + i * 0.3])
         cat = tmp / "c.duckdb"
         ingest_paths(cat, [tmp / "v"], IngestOptions(), progress=False)
-        cfg = TrainConfig(**{**tiny(), "catalog": str(cat), "query": "1=1", "max_steps": args.steps,
+        cfg = TrainConfig(**{**load_preset("tiny"), "catalog": str(cat), "query": "1=1", "max_steps": args.steps,
                              "validation_every": 0, "checkpoint_every": 0, "holdout": 0})
         man = build_manifest(cfg, select_rows(cfg))
         win = [w for w in man.windows if w.role == "train"]

@@ -47,6 +47,22 @@ def _target(out_dir) -> Path:
     return out
 
 
+def _clip_frames(r: dict, reader, fps: float | None, max_side: int | None):
+    """(reader, frames, rate): one clip's frames resampled by time to `fps` (default: its source
+    rate), in square pixels, the long side at most `max_side`. The reader stays open while the
+    (sorted) rows stay on one video; the bytes are checked to be the ones ingested."""
+    from .identity import check_source
+    from .video import ClipReader, display_size, fit_size
+
+    check_source(r["video_path"], r.get("video_id"))
+    if reader is None or reader.path != r["video_path"]:
+        size = fit_size(*display_size(r["width"], r["height"], r.get("sar")), max_side=max_side) if max_side else None
+        reader = ClipReader(r["video_path"], size=size)
+    rate = fps or r["fps"]
+    frames, _ = reader.read(r["start_s"], r["end_s"], rate)
+    return reader, frames, rate
+
+
 def export_clips(rows: list[dict], out_dir: str | Path, *, fps: float | None = None, max_side: int | None = None,
                  overwrite: bool = False, progress: bool = True) -> ExportSummary:
     """Each clip to <out>/<clip_id>.mp4 through a temp file; index.jsonl lists exactly the clips
@@ -55,9 +71,8 @@ def export_clips(rows: list[dict], out_dir: str | Path, *, fps: float | None = N
 
     from tqdm import tqdm
 
-    from .identity import check_source
     from .media import save_mp4
-    from .video import ClipReader, VideoError, display_size, fit_size
+    from .video import VideoError
 
     out = _target(out_dir)
     s = ExportSummary()
@@ -74,13 +89,7 @@ def export_clips(rows: list[dict], out_dir: str | Path, *, fps: float | None = N
             continue
         tmp = path.with_suffix(".tmp.mp4")
         try:
-            check_source(r["video_path"], r.get("video_id"))
-            if reader is None or reader.path != r["video_path"]:
-                size = (fit_size(*display_size(r["width"], r["height"], r.get("sar")), max_side=max_side)
-                        if max_side else None)
-                reader = ClipReader(r["video_path"], size=size)
-            rate = fps or r["fps"]
-            frames, _ = reader.read(r["start_s"], r["end_s"], rate)
+            reader, frames, rate = _clip_frames(r, reader, fps, max_side)
             save_mp4(frames, tmp, rate)
             tmp.replace(path)
             s.written += 1
@@ -264,9 +273,8 @@ def _export_webdataset(rows: list[dict], out: Path, *, fps, max_side, shard_size
 
     from tqdm import tqdm
 
-    from .identity import check_source
     from .media import save_mp4
-    from .video import ClipReader, VideoError, display_size, fit_size
+    from .video import VideoError
 
     if shard_size < 1:
         raise ExportError("--shard-size must be at least 1")
@@ -293,13 +301,7 @@ def _export_webdataset(rows: list[dict], out: Path, *, fps, max_side, shard_size
         with tempfile.TemporaryDirectory(dir=out) as scratch:
             for r in tqdm(rows, desc="export", unit="clip", disable=not progress):
                 try:
-                    check_source(r["video_path"], r.get("video_id"))
-                    if reader is None or reader.path != r["video_path"]:
-                        size = (fit_size(*display_size(r["width"], r["height"], r.get("sar")), max_side=max_side)
-                        if max_side else None)
-                        reader = ClipReader(r["video_path"], size=size)
-                    rate = fps or r["fps"]
-                    frames, _ = reader.read(r["start_s"], r["end_s"], rate)
+                    reader, frames, rate = _clip_frames(r, reader, fps, max_side)
                     mp4 = Path(scratch) / "clip.mp4"
                     save_mp4(frames, mp4, rate)
                 except VideoError as e:

@@ -25,6 +25,29 @@ def metrics(run_dir):
     return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if l.strip()]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_same_training(a, b):
+    """Two run folders trained the same LoRA (to float tolerance) with the same logged losses:
+    what one process and several must agree on for the same global batch."""
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    wa = load_file(os.path.join(a, "pytorch_lora_weights.safetensors"))
+    wb = load_file(os.path.join(b, "pytorch_lora_weights.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6), (k, (wa[k] - wb[k]).abs().max())
+    la = [x["loss"] for x in metrics(a) if "loss" in x]
+    lb = [x["loss"] for x in metrics(b) if "loss" in x]
+    assert la == pytest.approx(lb, rel=1e-4)  # the logged loss is the global batch's on both
 
 
 def rows(catalog, sql, params=()):

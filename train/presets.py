@@ -29,17 +29,3 @@ def load_preset(name: str) -> dict:
         raise ConfigError(f"preset {name} names another preset; presets are complete files")
     return values
 
-
-def seed_tomjerry() -> dict:
-    """The original experiment's table, exactly (../shared/ORIGINAL_EXPERIMENT.md)."""
-    return load_preset("seed-tomjerry")
-
-
-def stability_lora64() -> dict:
-    """The planned stability run: LoRA-64 at lr 1e-4 with warmup, 15k steps."""
-    return load_preset("stability-lora64")
-
-
-def tiny() -> dict:
-    """Smoke runs and tests on 2 CPU cores: a random tiny SANA-Video, 9 frames at 64x64."""
-    return load_preset("tiny")

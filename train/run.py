@@ -316,8 +316,8 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
         cfg, manifest, out, run_id = resumed
     elif _rank() != 0:
         if output_dir is None and config_file:  # the file may name the run folder every rank must find
-            output_dir = overrides.get("output_dir") or read_config_file(config_file).get("output_dir")
-        cfg, manifest, out, run_id = _other_rank_run(output_dir or overrides.get("output_dir"))
+            output_dir = read_config_file(config_file).get("output_dir")
+        cfg, manifest, out, run_id = _other_rank_run(output_dir)
     else:
         made = _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file)
         if made is None:

@@ -267,14 +267,10 @@ def test_bucketed_batches_are_the_same_on_one_process_and_two(mixed, tiny_sana_d
     each step's global batch is one bucket, split across ranks, so the LoRA is the same."""
     import os
     import shutil
-    import socket
     import subprocess
     import sys
 
-    import torch
-    from safetensors.torch import load_file
-
-    from helpers import metrics
+    from helpers import assert_same_training, free_port
 
     common = ["--query", "1=1", "--preset", "tiny", "--no-progress", "--base-model", tiny_sana_dir,
               "--catalog", str(mixed), "--buckets", "auto", "--frame-buckets", "9,17", "--max-steps", "3",
@@ -282,9 +278,7 @@ def test_bucketed_batches_are_the_same_on_one_process_and_two(mixed, tiny_sana_d
     single = tmp_path / "single"
     run_train(*common, "--batch-size", "2", "--output-dir", str(single))
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     multi = tmp_path / "multi"
     r = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
                         "-m", "train.cli", *common, "--batch-size", "1", "--output-dir", str(multi)],
@@ -300,11 +294,4 @@ def test_bucketed_batches_are_the_same_on_one_process_and_two(mixed, tiny_sana_d
             s = json.loads(line)
             steps[s["step"]].add(bucket_of[s["clip_id"]])
         assert sorted(steps) == [1, 2, 3] and all(len(b) == 1 for b in steps.values())
-    a = load_file(str(single / "pytorch_lora_weights.safetensors"))
-    b = load_file(str(multi / "pytorch_lora_weights.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), (k, (a[k] - b[k]).abs().max())
-    la = [x["loss"] for x in metrics(single) if "loss" in x]
-    lb = [x["loss"] for x in metrics(multi) if "loss" in x]
-    assert la == pytest.approx(lb, rel=1e-4)
+    assert_same_training(single, multi)

@@ -4,12 +4,12 @@ import pytest
 
 from train.config import ConfigError, TrainConfig
 from train.data import DataError, build_manifest
-from train.presets import seed_tomjerry
+from train.presets import load_preset
 from train.prompts import PromptError, fill, validation_prompts
 
 
 def test_seed_tomjerry_preset_is_the_original_table():
-    cfg = TrainConfig(**seed_tomjerry())
+    cfg = TrainConfig(**load_preset("seed-tomjerry"))
     assert (cfg.base_model, cfg.height, cfg.width, cfg.frames, cfg.fps) == (
         "Efficient-Large-Model/SANA-Video_2B_480p_diffusers", 224, 224, 81, 16.0)
     assert (cfg.batch_size, cfg.optimizer, cfg.lr, cfg.rank, cfg.alpha, cfg.lora_dropout, cfg.max_steps) == (

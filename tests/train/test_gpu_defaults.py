@@ -14,14 +14,14 @@ import shutil
 import pytest
 
 from train.config import ConfigError, TrainConfig
-from train.presets import seed_tomjerry, stability_lora64, tiny
+from train.presets import load_preset
 
 
 def test_checkpointing_is_on_for_real_models_and_both_presets_off_for_tiny():
     assert TrainConfig().gradient_checkpointing is True
-    assert TrainConfig(**seed_tomjerry()).gradient_checkpointing is True
-    assert TrainConfig(**stability_lora64()).gradient_checkpointing is True
-    assert TrainConfig(**tiny()).gradient_checkpointing is False
+    assert TrainConfig(**load_preset("seed-tomjerry")).gradient_checkpointing is True
+    assert TrainConfig(**load_preset("stability-lora64")).gradient_checkpointing is True
+    assert TrainConfig(**load_preset("tiny")).gradient_checkpointing is False
     assert TrainConfig(base_model="tiny").gradient_checkpointing is False
     # the flag still wins, and the resolved value is what config.json records
     from train.run import resolve_config
@@ -30,9 +30,9 @@ def test_checkpointing_is_on_for_real_models_and_both_presets_off_for_tiny():
 
 
 def test_seed_preset_differs_from_before_only_where_issue_8_says():
-    before = dict(TrainConfig(**seed_tomjerry()).to_dict(), gradient_checkpointing=False, flow_shift=8.0)
+    before = dict(TrainConfig(**load_preset("seed-tomjerry")).to_dict(), gradient_checkpointing=False, flow_shift=8.0)
     before.pop("validation_flow_shift")
-    now = TrainConfig(**seed_tomjerry()).to_dict()
+    now = TrainConfig(**load_preset("seed-tomjerry")).to_dict()
     changed = {k for k in now if now[k] != before.get(k, object())}
     assert changed == {"gradient_checkpointing", "flow_shift", "validation_flow_shift"}
     assert (now["flow_shift"], now["validation_flow_shift"]) == (3.0, 8.0)
@@ -217,7 +217,7 @@ def test_real_block_measurement_projects_the_seed_preset_oom_without_checkpointi
 
     m, _, _ = measured(16)
     assert 0.8 * 2**30 < m.saved(4116) < 1.6 * 2**30  # ~1.2-1.4 GiB per block per sample
-    cfg = TrainConfig(**seed_tomjerry())
+    cfg = TrainConfig(**load_preset("seed-tomjerry"))
     assert not project_config(cfg, checkpointing=False).fits(141)
     assert project_config(cfg, checkpointing=True).fits(40)
     # the test clips are shorter than 81 frames: 33 frames (9 latent frames, 1,764 tokens)

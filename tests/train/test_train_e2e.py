@@ -13,7 +13,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from helpers import rows, metrics, run_train
+from helpers import assert_same_training, free_port, metrics, rows, run_train
 
 TINY = ["--preset", "tiny", "--no-progress"]
 
@@ -202,19 +202,12 @@ def test_torchrun_two_cpu_processes_ddp(tmp_path, train_catalog, tiny_sana_dir):
 def test_two_node_torchrun_matches_one_process_with_the_same_global_batch(tmp_path, train_catalog, tiny_sana_dir):
     """Two "nodes" on localhost (torchrun --nnodes 2, static rendezvous on 127.0.0.1, gloo on CPU),
     one process each at batch 1, against one process at batch 2: the same LoRA after 3 steps."""
-    import socket
-
-    import torch
-    from safetensors.torch import load_file
-
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     common = ["--query", "1=1", *TINY, "--base-model", tiny_sana_dir, "--catalog", str(train_catalog),
               "--max-steps", "3", "--validation-every", "0", "--checkpoint-every", "0", "--caption-dropout", "0.5"]
     single = tmp_path / "single"
     run_train(*common, "--batch-size", "2", "--output-dir", str(single))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     multi = tmp_path / "multi"
     procs = [subprocess.Popen([torchrun, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(r),
                                "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "train.cli", *common,
@@ -224,11 +217,4 @@ def test_two_node_torchrun_matches_one_process_with_the_same_global_batch(tmp_pa
     for p, (o, e) in zip(procs, outs):
         assert p.returncode == 0, o[-2000:] + e[-3000:]
     assert sum(o.count("LoRA:") for o, _ in outs) == 1  # node 0's rank 0 alone writes
-    a = load_file(str(single / "pytorch_lora_weights.safetensors"))
-    b = load_file(str(multi / "pytorch_lora_weights.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), (k, (a[k] - b[k]).abs().max())
-    la = [x["loss"] for x in metrics(single) if "loss" in x]
-    lb = [x["loss"] for x in metrics(multi) if "loss" in x]
-    assert la == pytest.approx(lb, rel=1e-4)  # the logged loss is the global batch's on both
+    assert_same_training(single, multi)
