@@ -36,9 +36,12 @@ def clean_caption(text: str | None) -> str | None:
 
 
 def clean_tags(tags) -> list[str]:
-    from dataengine.caption.parse import normalize_tags
+    from .tags import TagError, normalize_tags
 
-    out = normalize_tags(tags)
+    try:
+        out = normalize_tags(tags)
+    except TagError as e:
+        raise CurationError(str(e)) from e
     if len(out) > MAX_TAGS:
         raise CurationError(f"more than {MAX_TAGS} tags")
     return out

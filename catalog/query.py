@@ -193,8 +193,9 @@ def build_sql(clause: str | None, columns: str = "*", order_by: str = "video_pat
     return sql
 
 
-def open_sandboxed(path: str | os.PathLike | None) -> duckdb.DuckDBPyConnection:
-    """A read-only connection that cannot reach files, the network, or change its own settings."""
+def open_sandboxed(path: str | os.PathLike | None, limits: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only connection that cannot reach files, the network, or change its own settings.
+    `limits` adds settings such as memory_limit and threads (catalog.isolate's workers use them)."""
     p = resolve_path(path)
     if not p.exists():
         raise CatalogError(f"no catalog at {p} (run `de ingest` first, or pass --catalog)")
@@ -202,6 +203,7 @@ def open_sandboxed(path: str | os.PathLike | None) -> duckdb.DuckDBPyConnection:
         "enable_external_access": False,
         "autoload_known_extensions": False,
         "autoinstall_known_extensions": False,
+        **(limits or {}),
         "lock_configuration": True,
     })
 

@@ -8,8 +8,11 @@ plus a JSONL index with its catalog row (caption, tags, times).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .atomic import atomic_text, atomic_write
 
 
 class ExportError(Exception):
@@ -33,6 +36,9 @@ def check_target(out_dir) -> Path:
     if out_dir is None or not str(out_dir).strip():
         raise ExportError("the export folder is empty: give a folder such as chase_clips/")
     out = Path(out_dir)
+    if out.is_symlink() and not out.exists():
+        raise ExportError(f"{out} is a symlink to {os.readlink(out)}, which does not exist: remove the link or "
+                          "create its target")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder")
     return out
@@ -87,22 +93,19 @@ def export_clips(rows: list[dict], out_dir: str | Path, *, fps: float | None = N
             s.skipped_existing += 1
             index_rows.append(row)
             continue
-        tmp = path.with_suffix(".tmp.mp4")
         try:
             reader, frames, rate = _clip_frames(r, reader, fps, max_side)
-            save_mp4(frames, tmp, rate)
-            tmp.replace(path)
+            with atomic_write(path) as f:
+                save_mp4(frames, f, rate)
             s.written += 1
             index_rows.append(row)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 _write_index(out, index_rows)  # what is on disk stays listed; a rerun continues
                 raise ExportError(f"no space left on the device holding {out} ({s.written} clips written, "
                                   "listed in index.jsonl); free space and rerun to continue") from e
             s.failed.append((r["clip_id"], e.strerror or str(e)))
         except VideoError as e:
-            tmp.unlink(missing_ok=True)
             s.failed.append((r["clip_id"], str(e)))
     try:
         _write_index(out, index_rows)
@@ -112,15 +115,9 @@ def export_clips(rows: list[dict], out_dir: str | Path, *, fps: float | None = N
 
 
 def _write_index(out: Path, index_rows: list[dict]) -> None:
-    tmp = out / "index.jsonl.tmp"
-    try:
-        with open(tmp, "w") as f:
-            for row in index_rows:
-                f.write(json.dumps(row, default=str) + "\n")
-        tmp.replace(out / "index.jsonl")
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(out / "index.jsonl", "w") as f:
+        for row in index_rows:
+            f.write(json.dumps(row, default=str) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,46 +138,55 @@ class CaptionSource:
     origin: str = "the clips view's caption"
 
     def text(self, row: dict) -> str | None:
-        from train.prompts import PromptError, fill
+        from catalog.templates import TemplateError, fill
 
         try:
             return fill(self.template, row, self.class_text, motion_score=self.motion_score,
                         motion_scale=self.motion_scale) or None
-        except PromptError:
+        except TemplateError:
             return None
 
 
 def caption_source(spec: str | None) -> CaptionSource:
     """--template: a run folder or its config.json (that run's template, class prompt and motion
-    score), a built-in template name (class, caption, class+caption, tags), or a format string."""
-    from train.config import TEMPLATES
-    from train.prompts import KNOWN_FIELDS, class_prompt, template_fields
+    score), a built-in template name (class, caption, class+caption, tags), or a template string
+    over the known fields. A bad template is one ExportError line naming it."""
+    from catalog.templates import TEMPLATES, TemplateError, class_prompt, compile_template
 
     if not spec:
         return CaptionSource()
     p = Path(spec)
-    if p.is_dir():
-        p = p / "config.json"
-    if p.suffix == ".json":
-        try:
-            cfg = json.loads(p.read_text())
-        except (OSError, ValueError) as e:
-            raise ExportError(f"--template {spec}: cannot read a run config ({e})") from e
-        t = cfg.get("prompt_template", "class")
-        return CaptionSource(TEMPLATES.get(t, t), class_prompt(cfg.get("class_prompt")), bool(cfg.get("motion_score")),
-                             float(cfg.get("motion_scale", 5.0)), f"the prompt template of {p.parent}")
-    t = TEMPLATES.get(spec, spec)
-    unknown = template_fields(t) - set(KNOWN_FIELDS)
-    if "{" not in t and spec not in TEMPLATES or unknown:
-        raise ExportError(f"--template {spec!r}: give a run folder, one of {', '.join(TEMPLATES)}, or a format "
-                          f"string over {', '.join(KNOWN_FIELDS)}")
+    try:
+        if p.is_dir():
+            p = p / "config.json"
+        if p.suffix == ".json":
+            try:
+                if p.stat().st_size > 1 << 20:
+                    raise ExportError(f"--template {spec}: {p} is too big to be a run config")
+                cfg = json.loads(p.read_text())
+            except (OSError, ValueError, RecursionError) as e:
+                raise ExportError(f"--template {spec}: cannot read a run config ({' '.join(str(e).split())[:200]})") \
+                    from e
+            if not isinstance(cfg, dict):
+                raise ExportError(f"--template {spec}: {p} is not a run config")
+            t = cfg.get("prompt_template", "class")
+            compile_template(t)
+            return CaptionSource(TEMPLATES.get(t, t), class_prompt(cfg.get("class_prompt"), inside=p.parent),
+                                 bool(cfg.get("motion_score")), float(cfg.get("motion_scale", 5.0)),
+                                 f"the prompt template of {p.parent}")
+        t = compile_template(spec).text
+    except TemplateError as e:
+        raise ExportError(f"--template: {e}") from e
+    except (TypeError, ValueError) as e:  # a run config with a value of the wrong type
+        raise ExportError(f"--template {spec}: not a usable run config ({e})") from e
+    if spec not in TEMPLATES and "{" not in spec:
+        raise ExportError(f"--template {spec!r}: give a run folder, one of {', '.join(TEMPLATES)}, or a template "
+                          "string such as '{class_prompt} {caption}'")
     return CaptionSource(t, class_prompt(None), origin=f"template {spec!r}")
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_text(path, text)
 
 
 def export_as(fmt: str, rows: list[dict], out_dir, *, template: str | None = None, fps: float | None = None,
@@ -281,14 +287,15 @@ def _export_webdataset(rows: list[dict], out: Path, *, fps, max_side, shard_size
     s = ExportSummary()
     rows = sorted(rows, key=lambda r: (r["video_path"], r["start_s"]))
     reader = None
-    shard, tar, tmp_path, in_shard = -1, None, None, 0
+    shard, tar, tmp_path, tmp_file, in_shard = -1, None, None, None, 0
 
     def close_shard():
-        nonlocal tar
+        nonlocal tar, tmp_path
         if tar is not None:
             tar.close()
-            tmp_path.replace(out / f"{shard:05d}.tar")
-            tar = None
+            tmp_file.close()
+            os.replace(tmp_path, out / f"{shard:05d}.tar")
+            tar, tmp_path = None, None
 
     def add(name: str, data: bytes):
         ti = tarfile.TarInfo(name)
@@ -302,7 +309,7 @@ def _export_webdataset(rows: list[dict], out: Path, *, fps, max_side, shard_size
             for r in tqdm(rows, desc="export", unit="clip", disable=not progress):
                 try:
                     reader, frames, rate = _clip_frames(r, reader, fps, max_side)
-                    mp4 = Path(scratch) / "clip.mp4"
+                    mp4 = Path(scratch) / "clip.mp4"  # a folder only this process made (mkdtemp)
                     save_mp4(frames, mp4, rate)
                 except VideoError as e:
                     s.failed.append((r["clip_id"], str(e)))
@@ -310,8 +317,9 @@ def _export_webdataset(rows: list[dict], out: Path, *, fps, max_side, shard_size
                 if tar is None or in_shard >= shard_size:
                     close_shard()
                     shard, in_shard = shard + 1, 0
-                    tmp_path = out / f"{shard:05d}.tar.tmp"
-                    tar = tarfile.open(tmp_path, "w")
+                    fd, tmp_path = tempfile.mkstemp(dir=out, prefix=f".{shard:05d}.tar.", suffix=".tmp")
+                    tmp_file = os.fdopen(fd, "wb")
+                    tar = tarfile.open(fileobj=tmp_file, mode="w")
                 key = f"{shard:05d}{in_shard:04d}"
                 meta = _plain(r)
                 meta.update(key=key, caption=r["caption_text"])
@@ -324,9 +332,9 @@ def _export_webdataset(rows: list[dict], out: Path, *, fps, max_side, shard_size
             close_shard()
         _write_index(out, index)
     except OSError as e:
-        if tar is not None:
-            tar.close()
-            tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_file.close()
+            Path(tmp_path).unlink(missing_ok=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise ExportError(f"no space left on the device holding {out} ({shard} whole shard(s) written); free "
                               "space and rerun") from e
@@ -344,11 +352,9 @@ def _export_parquet(rows: list[dict], out: Path, src: CaptionSource) -> ExportSu
         rec = _plain(r)
         rec["caption_text"] = src.text(r)
         recs.append(rec)
-    tmp = out / "clips.parquet.tmp"
     try:
-        pq.write_table(pa.Table.from_pylist(recs), tmp)
-        tmp.replace(out / "clips.parquet")
+        with atomic_write(out / "clips.parquet") as f:
+            pq.write_table(pa.Table.from_pylist(recs), f)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise ExportError(f"cannot write {out / 'clips.parquet'}: {e.strerror or e}") from e
     return ExportSummary(written=len(recs))

@@ -24,14 +24,16 @@ def save_gif(frames: np.ndarray, path: str | Path, fps: float) -> Path:
     return Path(path)
 
 
-def save_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
+def save_mp4(frames: np.ndarray, path, fps: float):
+    """H.264 MP4 to a path, or to an open binary file (what atomic_write gives)."""
     import av
 
     f = to_uint8(frames)
     h, w = f.shape[1:3]
     # h264 with yuv420p needs even sizes
     f = f[:, : h - h % 2, : w - w % 2]
-    with av.open(str(path), "w") as out:
+    target = path if hasattr(path, "write") else str(path)
+    with av.open(target, "w", format="mp4") as out:
         st = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001),
                             options={"crf": "18", "preset": "veryfast"})
         st.width, st.height, st.pix_fmt = f.shape[2], f.shape[1], "yuv420p"
@@ -40,7 +42,7 @@ def save_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
                 out.mux(pkt)
         for pkt in st.encode():
             out.mux(pkt)
-    return Path(path)
+    return path if hasattr(path, "write") else Path(path)
 
 
 def read_video(path: str | Path) -> np.ndarray:

@@ -7,17 +7,31 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from catalog.templates import TEMPLATES, TemplateError, compile_template
+
 REAL_BASE_MODEL = "Efficient-Large-Model/SANA-Video_2B_480p_diffusers"
-TEMPLATES = {
-    "class": "{class_prompt}",
-    "caption": "{caption}",
-    "class+caption": "{class_prompt} {caption}",
-    "tags": "{class_prompt} {tag_tokens}",
-}
 
 
 class ConfigError(ValueError):
     """A config value that makes no sense; the message names the option."""
+
+
+# The range every integer option's consumers accept. Seeds go to numpy's set_seed (< 2**32) and to
+# torch generators as seed * 7919 (< 2**63); sizes and frames are bounded by what one clip of the
+# real model can be (SANA-Video's own buckets stop at 1920 px; 1 + 4 * 256 frames is 64 s at 16 fps,
+# far past the 81 it was trained on); counts and steps by what a run can mean.
+MAX_SIDE = 4096
+MAX_FRAMES = 1 + 4 * 256
+INT_RANGES = {
+    "seed": (0, 2**32 - 1), "validation_seed": (0, 2**32 - 1),
+    "height": (32, MAX_SIDE), "width": (32, MAX_SIDE), "frames": (1, MAX_FRAMES),
+    "max_sequence_length": (1, 8192),  # Gemma-2's max_position_embeddings
+    "holdout": (0, 1_000_000), "rank": (1, 4096),
+    "batch_size": (1, 65536), "grad_accum": (1, 65536),
+    "max_steps": (1, 10**9), "warmup_steps": (0, 10**9), "max_nonfinite": (1, 10**9),
+    "validation_every": (0, 10**9), "validation_steps": (1, 1000), "checkpoint_every": (0, 10**9),
+    "keep_checkpoints": (1, 10**6), "log_every": (0, 10**9),
+}
 
 
 @dataclass
@@ -98,6 +112,10 @@ class TrainConfig:
             v = getattr(self, f.name)
             if isinstance(v, float):
                 need(math.isfinite(v), f"--{f.name.replace('_', '-')} must be a finite number, got {v}")
+            if f.name in INT_RANGES and v is not None:
+                lo, hi = INT_RANGES[f.name]
+                need(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi,
+                     f"--{f.name.replace('_', '-')} must be an integer in [{lo}, {hi}], got {v!r}")
         need(0 <= self.cfg < 100, f"--cfg must be in [0, 100), got {self.cfg:g}")
         need((self.frames - 1) % 4 == 0 and self.frames >= 1, f"--frames must be 1 + 4k (e.g. 81), got {self.frames}")
         need(self.height % 32 == 0 and self.width % 32 == 0 and self.height > 0 and self.width > 0,
@@ -148,8 +166,12 @@ class TrainConfig:
         need(self.log_every >= 0, "--log-every must be >= 0")
         need(self.validation_steps >= 1, "--validation-steps must be >= 1")
         if self.prompt_template not in TEMPLATES:
-            need("{" in self.prompt_template, f"--prompt-template must be one of {', '.join(TEMPLATES)} or a "
-                                              "format string with {caption}, {tags}, {class_prompt}...")
+            need("{" in str(self.prompt_template), f"--prompt-template must be one of {', '.join(TEMPLATES)} or a "
+                                                   "format string with {caption}, {tags}, {class_prompt}...")
+        try:
+            compile_template(self.prompt_template)
+        except TemplateError as e:
+            raise ConfigError(f"--prompt-template: {e}") from e
 
     @property
     def template(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import reprlib
 import types
 import typing
 from dataclasses import fields
@@ -21,6 +22,47 @@ from .config import ConfigError, TrainConfig
 # What a run's config.json holds about *that* run, not about what it trains: repeating a run
 # with `--config runs/a/config.json --output-dir runs/b` must not reuse them.
 RUN_IDENTITY = ("name", "output_dir", "config_file")
+
+# A config file is a flat table of a few dozen options: anything past these bounds is not one.
+MAX_FILE_BYTES = 1 << 20
+MAX_YAML_ALIASES = 64  # "billion laughs": a 600-byte file whose aliases expand to gigabytes
+
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlist, _short.maxdict, _short.maxlevel = 80, 80, 6, 6, 2
+
+
+def short_repr(value) -> str:
+    """A value as an error message shows it: bounded, however big or deep the value is."""
+    return _short.repr(value)
+
+
+def read_bounded(p: Path, what: str, limit: int = MAX_FILE_BYTES, error=ConfigError) -> str:
+    """A small text file's contents, or a one-line `error` (too big, unreadable, not UTF-8)."""
+    try:
+        size = p.stat().st_size
+        if size > limit:
+            raise error(f"{what}: {size:,} bytes is too big for this kind of file (at most {limit:,})")
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)  # a file that grows while we read is still bounded
+        if len(data) > limit:
+            raise error(f"{what}: too big for this kind of file (at most {limit:,} bytes)")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{what}: cannot read it ({' '.join(str(e).split())})") from e
+
+
+def yaml_safe_load(text: str, what: str):
+    """yaml.safe_load with a cap on aliases (each one can double what the file expands to)."""
+    import yaml
+
+    aliases = 0
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                raise ConfigError(f"{what}: more than {MAX_YAML_ALIASES} YAML aliases (*name); a config file "
+                                  "needs none")
+    return yaml.safe_load(text)
 
 
 def _field_types() -> dict[str, type]:
@@ -64,7 +106,7 @@ def _check_value(key: str, value, want: type, where: str):
         if key == "buckets" and isinstance(value, list) and all(isinstance(v, str) for v in value):
             return ",".join(value)
     kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[want]
-    raise ConfigError(f"{where}: {key} must be {kind}, got {value!r}")
+    raise ConfigError(f"{where}: {key} must be {kind}, got {short_repr(value)}")
 
 
 def _one_line(e: Exception) -> str:
@@ -82,25 +124,22 @@ def read_config_file(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(f"--config {where}: no such file")
     suffix = p.suffix.lower()
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--config {where}: cannot read it ({e})") from e
+    text = read_bounded(p, f"--config {where}")
     try:
         if suffix == ".toml":
             import tomllib
 
             data = tomllib.loads(text)
         elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = yaml_safe_load(text, f"--config {where}")
         elif suffix == ".json":
             data = json.loads(text)
         else:
             raise ConfigError(f"--config {where}: give a .toml, .yaml/.yml or a run's config.json")
     except ConfigError:
         raise
+    except RecursionError as e:  # [[[[...]]]] 100,000 deep: every parser here recurses per level
+        raise ConfigError(f"--config {where}: nested too deeply to be a config file") from e
     except Exception as e:  # noqa: BLE001 - every parser's own error class, one message
         raise ConfigError(f"--config {where}: not valid {suffix[1:].upper()}: {_one_line(e)}") from e
     if data is None:
@@ -109,7 +148,8 @@ def read_config_file(path: str | Path) -> dict:
         raise ConfigError(f"--config {where}: expected a table of options at the top level, got {type(data).__name__}")
     nested = [k for k, v in data.items() if isinstance(v, dict)]
     if nested:
-        raise ConfigError(f"--config {where}: options go at the top level, not in sections ({', '.join(nested)})")
+        raise ConfigError(f"--config {where}: options go at the top level, not in sections "
+                          f"({', '.join(str(k)[:40] for k in nested[:5])})")
     types_ = _field_types()
     out = {}
     for raw_key, value in data.items():
@@ -117,7 +157,7 @@ def read_config_file(path: str | Path) -> dict:
         if key not in types_:
             near = difflib.get_close_matches(key, list(types_), n=1)
             hint = f" (did you mean {near[0]}?)" if near else ""
-            raise ConfigError(f"--config {where}: unknown option {raw_key!r}{hint}")
+            raise ConfigError(f"--config {where}: unknown option {short_repr(raw_key)}{hint}")
         out[key] = _check_value(key, value, types_[key], where)
     if suffix == ".json":
         for k in RUN_IDENTITY:

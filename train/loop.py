@@ -415,6 +415,12 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
             t_last = time.perf_counter()  # steps/s measures training, not validation or checkpoints
             if _FAULT_KILL_AT and step == _FAULT_KILL_AT and acc.is_main_process:
                 os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume test: a real kill -9
+        if step >= cfg.max_steps and not weights_finite(params):  # belt and braces: never save a NaN LoRA
+            raise Diverged(step, last_good_checkpoint(ckpt_root))
+        # The last step's validation, when --max-steps is not a multiple of --validation-every. It logs
+        # its eval loss, so it runs before the trackers close (it used to run after, and crashed).
+        if step >= cfg.max_steps and cfg.validation_every and step % cfg.validation_every != 0:
+            validate(step)
     finally:
         bar.close()
         trackers.close()
@@ -423,11 +429,7 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
     lora_path = None
     flush_clip_losses()
     acc.wait_for_everyone()
-    if step >= cfg.max_steps and not weights_finite(params):  # belt and braces: never save a NaN LoRA
-        raise Diverged(step, last_good_checkpoint(ckpt_root))
     if acc.is_main_process and step >= cfg.max_steps:
-        if cfg.validation_every and step % cfg.validation_every != 0:
-            validate(step)
         lora_path = save_lora(out_dir, unwrapped, {
             "base_model": cfg.base_model, "base_model_name": comps.name, "is_random_base": comps.is_random,
             "rank": cfg.rank, "alpha": cfg.alpha, "targets": cfg.lora_targets, "steps": step,

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataengine.assets import asset
+from catalog.assets import asset
+from catalog.templates import (  # noqa: F401 - the template module is shared with `de export`
+    KNOWN_FIELDS, MOTION_MAX, MOTION_MIN, TemplateError, class_prompt, compile_template, fill, motion_suffix,
+    motion_value)
 
-
-class PromptError(ValueError):
-    pass
-
-
-def class_prompt(text_or_path: str | None) -> str:
-    if text_or_path is None:
-        return asset("prompts", "class_tomjerry.txt").read_text().strip()
-    p = Path(text_or_path)
-    return p.read_text().strip() if p.exists() else text_or_path.strip()
+PromptError = TemplateError  # one error type for templates and prompt files: a one-line message
 
 
 @dataclass
@@ -53,6 +45,7 @@ class ValidationPrompt:
         return ", ".join(out)
 
 
+MAX_VALIDATION_PROMPTS = 256
 PROMPT_KEYS = ("summary", "prompt", "seed", "size", "frames", "cfg")
 
 
@@ -75,22 +68,27 @@ def _entry(d, where: str) -> ValidationPrompt:
         if v is None:
             return None
         if isinstance(v, bool) or not isinstance(v, int) or not ok(v):
-            raise PromptError(f"{where}: {k} must be {what}, got {v!r}")
+            raise PromptError(f"{where}: {k} must be {what}, got {v!r:.80}")
         return v
 
-    seed = integer("seed", lambda v: 0 <= v < 2**63, "an integer >= 0")
-    frames = integer("frames", lambda v: v >= 1 and (v - 1) % 4 == 0, "1 + 4k (e.g. 81)")
+    from .config import INT_RANGES, MAX_FRAMES, MAX_SIDE
+    from .configfile import short_repr
+
+    seed_hi = INT_RANGES["validation_seed"][1]
+    seed = integer("seed", lambda v: 0 <= v <= seed_hi, f"an integer in [0, {seed_hi}]")
+    frames = integer("frames", lambda v: 1 <= v <= MAX_FRAMES and (v - 1) % 4 == 0,
+                     f"1 + 4k (e.g. 81), at most {MAX_FRAMES}")
     width = height = None
     if d.get("size") is not None:
-        w, sep, h = str(d["size"]).lower().partition("x")
-        if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0 and int(w) % 32 == 0
-                and int(h) % 32 == 0):
-            raise PromptError(f"{where}: size must be WIDTHxHEIGHT in multiples of 32 (e.g. 288x160), "
-                              f"got {d['size']!r}")
+        w, sep, h = str(d["size"])[:40].lower().partition("x")
+        if not (sep and w.isdigit() and h.isdigit() and len(w) < 6 and len(h) < 6 and 0 < int(w) <= MAX_SIDE
+                and 0 < int(h) <= MAX_SIDE and int(w) % 32 == 0 and int(h) % 32 == 0):
+            raise PromptError(f"{where}: size must be WIDTHxHEIGHT in multiples of 32 up to {MAX_SIDE} "
+                              f"(e.g. 288x160), got {short_repr(d['size'])}")
         width, height = int(w), int(h)
     cfg = d.get("cfg")
     if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not 0 <= cfg < 100):
-        raise PromptError(f"{where}: cfg must be a number in [0, 100), got {cfg!r}")
+        raise PromptError(f"{where}: cfg must be a number in [0, 100), got {cfg!r:.80}")
     return ValidationPrompt(summary.strip(), " ".join(prompt.split()), seed, width, height, frames,
                             None if cfg is None else float(cfg))
 
@@ -106,10 +104,9 @@ def validation_prompts(path: str | None) -> list[ValidationPrompt]:
     p = Path(path) if path else asset("prompts", "validation_tomjerry.txt")
     if not p.is_file():
         raise PromptError(f"validation prompt file not found: {p}")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise PromptError(f"cannot read validation prompts {p}: {e}") from e
+    from .configfile import read_bounded
+
+    text = read_bounded(p, f"validation prompts {p}", error=PromptError)
     out = []
     suffix = p.suffix.lower()
     if suffix == ".toml":
@@ -119,6 +116,8 @@ def validation_prompts(path: str | None) -> list[ValidationPrompt]:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise PromptError(f"{p}: not valid TOML: {e}") from e
+        except RecursionError as e:
+            raise PromptError(f"{p}: nested too deeply to be a prompt file") from e
         extra = [k for k in data if k != "prompt"]
         if extra:
             raise PromptError(f"{p}: expected only [[prompt]] tables, found {extra[0]!r}")
@@ -134,6 +133,8 @@ def validation_prompts(path: str | None) -> list[ValidationPrompt]:
                 d = json.loads(line)
             except json.JSONDecodeError as e:
                 raise PromptError(f"{p} line {n}: not valid JSON: {e}") from e
+            except RecursionError as e:
+                raise PromptError(f"{p} line {n}: nested too deeply to be a prompt") from e
             out.append(_entry(d, f"{p} line {n}"))
     else:
         for line in text.splitlines():
@@ -145,77 +146,14 @@ def validation_prompts(path: str | None) -> list[ValidationPrompt]:
                        else ValidationPrompt(line[:40], line))
     if not out:
         raise PromptError(f"no prompts in {p}")
+    if len(out) > MAX_VALIDATION_PROMPTS:
+        raise PromptError(f"{p}: {len(out)} prompts; at most {MAX_VALIDATION_PROMPTS} (each is a video at every "
+                          "validation)")
     return out
 
 
-KNOWN_FIELDS = ("class_prompt", "caption", "tags", "tag_tokens", "motion_score", "action", "setting", "time_of_day",
-                "camera", "motion", "characters")
-
-
-@functools.lru_cache(maxsize=64)
-def _template_fields(template: str) -> tuple[str, ...]:
-    return tuple(sorted({f for _, f, _, _ in string.Formatter().parse(template) if f}))
-
-
 def template_fields(template: str) -> set[str]:
-    return set(_template_fields(template))
-
-
-def _value(f: str, row: dict, class_text: str, extra: dict | None):
-    """One template field of a clip (computed only when the template uses it)."""
-    if f == "class_prompt":
-        return class_text
-    if f == "caption":
-        return row.get("caption")
-    if f in ("tags", "tag_tokens"):
-        tags = list(row.get("tag_list") or [])
-        if not tags:
-            return None
-        return ", ".join(tags) if f == "tags" else " ".join(f"[{t}]" for t in tags)
-    if f == "motion_score":
-        return None if row.get("motion_score") is None else f"{row['motion_score']:.1f}"
-    if f == "characters":
-        chars = (extra or {}).get("characters")
-        return ", ".join(chars) if isinstance(chars, list) and chars else row.get("characters")
-    return row.get(f) if row.get(f) is not None else (extra or {}).get(f)
-
-
-def fill(template: str, row: dict, class_text: str, *, motion_score: bool = False, motion_scale: float = 5.0) -> str:
-    """One clip's prompt. Unknown fields are an error; a needed field that is NULL raises too."""
-    fields = {}
-    extra = None
-    for f in _template_fields(template):
-        if f not in KNOWN_FIELDS:
-            raise PromptError(f"unknown template field {{{f}}}; known: {', '.join(sorted(KNOWN_FIELDS))}")
-        if extra is None and f in ("action", "setting", "time_of_day", "camera", "motion", "characters"):
-            raw = row.get("caption_fields")
-            extra = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
-        v = _value(f, row, class_text, extra)
-        if v is None:
-            raise PromptError(f"clip {row.get('clip_id')} has no {f} (caption it first, or use --prompt-template class)")
-        fields[f] = v
-    text = " ".join(template.format(**fields).split())
-    if motion_score:
-        text += motion_suffix(row.get("motion_score"), motion_scale)
-    return text
-
-
-MOTION_MIN, MOTION_MAX = 1, 30  # SANA-Video's training data was filtered to motion scores 1-30
-
-
-def motion_value(score: float | None, scale: float) -> int | None:
-    """SANA's motion score N from our ingest motion_score (mean absolute luma difference between
-    frames at 16 fps, on 0-255): N = round(score * scale), clamped to [1, 30], the range SANA-Video
-    was trained on. A fast pan never asks for 'motion score: 100.', which the model never saw."""
-    if score is None:
-        return None
-    return int(min(MOTION_MAX, max(MOTION_MIN, round(score * scale))))
-
-
-def motion_suffix(score: float | None, scale: float) -> str:
-    """SANA-Video was trained with ' motion score: N.' appended; N from our ingest stat."""
-    n = motion_value(score, scale)
-    return "" if n is None else f" motion score: {n}."
+    return compile_template(template).fields
 
 
 _SUFFIX_RE = re.compile(r" motion score: \d+\.$")

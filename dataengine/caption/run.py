@@ -61,6 +61,7 @@ class CaptionSummary:
     is_random: bool = False
     fatal: str = ""
     errors: Counter = field(default_factory=Counter)
+    notes: list = field(default_factory=list)  # how the run went, said once at the end (e.g. the endpoint kind)
 
     @property
     def attempted(self) -> int:
@@ -82,6 +83,8 @@ class CaptionSummary:
              f"{rate:.2f} clips/s")
         if self.nodes:
             s += f"; on {len(self.nodes)} Ray node(s): " + ", ".join(f"{k} {v}" for k, v in sorted(self.nodes.items()))
+        if self.notes:
+            s += "; " + "; ".join(self.notes)
         if self.is_random:
             s += "  [random tiny model: labels are noise]"
         return s
@@ -288,6 +291,7 @@ def catalog_rows(results, name: str, is_random: bool, prompt: Prompt, s: Caption
     """`captions` rows from (prepared clip, generation or None) pairs; counts go into `s`. The one
     place rows are made, whichever executor generated the text."""
     rows = []
+    schema = prompt.schema  # every backend's answer passes the same check, served or in-process
     for p, g in results:
         cid = p.row["clip_id"]
         if p.error and p.failed_at == "request":
@@ -302,7 +306,7 @@ def catalog_rows(results, name: str, is_random: bool, prompt: Prompt, s: Caption
             rows.append([cid, name, prompt.version, "decode_error", None, None, None, None, p.error,
                          None, None, p.seconds, is_random])
             continue
-        parsed = parse_output(g.text, prompt.synonyms)
+        parsed = parse_output(g.text, prompt.synonyms, schema)
         s.visual_tokens += g.visual_tokens
         s.frames += g.num_frames
         if parsed.ok:

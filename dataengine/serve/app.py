@@ -2,13 +2,19 @@
 
 Reads go through the same sandbox as `de query` (the user's WHERE clause is checked by
 `check_where_clause` and runs on the read-only connection with external access off); facet
-conditions are bound parameters. The only write is human curation (`catalog.curation`), one
-short transaction per edit. All catalog access in this process is serialised by one lock and
-every connection is closed at the end of its request, so the file is never held between
-requests and `de caption`/`de ingest` elsewhere can write.
+conditions are bound parameters. A page whose filter holds the user's SQL runs in a worker
+process with a memory ceiling that is killed at the deadline (catalog.isolate), so one slow or
+greedy filter cannot freeze or exhaust the server. The only write is human curation
+(`catalog.curation`), one short transaction per edit. Readers share the catalog; a write waits
+for them and excludes them (DuckDB refuses a read-write connection beside read-only ones in one
+process). Every connection is closed at the end of its request, so the file is never held
+between requests and `de caption`/`de ingest` elsewhere can write.
 
 Media are served by clip id only: the path comes from the catalog, never from the request. A run
-file is served only if it is in the listing of that run folder made by this server.
+file is served only if it is in the listing of that run folder made by this server, and its real
+path (symlinks resolved) lies under the real --runs folder. Run files are read while training may
+be writing them: a cut last line or a file of the wrong shape marks that run as damaged and the
+rest of the page still renders.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import re
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -40,122 +47,186 @@ class BadRequest(Exception):
         self.status = status
 
 
+class RWLock:
+    """Many readers or one writer. `with lock:` is the writer's side (what tests hold to read the
+    catalog in-process while the server runs)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def read(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    def __enter__(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer and self._readers == 0)
+            self._writer = True
+        return self
+
+    def __exit__(self, *exc):
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+        return False
+
+
+def read_catalog(catalog, timeout: float, fn, *args):
+    """fn(con, *args) on a fresh sandboxed read-only connection, interrupted at `timeout`."""
+    import duckdb
+
+    from catalog.query import QueryError, open_sandboxed
+
+    con = open_sandboxed(catalog)
+    timer = threading.Timer(timeout, con.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        return fn(con, *args)
+    except duckdb.InterruptException as e:
+        raise QueryError(f"the query ran longer than {timeout:g} s and was stopped; simplify it") from e
+    except duckdb.Error as e:
+        raise QueryError(f"query failed: {str(e).splitlines()[0][:300]}") from e
+    finally:
+        timer.cancel()
+        con.close()
+
+
+def grid_job(catalog, timeout: float, q, tag, video, dur, lab, page) -> dict:
+    """The grid page's data; a module-level function so that a worker process can run it."""
+    return read_catalog(catalog, timeout, _grid_on, q, tag, video, dur, lab, page)
+
+
+def where_clause(con, q: str | None, tag: str | None, video: str | None, dur: str | None):
+    """The WHERE text and its parameters: the user's clause (checked like `de query`'s) plus facets."""
+    from catalog.query import check_where_clause, view_columns
+
+    parts, params = [], []
+    if q:
+        parts.append(f"({check_where_clause(q, view_columns(con))}\n)")
+    if tag:
+        if not TAG_RE.match(tag):
+            raise BadRequest("a tag facet is lowercase letters, digits and _")
+        parts.append("list_contains(tag_list, ?)")
+        params.append(tag)
+    if video:
+        if not HEX_RE.match(video):
+            raise BadRequest("a video facet is a video id")
+        parts.append("video_id = ?")
+        params.append(video)
+    if dur:
+        m = re.fullmatch(r"(\d{1,6}(?:\.\d{1,6})?)-(\d{1,6}(?:\.\d{1,6})?)?", dur)
+        if not m:
+            raise BadRequest("a duration facet looks like 2-4 or 30-")
+        parts.append("duration_s >= ?")
+        params.append(float(m.group(1)))
+        if m.group(2):
+            parts.append("duration_s < ?")
+            params.append(float(m.group(2)))
+    return ("WHERE " + " AND ".join(parts)) if parts else "", params
+
+
+def _grid_on(con, q, tag, video, dur, lab, page) -> dict:
+    where, params = where_clause(con, q, tag, video, dur)
+    total = con.execute(f"SELECT count(*) FROM clips {where}", params).fetchone()[0]
+    page = min(page, max(1, -(-total // PAGE_SIZE)))  # past the last page: the last page
+    cur = con.execute(f"SELECT {GRID_COLUMNS} FROM clips {where} ORDER BY video_path, start_s, clip_id "
+                      "LIMIT ? OFFSET ?", params + [PAGE_SIZE, (page - 1) * PAGE_SIZE])
+    cols = [d[0] for d in cur.description]
+    rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    vids = sorted({r["video_id"] for r in rows})
+    codecs = dict(con.execute(f"SELECT video_id, codec FROM videos WHERE video_id IN "
+                              f"({', '.join('?' for _ in vids) or 'NULL'})", vids).fetchall())
+    for r in rows:
+        r["direct"] = playable(r["video_path"], codecs.get(r["video_id"]))
+    if lab:
+        ids = [r["clip_id"] for r in rows]
+        marks = ", ".join("?" for _ in ids) or "NULL"
+        picked = {r[0]: r[1:] for r in con.execute(
+            f"SELECT clip_id, caption, tag_list, status FROM captions WHERE captioner = ? AND "
+            f"prompt_version = ? AND clip_id IN ({marks})", [lab[0], lab[1], *ids]).fetchall()}
+        for r in rows:
+            cap, tags, status = picked.get(r["clip_id"], (None, None, None))
+            r["caption"], r["tag_list"] = cap, tags
+            r["status"] = status
+            r["tags"] = ",".join(tags) if tags else None
+        tag_sql = (f"SELECT t, count(*) FROM (SELECT unnest(c.tag_list) AS t FROM captions c WHERE "
+                   f"c.captioner = ? AND c.prompt_version = ? AND c.status = 'ok' AND c.clip_id IN "
+                   f"(SELECT clip_id FROM clips {where})) GROUP BY t ORDER BY 2 DESC, t LIMIT 40")
+        tags = con.execute(tag_sql, [lab[0], lab[1], *params]).fetchall()
+    else:
+        tags = con.execute(f"SELECT t, count(*) FROM (SELECT unnest(tag_list) AS t FROM clips {where}) "
+                           "GROUP BY t ORDER BY 2 DESC, t LIMIT 40", params).fetchall()
+    cases = " ".join(f"WHEN duration_s < {hi} THEN '{lo}-{hi}'" for lo, hi in DURATION_BUCKETS if hi)
+    durs = dict(con.execute(f"SELECT CASE {cases} ELSE '30-' END AS b, count(*) FROM clips {where} GROUP BY b",
+                            params).fetchall())
+    videos = con.execute(f"SELECT video_id, any_value(video_path), count(*) FROM clips {where} GROUP BY 1 "
+                         "ORDER BY 3 DESC, 2 LIMIT 40", params).fetchall()
+    labellings = con.execute("SELECT captioner, prompt_version, count(*) FILTER (WHERE status = 'ok'), "
+                             "max(created_at) FROM captions GROUP BY 1, 2 ORDER BY 4 DESC").fetchall()
+    pin = con.execute("SELECT value FROM settings WHERE key = 'caption_pin'").fetchone()
+    return {"total": total, "rows": rows, "tags": tags, "videos": videos, "labellings": labellings,
+            "durations": [(f"{lo}-{hi if hi else ''}", durs.get(f"{lo}-{hi}" if hi else "30-", 0))
+                          for lo, hi in DURATION_BUCKETS],
+            "pin": pin[0] if pin else None, "page": page}
+
+
 class Browser:
     """The catalog and runs behind the pages; every method opens and closes its connection."""
 
-    def __init__(self, catalog, runs_dir=None, token: str | None = None, query_timeout: float = 30.0):
+    def __init__(self, catalog, runs_dir=None, token: str | None = None, query_timeout: float = 30.0,
+                 isolate: bool = True, query_memory_mb: int | None = None):
         from catalog.db import resolve_path
 
         self.catalog = resolve_path(catalog)
         self.runs_dir = Path(runs_dir).resolve() if runs_dir else None
         self.token = token
         self.timeout = query_timeout
-        self.lock = threading.Lock()
+        self.lock = RWLock()
         self.preview_dir = self.catalog.parent / f"{self.catalog.stem}_cache" / "previews"
         self._preview_locks: dict[str, threading.Lock] = {}
         self._manifests: dict[str, tuple[float, set]] = {}
+        self.workers = None
+        if isolate:
+            from catalog.isolate import DEFAULT_MEMORY_MB, QueryWorkers
+
+            self.workers = QueryWorkers(n=2, memory_mb=query_memory_mb or DEFAULT_MEMORY_MB)
 
     # -- reading ---------------------------------------------------------------------------
     def _read(self, fn):
-        """fn(con) on a sandboxed read-only connection, under the process lock, with a timeout."""
-        import duckdb
-
-        from catalog.query import QueryError, open_sandboxed
-
-        with self.lock:
-            con = open_sandboxed(self.catalog)
-            timer = threading.Timer(self.timeout, con.interrupt)
-            timer.daemon = True
-            timer.start()
-            try:
-                return fn(con)
-            except duckdb.InterruptException as e:
-                raise QueryError(f"the query ran longer than {self.timeout:g} s and was stopped; simplify it") from e
-            except duckdb.Error as e:
-                raise QueryError(f"query failed: {str(e).splitlines()[0]}") from e
-            finally:
-                timer.cancel()
-                con.close()
-
-    def where(self, con, q: str | None, tag: str | None, video: str | None, dur: str | None):
-        """The WHERE text and its parameters: the user's clause (checked like `de query`'s) plus facets."""
-        from catalog.query import check_where_clause, view_columns
-
-        parts, params = [], []
-        if q:
-            parts.append(f"({check_where_clause(q, view_columns(con))}\n)")
-        if tag:
-            if not TAG_RE.match(tag):
-                raise BadRequest("a tag facet is lowercase letters, digits and _")
-            parts.append("list_contains(tag_list, ?)")
-            params.append(tag)
-        if video:
-            if not HEX_RE.match(video):
-                raise BadRequest("a video facet is a video id")
-            parts.append("video_id = ?")
-            params.append(video)
-        if dur:
-            m = re.fullmatch(r"(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)?", dur)
-            if not m:
-                raise BadRequest("a duration facet looks like 2-4 or 30-")
-            parts.append("duration_s >= ?")
-            params.append(float(m.group(1)))
-            if m.group(2):
-                parts.append("duration_s < ?")
-                params.append(float(m.group(2)))
-        return ("WHERE " + " AND ".join(parts)) if parts else "", params
+        """fn(con) on a sandboxed read-only connection, beside other readers, with a timeout."""
+        with self.lock.read():
+            return read_catalog(self.catalog, self.timeout, fn)
 
     def grid(self, q=None, tag=None, video=None, dur=None, labelling=None, page=1) -> dict:
-        page = max(1, int(page))
+        page = max(1, min(int(page), 10**9))
         lab = parse_labelling(labelling)
-
-        def run(con):
-            where, params = self.where(con, q, tag, video, dur)
-            total = con.execute(f"SELECT count(*) FROM clips {where}", params).fetchone()[0]
-            cur = con.execute(f"SELECT {GRID_COLUMNS} FROM clips {where} ORDER BY video_path, start_s, clip_id "
-                              "LIMIT ? OFFSET ?", params + [PAGE_SIZE, (page - 1) * PAGE_SIZE])
-            cols = [d[0] for d in cur.description]
-            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-            vids = sorted({r["video_id"] for r in rows})
-            codecs = dict(con.execute(f"SELECT video_id, codec FROM videos WHERE video_id IN "
-                                      f"({', '.join('?' for _ in vids) or 'NULL'})", vids).fetchall())
-            for r in rows:
-                r["direct"] = playable(r["video_path"], codecs.get(r["video_id"]))
-            if lab:
-                ids = [r["clip_id"] for r in rows]
-                marks = ", ".join("?" for _ in ids) or "NULL"
-                picked = {r[0]: r[1:] for r in con.execute(
-                    f"SELECT clip_id, caption, tag_list, status FROM captions WHERE captioner = ? AND "
-                    f"prompt_version = ? AND clip_id IN ({marks})", [lab[0], lab[1], *ids]).fetchall()}
-                for r in rows:
-                    cap, tags, status = picked.get(r["clip_id"], (None, None, None))
-                    r["caption"], r["tag_list"] = cap, tags
-                    r["status"] = status
-                    r["tags"] = ",".join(tags) if tags else None
-                tag_sql = (f"SELECT t, count(*) FROM (SELECT unnest(c.tag_list) AS t FROM captions c WHERE "
-                           f"c.captioner = ? AND c.prompt_version = ? AND c.status = 'ok' AND c.clip_id IN "
-                           f"(SELECT clip_id FROM clips {where})) GROUP BY t ORDER BY 2 DESC, t LIMIT 40")
-                tags = con.execute(tag_sql, [lab[0], lab[1], *params]).fetchall()
-            else:
-                tags = con.execute(f"SELECT t, count(*) FROM (SELECT unnest(tag_list) AS t FROM clips {where}) "
-                                   "GROUP BY t ORDER BY 2 DESC, t LIMIT 40", params).fetchall()
-            cases = " ".join(f"WHEN duration_s < {hi} THEN '{lo}-{hi}'" for lo, hi in DURATION_BUCKETS if hi)
-            durs = dict(con.execute(f"SELECT CASE {cases} ELSE '30-' END AS b, count(*) FROM clips {where} GROUP BY b",
-                                    params).fetchall())
-            videos = con.execute(f"SELECT video_id, any_value(video_path), count(*) FROM clips {where} GROUP BY 1 "
-                                 "ORDER BY 3 DESC, 2 LIMIT 40", params).fetchall()
-            labellings = con.execute("SELECT captioner, prompt_version, count(*) FILTER (WHERE status = 'ok'), "
-                                     "max(created_at) FROM captions GROUP BY 1, 2 ORDER BY 4 DESC").fetchall()
-            pin = con.execute("SELECT value FROM settings WHERE key = 'caption_pin'").fetchone()
-            return {"total": total, "rows": rows, "tags": tags, "videos": videos, "labellings": labellings,
-                    "durations": [(f"{lo}-{hi if hi else ''}", durs.get(f"{lo}-{hi}" if hi else "30-", 0))
-                                  for lo, hi in DURATION_BUCKETS],
-                    "pin": pin[0] if pin else None}
-
-        out = self._read(run)
-        out.update(page=page, pages=max(1, -(-out["total"] // PAGE_SIZE)), q=q or "", tag=tag, video=video, dur=dur,
+        args = (str(self.catalog), self.timeout, q or None, tag, video, dur, lab, page)
+        if q and self.workers is not None:
+            # the user's SQL: in a worker process with a memory ceiling, killed at the deadline. It
+            # holds a read-only handle in another process, so the in-process read lock covers it too
+            with self.lock.read():
+                out = self.workers.run(grid_job, args, self.timeout)
+        else:
+            with self.lock.read():
+                out = grid_job(*args)
+        out.update(pages=max(1, -(-out["total"] // PAGE_SIZE)), q=q or "", tag=tag, video=video, dur=dur,
                    labelling=labelling)
         return out
+
+    def close(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
 
     def clip(self, clip_id: str) -> dict:
         if not CLIP_RE.match(clip_id):
@@ -233,16 +304,29 @@ class Browser:
         return out
 
     # -- runs --------------------------------------------------------------------------------
+    def _confined(self, p: Path) -> Path | None:
+        """p's real path if it lies under the real --runs folder (symlinks resolved), else None."""
+        try:
+            real = p.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        return real if self.runs_dir and real.is_relative_to(self.runs_dir) else None
+
     def runs(self) -> list[dict]:
         if not self.runs_dir or not self.runs_dir.is_dir():
             return []
         out = []
         for d in sorted(self.runs_dir.iterdir()):
-            if d.is_dir() and ((d / "run.json").exists() or (d / "config.json").exists()
-                               or (d / "compare.json").exists()):
-                info = _load_json(d / "run.json") or {}
-                out.append({"name": d.name, "status": info.get("status"), "step": info.get("step"),
-                            "mtime": time.strftime("%Y-%m-%d %H:%M", time.localtime(d.stat().st_mtime))})
+            real = self._confined(d)
+            if real is None or not real.is_dir() or real.parent != self.runs_dir:
+                continue  # a run folder that is a link to elsewhere is not one of --runs' runs
+            if any((real / f).is_file() for f in ("run.json", "config.json", "compare.json")):
+                info = _load_json(real / "run.json")
+                info = info if isinstance(info, dict) else {}
+                step = info.get("steps", info.get("step"))
+                out.append({"name": d.name, "status": info.get("state") if isinstance(info.get("state"), str) else None,
+                            "step": step if isinstance(step, int) and not isinstance(step, bool) else None,
+                            "mtime": time.strftime("%Y-%m-%d %H:%M", time.localtime(real.stat().st_mtime))})
         return out
 
     def run_dir(self, name: str) -> Path:
@@ -252,55 +336,75 @@ class Browser:
         return self.runs_dir / name
 
     def run_files(self, name: str) -> dict[str, Path]:
-        """Every servable file of a run (the allow-list file requests are looked up in)."""
-        d = self.run_dir(name)
+        """Every servable file of a run (the allow-list file requests are looked up in): regular
+        files, found without following links, whose real path stays inside this run's folder."""
+        import os
+
+        d = self.run_dir(name).resolve()
         files = {}
-        for p in d.rglob("*"):
-            rel = p.relative_to(d).as_posix()
-            if p.is_file() and not rel.startswith(("checkpoints/", "cache", "logs/")) and p.suffix.lower() in (
-                    ".mp4", ".gif", ".png", ".jpg", ".html", ".md", ".json", ".jsonl", ".csv", ".svg"):
-                files[rel] = p
+        for root, dirs, names in os.walk(d):  # os.walk does not descend into linked folders
+            for fn in names:
+                p = Path(root) / fn
+                rel = p.relative_to(d).as_posix()
+                if rel.startswith(("checkpoints/", "cache", "logs/")) or p.suffix.lower() not in RUN_FILE_TYPES:
+                    continue
+                real = self._confined(p)
+                if real is not None and real.is_relative_to(d) and real.is_file():
+                    files[rel] = real
         return files
 
     def run_page(self, name: str) -> dict:
-        d = self.run_dir(name)
+        d = self.run_dir(name).resolve()
         files = self.run_files(name)
+        damaged: list[str] = []
         steps = []
         vdir = d / "validation"
-        if vdir.is_dir():
+        if vdir.is_dir() and self._confined(vdir):
             for sd in sorted(vdir.iterdir(), key=lambda p: (p.name != "base", p.name)):
-                prompts = _load_json(sd / "prompts.json") or []
+                if not sd.is_dir() or self._confined(sd) is None:
+                    continue
+                prompts = _load_json(self._confined(sd / "prompts.json"))
+                if prompts is None:
+                    prompts = []
+                if not isinstance(prompts, list) or not all(isinstance(x, dict) for x in prompts):
+                    damaged.append(f"validation/{sd.name}/prompts.json is not a list of prompts")
+                    prompts = []
                 cells = []
-                for k, pr in enumerate(prompts):
+                for k, pr in enumerate(prompts[:256]):
                     vid = f"validation/{sd.name}/p{k}.mp4"
                     gif = f"validation/{sd.name}/p{k}.gif"
                     cells.append({"video": vid if vid in files else None, "gif": gif if gif in files else None,
-                                  "summary": pr.get("summary", ""), "prompt": pr.get("prompt", "")})
-                label = "base" if sd.name == "base" else str(int(sd.name.split("_")[-1])) if "_" in sd.name else sd.name
+                                  "summary": str(pr.get("summary", "")), "prompt": str(pr.get("prompt", ""))})
+                tail = sd.name.split("_")[-1]
+                label = "base" if sd.name == "base" else str(int(tail)) if "_" in sd.name and tail.isdigit() \
+                    else sd.name
                 steps.append({"step": label, "cells": cells})
-        metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()] \
-            if (d / "metrics.jsonl").exists() else []
+        metrics, bad = read_jsonl(self._confined(d / "metrics.jsonl"))
+        if bad:
+            damaged.append(f"metrics.jsonl: {bad}")
         reports = sorted(f for f in files if f.endswith((".html", ".md")) and f not in ("gallery.html", "gallery.md"))
         images = sorted(f for f in files if f.endswith(".png"))
-        return {"name": name, "run": _load_json(d / "run.json") or {}, "config": _load_json(d / "config.json") or {},
+        run, config = _load_json(d / "run.json"), _load_json(d / "config.json")
+        for fname, v in (("run.json", run), ("config.json", config)):
+            if (d / fname).exists() and not isinstance(v, dict):
+                damaged.append(f"{fname} is not readable JSON (being written, or damaged)")
+        return {"name": name, "run": run if isinstance(run, dict) else {},
+                "config": config if isinstance(config, dict) else {},
                 "steps": steps, "loss_svg": metrics_svg(metrics, "loss"), "lr_svg": metrics_svg(metrics, "lr"),
-                "eval_svg": metrics_svg(metrics, "eval_loss"), "reports": reports, "images": images}
+                "eval_svg": metrics_svg(metrics, "eval_loss"), "reports": reports, "images": images,
+                "damaged": damaged}
 
     def runs_using(self, clip_id: str) -> list[str]:
         out = []
         for r in self.runs():
-            m = self.runs_dir / r["name"] / "manifest.jsonl"
-            if not m.exists():
+            m = self._confined(self.runs_dir / r["name"] / "manifest.jsonl")
+            if m is None:
                 continue
             mt = m.stat().st_mtime
             cached = self._manifests.get(str(m))
             if not cached or cached[0] != mt:
-                ids = set()
-                for line in m.read_text().splitlines():
-                    if line.strip():
-                        x = json.loads(line)
-                        if x.get("role") == "train":
-                            ids.add(x.get("clip_id"))
+                lines, _ = read_jsonl(m)  # a manifest being written: what is whole so far
+                ids = {x.get("clip_id") for x in lines if x.get("role") == "train"}
                 cached = self._manifests[str(m)] = (mt, ids)
             if clip_id in cached[1]:
                 out.append(r["name"])
@@ -308,7 +412,24 @@ class Browser:
 
     # -- writing -----------------------------------------------------------------------------
     def authorised(self, supplied: str | None) -> bool:
-        return not self.token or (supplied is not None and hmac.compare_digest(supplied, self.token))
+        return not self.token or (isinstance(supplied, str) and hmac.compare_digest(supplied.encode(),
+                                                                                     self.token.encode()))
+
+    def keyframe(self, row: dict) -> Path | None:
+        """The clip's keyframe: a regular .jpg file that is a JPEG. Keyframes stay where ingest
+        wrote them (a copied catalog still points at them), so the check is on what the file is,
+        not where: whatever a catalog row says, this route serves JPEG images and nothing else."""
+        kp = row.get("keyframe_path")
+        if not kp:
+            return None
+        try:
+            real = Path(kp).resolve(strict=True)
+            if real.suffix.lower() not in (".jpg", ".jpeg") or not real.is_file():
+                return None
+            with open(real, "rb") as f:
+                return real if f.read(3) == b"\xff\xd8\xff" else None
+        except (OSError, RuntimeError):
+            return None
 
     def curate(self, clip_id: str, **edit) -> dict:
         from catalog.curation import curate
@@ -332,17 +453,55 @@ def playable(path: str, codec: str | None) -> bool:
     return (Path(path).suffix.lower(), (codec or "").lower()) in PLAYABLE
 
 
-def _load_json(p: Path):
+RUN_FILE_TYPES = (".mp4", ".gif", ".png", ".jpg", ".html", ".md", ".json", ".jsonl", ".csv", ".svg")
+MAX_RUN_JSON_BYTES = 64 * 2**20
+
+
+def _load_json(p: Path | None):
+    """A JSON file's value, or None if it is missing, too big, being written or damaged."""
     try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
+        if p is None or p.stat().st_size > MAX_RUN_JSON_BYTES:
+            return None
+        return json.loads(p.read_text(errors="replace"))
+    except (OSError, ValueError, RecursionError):
         return None
+
+
+def read_jsonl(p: Path | None) -> tuple[list[dict], str | None]:
+    """(objects, problem). A last line without its newline is a line still being written and is
+    left out quietly; any other line that is not a JSON object is reported (the rest is kept)."""
+    if p is None:
+        return [], None
+    try:
+        if p.stat().st_size > MAX_RUN_JSON_BYTES:
+            return [], f"larger than {MAX_RUN_JSON_BYTES // 2**20} MB, not read"
+        text = p.read_text(errors="replace")
+    except OSError as e:
+        return [], f"cannot read it ({e.strerror or e})"
+    lines = text.split("\n")
+    lines.pop()  # "" when the file ends with a newline; else a line still being written
+    out, bad = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            x = json.loads(line)
+        except (ValueError, RecursionError):
+            bad += 1
+            continue
+        if isinstance(x, dict):
+            out.append(x)
+        else:
+            bad += 1
+    return out, (f"{bad} damaged line(s) left out" if bad else None)
 
 
 def metrics_svg(metrics: list[dict], key: str, w: int = 520, h: int = 160) -> str | None:
     """A small line plot of one metric against step, as SVG text (numbers only: nothing to escape)."""
     pts = [(m["step"], float(m[key])) for m in metrics if key in m and "step" in m
-           and isinstance(m[key], (int, float)) and m[key] == m[key] and abs(m[key]) != float("inf")]
+           and isinstance(m["step"], (int, float)) and not isinstance(m["step"], bool)
+           and isinstance(m[key], (int, float)) and not isinstance(m[key], bool)
+           and m[key] == m[key] and abs(m[key]) != float("inf") and abs(m["step"]) != float("inf")]
     if len(pts) < 1:
         return None
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]

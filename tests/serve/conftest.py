@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+LIVE_TOKEN = "live-test-token-0123"
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 
 
@@ -62,7 +63,7 @@ def live_server(served):
     from catalog import db
 
     db.connect(served["catalog"]).close()
-    browser = Browser(served["catalog"], served["runs"])
+    browser = Browser(served["catalog"], served["runs"], token=LIVE_TOKEN)
     app = create_app(browser)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -73,6 +74,6 @@ def live_server(served):
         time.sleep(0.05)
     # the tests read the catalog in this process: under the server's lock (DuckDB refuses two
     # connections with different settings to one file in one process at the same time)
-    yield {"url": f"http://127.0.0.1:{port}", "lock": browser.lock, **served}
+    yield {"url": f"http://127.0.0.1:{port}", "lock": browser.lock, "token": LIVE_TOKEN, **served}
     server.should_exit = True
     t.join(timeout=10)

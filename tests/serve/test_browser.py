@@ -31,6 +31,8 @@ def page(live_server):
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
         pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        pg.goto(live_server["url"] + f"/?token={live_server['token']}")  # the link de serve prints: sets the cookie
+        assert "token=" not in pg.url  # ... and the secret leaves the address bar
         pg.dialogs = []
         pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
         LIVE["lock"] = live_server["lock"]

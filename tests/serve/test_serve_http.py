@@ -24,7 +24,8 @@ def client(served):
     db.connect(served["catalog"]).close()
 
     def make(token=None):
-        return TestClient(create_app(Browser(served["catalog"], served["runs"], token=token)))
+        return TestClient(create_app(Browser(served["catalog"], served["runs"], token=token)),
+                          base_url="http://127.0.0.1:8000")
 
     return make
 
@@ -95,13 +96,16 @@ def test_playable_sources_are_served_as_is_others_as_a_cached_preview(client, se
     assert abs(dur - (end - start)) < 0.2  # just the clip's range
 
 
+W = {"Accept": "application/json", "X-DE-Token": "any"}  # no token set: the header must still be there
+
+
 def test_curation_writes_the_human_labelling_and_rejected(client, served):
     c = client()
     cid = served["ids"][1]
     r = c.post(f"/clip/{cid}/curate", data={"action": "save", "tags": "Chase, kitchen, chase", "caption": "fixed"},
-               headers={"Accept": "application/json"})
+               headers=W)
     assert r.status_code == 200 and r.json()["tags"] == ["chase", "kitchen"]
-    r = c.post(f"/clip/{cid}/curate", data={"action": "reject"}, headers={"Accept": "application/json"})
+    r = c.post(f"/clip/{cid}/curate", data={"action": "reject"}, headers=W)
     assert r.json()["rejected"] is True
     got = rows(served["catalog"], "SELECT captioner, caption, tags, rejected FROM clips WHERE clip_id = ?", [cid])
     assert got == [("human", "fixed", "chase,kitchen", True)]
@@ -118,21 +122,32 @@ def test_curation_writes_the_human_labelling_and_rejected(client, served):
     out = CliRunner().invoke(main, ["query", "NOT rejected", "--catalog", str(served["catalog"]), "--json"])
     assert out.exit_code == 0 and cid not in out.output
     # bad edits are refused, nothing written
-    assert c.post(f"/clip/{cid}/curate", data={"action": "save", "caption": "x\x01"}).status_code == 400
-    assert c.post("/clip/ffffffffffffffff_1_2/curate", data={"action": "accept"}).status_code == 404
-    assert c.post(f"/clip/{cid}/curate", data={"action": "drop"}).status_code == 400
+    assert c.post(f"/clip/{cid}/curate", data={"action": "save", "caption": "x\x01"}, headers=W).status_code == 400
+    assert c.post("/clip/ffffffffffffffff_1_2/curate", data={"action": "accept"}, headers=W).status_code == 404
+    assert c.post(f"/clip/{cid}/curate", data={"action": "drop"}, headers=W).status_code == 400
 
 
 def test_a_token_protects_writes(client, served):
-    c = client(token="s3cret")
+    c = client(token="s3cret-token")
     cid = served["ids"][0]
     assert c.post(f"/clip/{cid}/curate", data={"action": "reject"}).status_code == 403
     assert "read-only" in c.get(f"/clip/{cid}").text
-    r = c.post(f"/clip/{cid}/curate", data={"action": "reject"}, headers={"X-DE-Token": "s3cret",
+    r = c.post(f"/clip/{cid}/curate", data={"action": "reject"}, headers={"X-DE-Token": "wrong",
+                                                                          "Accept": "application/json"})
+    assert r.status_code == 403
+    r = c.post(f"/clip/{cid}/curate", data={"action": "reject"}, headers={"X-DE-Token": "s3cret-token",
                                                                           "Accept": "application/json"})
     assert r.status_code == 200
-    c.get("/?token=s3cret")  # the cookie now carries it
-    assert c.post(f"/clip/{cid}/curate", data={"action": "accept"}).status_code in (200, 303)
+    # the printed link sets the cookie and redirects to the page without the secret in the URL
+    r = c.get("/?token=s3cret-token&page=1", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/?page=1" and "de_token=s3cret-token" in \
+        r.headers["set-cookie"] and "samesite=strict" in r.headers["set-cookie"].lower()
+    page = c.get(f"/clip/{cid}").text  # the cookie lets the page render the forms and the header's value
+    assert 'name="de-token" content="s3cret-token"' in page and "read-only" not in page
+    # ... but the cookie alone does not write: a cross-site form would carry it
+    assert c.post(f"/clip/{cid}/curate", data={"action": "accept"}).status_code == 403
+    assert c.post(f"/clip/{cid}/curate", data={"action": "accept"},
+                  headers={"X-DE-Token": "s3cret-token"}).status_code in (200, 303)
     assert rows(served["catalog"], "SELECT rejected FROM clips WHERE clip_id = ?", [cid]) == [(False,)]
 
 
@@ -155,7 +170,8 @@ def test_public_bind_warns_and_a_missing_catalog_is_an_error(tmp_path, served):
     finally:
         p.terminate()
         err = p.communicate(timeout=30)[1]
-    assert "warning: binding 0.0.0.0" in err and "without --token anyone can also edit" in err
+    assert "warning: binding 0.0.0.0" in err and "edits still need the token" in err
+    assert "/?token=" in err  # a fresh secret, printed in the link
     assert HOSTILE  # (imported for the escaping test)
 
 

@@ -64,7 +64,7 @@ def _recaption(captioner, prompt, frames_list: list[np.ndarray], fps: float) -> 
     gens = captioner.generate(vids, prompt.render(), prompt.sampling, metas, schema=prompt.schema)
     out = []
     for g in gens:
-        p = parse_output(g.text, prompt.synonyms)
+        p = parse_output(g.text, prompt.synonyms, prompt.schema)
         out.append({"ok": p.ok, "tags": p.tags, "caption": p.caption, "error": p.error, "raw": g.text})
     return out
 
