@@ -71,7 +71,7 @@ def compile_template(text: str) -> Template:
         if field == "":
             raise TemplateError(f"template {shown!r}: '{{}}' names no field; use one of {', '.join(KNOWN_FIELDS)}")
         if field not in KNOWN_FIELDS:
-            raise TemplateError(f"template {shown!r}: unknown field {{{field[:40]}}}; known: "
+            raise TemplateError(f"template {shown!r}: unknown template field {{{field[:40]}}}; known: "
                                 f"{', '.join(KNOWN_FIELDS)}")
         if conv is not None or spec:
             raise TemplateError(f"template {shown!r}: only plain {{{field}}} is allowed (no !conversion or "

@@ -37,6 +37,41 @@ def _crashed(path: str, vid: str, opts: IngestOptions) -> VideoResult:
                        error="the decoder crashed on this file", error_kind="decoder crash", split_key=opts.split_key)
 
 
+def worker_memory_budget(workers: int) -> int:
+    """Bytes of data memory each of `workers` analysis processes may use: their sum stays within
+    80% of the memory available now, so --workers cannot multiply a hostile file's peak past the
+    machine (at least 2 GiB each; $DE_WORKER_MEMORY_MB sets it)."""
+    env = os.environ.get("DE_WORKER_MEMORY_MB")
+    if env:
+        try:
+            return max(256, int(env)) * 2**20
+        except ValueError:
+            pass
+    avail = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0  # unknown: no limit
+    return max(2 * 2**30, int(0.8 * avail / max(1, workers))) if avail else 0
+
+
+def _limit_memory(budget: int) -> None:
+    """Worker initializer: cap the process's data segment (heap and private mappings: what
+    decoded frames live in). An allocation past it fails inside this worker; the video is
+    recorded as failed and the others go on."""
+    if not budget:
+        return
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (budget, budget))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def _warm() -> int:
     """Runs in each new worker while the driver opens the catalog and hashes the files: the
     imports a first analysis would otherwise pay after it was handed its video."""
@@ -60,7 +95,8 @@ class LocalPool:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # fork + decoder threads is unsafe; spawn is portable
-        return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_limit_memory,
+                                   initargs=(worker_memory_budget(workers),))
 
     def warm(self, n_videos: int) -> None:
         """Start the worker processes now (interpreter start and imports overlap with the

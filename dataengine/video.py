@@ -21,6 +21,24 @@ VIDEO_EXTENSIONS = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".m
 MAX_SIDE = 16384  # beyond the H.264/HEVC/VP9 level limits; refuse rather than try
 
 
+def max_frame_pixels() -> int:
+    """The decoded-pixel budget of one frame (default a little over 8K UHD, 8192x4320: ~106 MB of
+    RGB). A 9 MB file of PNG frames that each declare 16000x16000 would otherwise cost ~770 MB per
+    frame in every decoder thread. $DE_MAX_FRAME_PIXELS changes it."""
+    try:
+        return max(1, int(os.environ.get("DE_MAX_FRAME_PIXELS", "") or 8192 * 4320))
+    except ValueError:
+        return 8192 * 4320
+
+
+def check_frame_pixels(width: int, height: int, where: str = "frames") -> None:
+    budget = max_frame_pixels()
+    if width * height > budget:
+        raise VideoError("resolution too large", f"{where} of {width}x{height} ({width * height / 1e6:.0f} Mpx) "
+                                                 f"exceed the {budget / 1e6:.0f} Mpx per-frame budget "
+                                                 "($DE_MAX_FRAME_PIXELS)")
+
+
 class VideoError(Exception):
     """A video that cannot be used. `kind` is a short reason code for summaries."""
 
@@ -73,6 +91,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             raise VideoError("unreadable", "video stream has no frame size (corrupt header?)")
         if max(cc.width, cc.height) > MAX_SIDE:
             raise VideoError("resolution too large", f"{cc.width}x{cc.height} exceeds {MAX_SIDE} px on a side")
+        check_frame_pixels(cc.width, cc.height, "the stream's frames")
         rate = st.average_rate or st.guessed_rate or st.base_rate
         fps = float(rate) if rate else 0.0
         if st.duration is not None and st.time_base is not None:
@@ -227,6 +246,7 @@ def _iter_opencv(path, info, size, batch, threads) -> Iterator[FrameBatch]:
     import cv2
 
     w, h = size
+    max_pixels = max_frame_pixels()
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
     if not cap.isOpened():
         raise VideoError("corrupt", "OpenCV cannot open the file")
@@ -239,6 +259,8 @@ def _iter_opencv(path, info, size, batch, threads) -> Iterator[FrameBatch]:
             ok, img = cap.retrieve()
             if not ok or img is None:
                 break
+            if img.shape[0] * img.shape[1] > max_pixels:  # a frame larger than its header said
+                check_frame_pixels(img.shape[1], img.shape[0], "a decoded frame")
             t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             if not (t > last_t) and frames:  # no usable pts: continue the clock
                 t = last_t + step
@@ -322,7 +344,10 @@ def _iter_pyav(path, info, size, batch, threads) -> Iterator[FrameBatch]:
         times: list[float] = []
         frames: list[np.ndarray] = []
         last_t = -1.0
+        max_pixels = max_frame_pixels()
         for frame in container.decode(st):
+            if frame.width * frame.height > max_pixels:  # each PNG/MJPEG frame declares its own size
+                check_frame_pixels(frame.width, frame.height, "a decoded frame")
             t = frame.time
             if t is None:  # no pts: continue the clock at the nominal rate
                 t = last_t + (1.0 / info.nominal_fps if info.nominal_fps else 0.04)
