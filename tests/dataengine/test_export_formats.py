@@ -130,3 +130,40 @@ def test_parquet_rows_and_template_captions(runner, cat, tmp_path, trained_run):
         assert txt.read_text().strip().endswith("[chase,kitchen]") or txt.read_text().strip().endswith("[chase, kitchen]")
     r = export(runner, cat, tmp_path / "bad", "--format", "kohya", "--template", "{nosuchfield}")
     assert r.exit_code == 1 and "--template" in r.output
+
+
+# --- issue 20: temp files never follow a planted link; a dangling OUT_DIR is named --------------
+
+@pytest.mark.parametrize("fmt", ["clips", "kohya", "musubi", "webdataset", "parquet"])
+def test_links_planted_at_temp_names_are_never_written_through(runner, cat, tmp_path, fmt):
+    """Every name an earlier version wrote its temp files to, and the final names' neighbours,
+    are links to a victim file: the export writes its own files and the victim is unchanged."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / f"out-{fmt}"
+    out.mkdir()
+    clip_dir = out / "videos" if fmt == "musubi" else out
+    clip_dir.mkdir(exist_ok=True)
+    ids = [r[0] for r in rows(cat, "SELECT clip_id FROM clips")]
+    planted = ["index.jsonl.tmp", "clips.parquet.tmp", "00000.tar.tmp", "dataset.toml.tmp", "metadata.jsonl.tmp"]
+    planted += [f"{c}.tmp.mp4" for c in ids] + [f"{c}.txt.tmp" for c in ids]
+    for name in planted:
+        for d in {out, clip_dir}:
+            (d / name).symlink_to(victim)
+    r = export(runner, cat, out, "--format", fmt)
+    assert r.exit_code in (0, 1), r.output  # (the uncaptioned clip is reported for caption formats)
+    assert victim.read_text() == "precious"
+    assert "Traceback" not in r.output
+    left = [p.name for p in out.rglob("*") if p.name.endswith(".tmp") and not p.is_symlink()]
+    assert left == []  # no temp file of ours is left behind
+    written = {"clips": "index.jsonl", "kohya": "index.jsonl", "musubi": "metadata.jsonl",
+               "webdataset": "00000.tar", "parquet": "clips.parquet"}[fmt]
+    assert (out / written).is_file() and not (out / written).is_symlink()
+
+
+def test_a_dangling_link_as_the_export_folder_is_named(runner, cat, tmp_path):
+    out = tmp_path / "gone"
+    out.symlink_to(tmp_path / "missing-target")
+    r = export(runner, cat, out)
+    assert r.exit_code == 1 and "is a symlink to" in r.output and "does not exist" in r.output, r.output
+    assert "File exists" not in r.output
