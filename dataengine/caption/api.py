@@ -311,8 +311,7 @@ class _Client:
                 elif status in RETRY_STATUS:
                     last = f"HTTP {status}"
                     retry_after = headers.get("Retry-After")
-                elif status in (400, 422) and self.send_mm_kwargs and "mm_processor_kwargs" in body \
-                        and _refuses_extra_field(text):
+                elif status in (400, 422) and "mm_processor_kwargs" in sent and _refuses_extra_field(text):
                     # a strict OpenAI-compatible server: send the same request without vLLM's field
                     with self._lock:
                         if self.send_mm_kwargs:
