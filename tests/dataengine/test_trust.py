@@ -251,3 +251,85 @@ def rows_or_none(cat):
         return con.execute("SELECT count(*) FROM captions").fetchone()[0]
     finally:
         con.close()
+
+
+# --- issue 20: decompression bombs --------------------------------------------------------------
+
+def _png_mov(path, side: int, frames: int = 2) -> None:
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("png", rate=1)
+        st.width, st.height, st.pix_fmt = side, side, "rgb24"
+        f = np.zeros((side, side, 3), np.uint8)
+        f[..., 0] = 200
+        for _ in range(frames):
+            for p in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+
+
+def test_a_decompression_bomb_is_refused_and_the_rest_is_ingested(runner, videos, tmp_path):
+    """A 0.5 MB MOV whose PNG frames declare 9000x9000 (81 Mpx, 243 MB of RGB each): refused
+    before a frame is decoded, with a failed row that says why; the good videos go on."""
+    root, _ = videos
+    d = tmp_path / "raw"
+    d.mkdir()
+    shutil.copy(root / "h264 cartoon.mp4", d / "good.mp4")
+    _png_mov(d / "bomb.mov", 9000)
+    _png_mov(d / "bomb2.mov", 9000, frames=3)  # other bytes: a second video
+    assert (d / "bomb.mov").stat().st_size < 2_000_000
+    cat = tmp_path / "c.duckdb"
+    r = ingest_cli(runner, cat, d)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    got = dict(rows(cat, "SELECT regexp_extract(path, '[^/]+$'), status FROM videos"))
+    assert got == {"good.mp4": "ok", "bomb.mov": "failed", "bomb2.mov": "failed"}
+    errs = rows(cat, "SELECT error FROM videos WHERE status = 'failed'")
+    assert all("9000x9000" in e and "per-frame budget" in e for (e,) in errs), errs
+    assert "resolution too large: 2" in r.output
+
+
+def test_the_frame_budget_applies_to_every_reader(videos, monkeypatch):
+    """A smaller budget ($DE_MAX_FRAME_PIXELS) refuses a 240x180 video at probe and, for a
+    frame larger than its header said, in each reader's loop."""
+    from dataengine import video
+
+    root, _ = videos
+    path = str(root / "h264 cartoon.mp4")
+    monkeypatch.setenv("DE_MAX_FRAME_PIXELS", str(240 * 180 - 1))
+    with pytest.raises(video.VideoError, match="per-frame budget"):
+        video.probe(path)
+    monkeypatch.setenv("DE_MAX_FRAME_PIXELS", str(240 * 180))
+    info = video.probe(path)
+    monkeypatch.setenv("DE_MAX_FRAME_PIXELS", str(240 * 180 - 1))
+    for reader in (video._iter_pyav, video._iter_opencv):
+        with pytest.raises(video.VideoError, match="a decoded frame of 240x180"):
+            next(reader(path, info, (64, 48), 8, 1))
+
+
+def test_workers_share_the_machine_instead_of_multiplying_its_peak(monkeypatch):
+    from concurrent.futures import wait
+
+    from dataengine import executors
+
+    avail = next(int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswith("MemAvailable:"))
+    for n in (1, 2, 8, 64):
+        b = executors.worker_memory_budget(n)
+        assert b == max(2 * 2**30, int(0.8 * avail / n))
+    monkeypatch.setenv("DE_WORKER_MEMORY_MB", "3000")
+    assert executors.worker_memory_budget(4) == 3000 * 2**20
+    pool = executors.LocalPool(2)._new_pool(2)
+    try:
+        futs = [pool.submit(_data_limit) for _ in range(2)]
+        wait(futs)
+        assert {f.result() for f in futs} == {3000 * 2**20}
+    finally:
+        pool.shutdown()
+
+
+def _data_limit() -> int:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_DATA)[0]
