@@ -47,25 +47,61 @@ class BadRequest(Exception):
         self.status = status
 
 
-class RWLock:
-    """Many readers or one writer. `with lock:` is the writer's side (what tests hold to read the
-    catalog in-process while the server runs)."""
+class SharedReader:
+    """The in-process readers' one sandboxed connection, and the writer's exclusion.
 
-    def __init__(self):
+    Readers run at once, each on its own cursor of one sandboxed connection that the first reader
+    opens and the last one closes, so the catalog file is held only while some request reads it.
+    (Separate connections cannot overlap: the sandbox locks the configuration of DuckDB's shared
+    instance, and a second connect then sees "a different configuration".) A write waits for the
+    readers and excludes them: DuckDB refuses a read-write connection beside read-only ones in one
+    process. `with reader:` is the writer's side (tests hold it to read the catalog in-process)."""
+
+    def __init__(self, catalog):
+        self.catalog = catalog
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
+        self._con = None
 
     @contextmanager
-    def read(self):
+    def holding(self):
+        """Count as a reader without a cursor (a worker process reads the file meanwhile)."""
         with self._cond:
             self._cond.wait_for(lambda: not self._writer)
             self._readers += 1
         try:
             yield
         finally:
-            with self._cond:
+            self._leave()
+
+    @contextmanager
+    def cursor(self):
+        from catalog.query import open_sandboxed
+
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer)
+            if self._con is None:
+                self._con = open_sandboxed(self.catalog)
+            self._readers += 1
+            try:
+                cur = self._con.cursor()
+            except BaseException:
                 self._readers -= 1
+                raise
+        try:
+            yield cur
+        finally:
+            cur.close()
+            self._leave()
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                if self._con is not None:
+                    self._con.close()
+                    self._con = None
                 self._cond.notify_all()
 
     def __enter__(self):
@@ -81,30 +117,41 @@ class RWLock:
         return False
 
 
-def read_catalog(catalog, timeout: float, fn, *args):
-    """fn(con, *args) on a fresh sandboxed read-only connection, interrupted at `timeout`."""
-    import duckdb
-
-    from catalog.query import QueryError, open_sandboxed
+@contextmanager
+def _own_connection(catalog):
+    from catalog.query import open_sandboxed
 
     con = open_sandboxed(catalog)
-    timer = threading.Timer(timeout, con.interrupt)
-    timer.daemon = True
-    timer.start()
     try:
-        return fn(con, *args)
-    except duckdb.InterruptException as e:
-        raise QueryError(f"the query ran longer than {timeout:g} s and was stopped; simplify it") from e
-    except duckdb.Error as e:
-        raise QueryError(f"query failed: {str(e).splitlines()[0][:300]}") from e
+        yield con
     finally:
-        timer.cancel()
         con.close()
 
 
+def read_catalog(connection, timeout: float, fn, *args):
+    """fn(con, *args) on the connection the context manager `connection` gives, interrupted at
+    `timeout`, with DuckDB's errors as QueryError."""
+    import duckdb
+
+    from catalog.query import QueryError
+
+    with connection as con:
+        timer = threading.Timer(timeout, con.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            return fn(con, *args)
+        except duckdb.InterruptException as e:
+            raise QueryError(f"the query ran longer than {timeout:g} s and was stopped; simplify it") from e
+        except duckdb.Error as e:
+            raise QueryError(f"query failed: {str(e).splitlines()[0][:300]}") from e
+        finally:
+            timer.cancel()
+
+
 def grid_job(catalog, timeout: float, q, tag, video, dur, lab, page) -> dict:
-    """The grid page's data; a module-level function so that a worker process can run it."""
-    return read_catalog(catalog, timeout, _grid_on, q, tag, video, dur, lab, page)
+    """The grid page's data on a connection of its own: what a worker process runs."""
+    return read_catalog(_own_connection(catalog), timeout, _grid_on, q, tag, video, dur, lab, page)
 
 
 def where_clause(con, q: str | None, tag: str | None, video: str | None, dur: str | None):
@@ -192,7 +239,7 @@ class Browser:
         self.runs_dir = Path(runs_dir).resolve() if runs_dir else None
         self.token = token
         self.timeout = query_timeout
-        self.lock = RWLock()
+        self.lock = SharedReader(self.catalog)
         self.preview_dir = self.catalog.parent / f"{self.catalog.stem}_cache" / "previews"
         self._preview_locks: dict[str, threading.Lock] = {}
         self._manifests: dict[str, tuple[float, set]] = {}
@@ -203,23 +250,21 @@ class Browser:
             self.workers = QueryWorkers(n=2, memory_mb=query_memory_mb or DEFAULT_MEMORY_MB)
 
     # -- reading ---------------------------------------------------------------------------
-    def _read(self, fn):
-        """fn(con) on a sandboxed read-only connection, beside other readers, with a timeout."""
-        with self.lock.read():
-            return read_catalog(self.catalog, self.timeout, fn)
+    def _read(self, fn, *args):
+        """fn(con, *args) on a sandboxed read-only cursor, beside other readers, with a timeout."""
+        return read_catalog(self.lock.cursor(), self.timeout, fn, *args)
 
     def grid(self, q=None, tag=None, video=None, dur=None, labelling=None, page=1) -> dict:
         page = max(1, min(int(page), 10**9))
         lab = parse_labelling(labelling)
-        args = (str(self.catalog), self.timeout, q or None, tag, video, dur, lab, page)
         if q and self.workers is not None:
             # the user's SQL: in a worker process with a memory ceiling, killed at the deadline. It
-            # holds a read-only handle in another process, so the in-process read lock covers it too
-            with self.lock.read():
-                out = self.workers.run(grid_job, args, self.timeout)
+            # holds a read-only handle in another process, so this process counts it as a reader
+            with self.lock.holding():
+                out = self.workers.run(grid_job, (str(self.catalog), self.timeout, q, tag, video, dur, lab, page),
+                                       self.timeout)
         else:
-            with self.lock.read():
-                out = grid_job(*args)
+            out = self._read(_grid_on, q or None, tag, video, dur, lab, page)
         out.update(pages=max(1, -(-out["total"] // PAGE_SIZE)), q=q or "", tag=tag, video=video, dur=dur,
                    labelling=labelling)
         return out

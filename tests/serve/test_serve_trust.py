@@ -236,3 +236,26 @@ def test_a_greedy_filter_is_stopped_and_other_pages_stay_fast(live, served):
     # the pool recovers: the next filter works
     r = requests.get(url + "/", params={"q": "duration_s > 0"}, timeout=60)
     assert r.status_code == 200 and 'id="count"' in r.text
+
+
+def test_readers_run_at_once_and_a_write_waits_for_them(live, served):
+    """Many pages at once all answer (readers share one sandboxed connection's cursors), and a
+    curation write in the middle of them lands."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = live
+    ids = served["ids"]
+    s = requests.Session()
+    s.get(url + f"/?token={TOKEN}", timeout=60)
+
+    def get(path):
+        return requests.get(url + path, timeout=60).status_code
+
+    paths = [f"/media/thumb/{i}" for i in ids] * 3 + [f"/clip/{i}" for i in ids] + ["/"] * 4
+    with ThreadPoolExecutor(8) as ex:
+        futs = [ex.submit(get, p) for p in paths]
+        w = s.post(url + f"/clip/{ids[2]}/curate", data={"action": "reject"},
+                   headers={"X-DE-Token": TOKEN, "Accept": "application/json"}, timeout=60)
+        codes = [f.result() for f in futs]
+    assert set(codes) == {200} and w.status_code == 200
+    assert rejected(served["catalog"], ids[2]) is True
