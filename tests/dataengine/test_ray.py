@@ -109,3 +109,29 @@ def test_a_two_node_cluster_on_localhost_uses_both_nodes(lib, tmp_path, runner, 
         assert rows(cat, "SELECT count(*) FROM captions")[0][0] == rows(cat, "SELECT count(*) FROM clips")[0][0]
     finally:
         cluster.shutdown()
+
+
+def test_ray_constrained_closed_vocab_caption_equals_the_local_rows(train_catalog, tmp_path, tiny_vlm_dir):
+    """The default labelling (schema-constrained, closed vocabulary) on Ray actors: every answer
+    is in the schema, every tag in the vocabulary, and the rows are the local path's."""
+    import json as _json
+
+    from dataengine.caption.schema import vocab_tags
+
+    con_args = ["--closed-vocab", "--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress",
+                "--batch-size", "2", "--limit", "4"]
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    shutil.copy(train_catalog, a)
+    shutil.copy(train_catalog, b)
+    r = de("caption", "--catalog", a, "--model", tiny_vlm_dir, *con_args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = de("caption", "--catalog", b, "--model", tiny_vlm_dir, *con_args, "--ray", "--workers", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = rows(b, f"SELECT {CAPTION_COLS} FROM captions ORDER BY clip_id")
+    assert len(got) == 4 and all(g[3] == "ok" for g in got)
+    assert got == rows(a, f"SELECT {CAPTION_COLS} FROM captions ORDER BY clip_id")
+    vocab = set(vocab_tags(_json.loads(open(os.path.join(os.path.dirname(__file__), "..", "..", "assets",
+                                                         "vocab.json")).read())))
+    assert all(set(g[5]) <= vocab and g[5] for g in got)
+    assert len({g[2] for g in got}) == 1 and rows(b, "SELECT DISTINCT prompt_version FROM captions") == \
+        rows(a, "SELECT DISTINCT prompt_version FROM captions")
