@@ -54,4 +54,4 @@ echo "done: everything is in $PWD (catalog.duckdb, catalog_cache/, runs/)"
 echo
 echo "== 7. browse it: clips, labellings, curation, and the run's gallery and reports"
 echo "   cd $PWD && de serve --runs runs"
-echo "   then open http://127.0.0.1:8000/"
+echo "   then open the link it prints (http://127.0.0.1:8000/?token=...: the token lets that browser edit labels)"
