@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -285,20 +286,59 @@ def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress, 
 @click.option("--seconds", type=float, default=12.0, show_default=True, help="Length of the first cartoon.")
 @click.option("--fps", type=float, default=24.0, show_default=True)
 @click.option("--size", default="320x240", show_default=True, help="WIDTHxHEIGHT.")
-def synth(out_dir, seconds, fps, size):
+@click.option("--world", "world", type=click.IntRange(1, 10_000), default=None, metavar="N",
+              help="Write N videos of the labelled toy world instead (settings, day/night, actions, who, camera), "
+                   "with truth.jsonl; 128x96 unless --size is given.")
+@click.option("--scenes", type=click.IntRange(1, 100), default=4, show_default=True,
+              help="With --world: scenes per video (hard cuts between them).")
+@click.option("--scene-seconds", type=click.FloatRange(0.5, 600), default=3.0, show_default=True,
+              help="With --world: mean scene length (each scene varies by -20%..+25%).")
+@click.option("--seed", type=int, default=0, show_default=True, help="With --world: which world.")
+@click.option("--truth-into", "truth_into", type=click.Path(dir_okay=False), default=None, metavar="CATALOG",
+              help="Load OUT_DIR/truth.jsonl into CATALOG as the `synth-truth` labelling (after `de ingest`).")
+def synth(out_dir, seconds, fps, size, world, scenes, scene_seconds, seed, truth_into):
     """Write sample synthetic cartoons (flat colours, bold outlines, a cat chasing a mouse, hard
-    cuts at known times) to try the pipeline without real data.
+    cuts at known times) to try the pipeline without real data; or, with --world, the labelled
+    toy world the toy models learn from, with its truth.
 
     \b
-    Example:
+    Examples:
       de synth raw_videos/ && de ingest raw_videos/
+      de synth world/ --world 12 && de ingest world/ && de synth world/ --truth-into catalog.duckdb
+      de captions diff toy-qwen2-vl synth-truth@world-v1     # score a captioner against the truth
     """
-    from .synth import make_sample_set
+    if truth_into:
+        from .world import import_truth
 
+        p = Path(out_dir) / "truth.jsonl"
+        if not p.is_file():
+            raise click.ClickException(f"no {p}: write the world first (de synth {out_dir} --world N)")
+        try:
+            n, left = import_truth(truth_into, p)
+        except (CatalogError, OSError, ValueError, KeyError) as e:
+            raise click.ClickException(f"cannot load {p}: {e}") from e
+        click.echo(f"synth-truth: labelled {n} clips from {p}" + (f"; {left} clip(s) span a cut, left out" if left
+                                                                      else ""))
+        if n == 0:
+            sys.exit(1)
+        return
     try:
         w, h = (int(x) for x in size.lower().split("x"))
     except ValueError as e:
         raise click.BadParameter("--size must look like 320x240") from e
+    if world:
+        from .world import make_world
+
+        wh = (w, h) if size != "320x240" else (128, 96)
+        truth = make_world(out_dir, world, scenes, seconds=scene_seconds, fps=fps, size=wh, seed=seed)
+        from collections import Counter
+
+        c = Counter(t for r in truth for t in (r["action"], r["time_of_day"], r["setting"]))
+        click.echo(f"wrote {world} videos, {len(truth)} scenes to {out_dir} (truth: {Path(out_dir) / 'truth.jsonl'})")
+        click.echo("scenes per tag: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+        return
+    from .synth import make_sample_set
+
     for r in make_sample_set(out_dir, seconds=seconds, fps=fps, size=(w, h)):
         cuts = ", ".join(f"{t:.2f}s (frame {f})" for t, f in zip(r.cut_times, r.cut_frames))
         click.echo(f"wrote {r.path}: {r.num_frames} frames, {r.width}x{r.height}, cuts at {cuts}")

@@ -190,7 +190,8 @@ class TrainConfig:
 
     @property
     def is_tiny(self) -> bool:
-        return self.base_model == "tiny"
+        """A model built for CPU tests and demos (random `tiny` or trained `toy`), not the real 2B."""
+        return self.base_model in ("tiny", "toy")
 
     @property
     def window_seconds(self) -> float:

@@ -1,6 +1,7 @@
-"""SANA-Video components behind one loader seam: a hub id, a local directory, or `tiny`.
+"""SANA-Video components behind one loader seam: a hub id, a local directory, `toy` or `tiny`.
 
-`tiny` builds a deterministic random SANA-Video in-process (transformer, Wan VAE, Gemma-2 text
+`toy` loads the small SANA-Video trained on the toy world (train.toy; shipped in assets/toy/sana)
+through the same `from_pretrained` path as a hub model. `tiny` builds a deterministic random SANA-Video in-process (transformer, Wan VAE, Gemma-2 text
 encoder, a byte-level BPE tokenizer trained in-process, and the flow DPM-Solver scheduler). It is
 for tests and offline smoke runs; everything it produces is labelled as coming from a random model.
 """
@@ -108,6 +109,8 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
     if base_model == "tiny":
         c = build_tiny(seed)
         c.weights_id = f"{TINY_NAME}-seed{seed}"
+    elif base_model == "toy":
+        c = _load_folder(toy_dir(), dtype, name="toy-sana-video")
     else:
         local = os.path.isdir(base_model)
         local_only = False
@@ -142,6 +145,30 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
     for m in (c.vae, c.text_encoder, c.transformer):
         m.requires_grad_(False)
     return c
+
+
+def toy_dir() -> str:
+    """The toy SANA-Video shipped in assets/toy/sana (built by `train build-toy`)."""
+    from dataengine.assets import assets_dir
+
+    d = assets_dir() / "toy" / "sana"
+    if not (d / "model_index.json").exists():
+        raise ModelLoadError(f"the toy SANA-Video is not in {d}: build it with `train build-toy` (about 10 minutes "
+                             "on 2 CPU cores)")
+    return str(d)
+
+
+def _load_folder(folder: str, dtype, name: str) -> Components:
+    import torch
+    from diffusers import SanaVideoPipeline
+
+    try:
+        pipe = SanaVideoPipeline.from_pretrained(folder, torch_dtype={"default": dtype, "vae": torch.float32},
+                                                 local_files_only=True)
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise ModelLoadError(f"cannot load SANA-Video from directory {folder}: {str(e).splitlines()[0]}") from e
+    return Components(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler, name,
+                      is_random=False, weights_id=weights_fingerprint(folder))
 
 
 def weights_fingerprint(folder: str | os.PathLike) -> str:

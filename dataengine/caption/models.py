@@ -96,7 +96,7 @@ def prepare_frames(frames: np.ndarray, sampling, patch_size: int = 14, merge_siz
 
 def processor_geometry(model: str) -> tuple[int, int]:
     """(patch size, merge size) of a captioner's video processor, without loading its weights."""
-    if model == "tiny" or model.startswith("tiny-"):
+    if model in ("tiny", "toy") or model.startswith("tiny-"):
         return (16, 2) if model == "tiny-qwen3-vl" else (14, 2)
     from transformers import AutoProcessor
 
@@ -198,6 +198,16 @@ class QwenVLCaptioner:
         return [Generation(t, int(n), int(g[0]) * 2) for t, n, g in zip(texts, tokens, grid.tolist())]
 
 
+def toy_dir() -> str:
+    """The toy captioner shipped in assets/toy/qwen2-vl (built by `train build-toy`)."""
+    from ..assets import assets_dir
+
+    d = assets_dir() / "toy" / "qwen2-vl"
+    if not (d / "config.json").exists():
+        raise CaptionModelError(f"the toy captioner is not in {d}: build it with `train build-toy`")
+    return str(d)
+
+
 def _has_random_marker(repo: str, local: bool) -> bool:
     """A tiny random model carries a TINY_RANDOM file, in a local folder or in the hub cache."""
     if local:
@@ -217,6 +227,8 @@ def captioner_label(model: str, name: str | None = None) -> str:
         return name
     if model == "tiny":
         return "tiny-random-qwen2-vl"
+    if model == "toy":
+        return "toy-qwen2-vl"
     if model.startswith("tiny-"):
         return f"tiny-random-{model[5:]}"
     repo = ALIASES.get(model, model)
@@ -245,7 +257,7 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
         m, proc = build_tiny(seed, family)
         label = captioner_label(model, name)
         return QwenVLCaptioner(m.to(device=device, dtype=torch_dtype), proc, label, is_random=True, device=device)
-    repo = resolve_model(model)
+    repo = toy_dir() if model == "toy" else resolve_model(model)
     local = os.path.isdir(repo)
     local_only = False if local else hub_mode(repo)
     try:

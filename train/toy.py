@@ -1,0 +1,238 @@
+"""The toy SANA-Video: the real classes (AutoencoderKLWan, SanaVideoTransformer3DModel, Gemma-2),
+small enough to train on the toy world (dataengine.world) in minutes on 2 CPU cores.
+
+`build_sana(out)` trains, from a fixed seed:
+1. the VAE on world clips (9 frames, 64x64), MSE plus a small KL, then measures its latents'
+   per-channel mean and std into its config (what the pipeline and our cache normalise with);
+2. the transformer with flow matching (the trainer's own maths: train.flow) on the VAE's
+   normalised latents of *day* scenes (the base is off-style for night, as SANA-Video was for
+   cartoons), each clip's truth caption encoded exactly as the trainer and pipeline encode it.
+The text encoder stays random and frozen. The result is a normal diffusers pipeline folder that
+`--base-model toy` loads through the same `from_pretrained` path as the hub model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+TOY_NAME = "toy-sana-video"
+
+
+@dataclass
+class ToyConfig:
+    seed: int = 0
+    size: int = 64
+    frames: int = 9
+    fps: float = 16.0
+    vae_steps: int = 450
+    vae_batch: int = 4
+    vae_frames: int = 5  # the first frame plus one temporal chunk: what the causal encoder repeats
+    vae_lr: float = 2e-3
+    dit_steps: int = 1500
+    dit_batch: int = 16
+    dit_lr: float = 1e-3
+    clips: int = 384  # training clips rendered for the transformer (day scenes)
+    flow_shift: float = 3.0
+
+
+def world_batch(scenes, cfg: ToyConfig, rng: random.Random, frames: int | None = None):
+    """uint8 (N, T, H, W, 3) clips of the scenes, each from a random start within its scene."""
+    from dataengine.world import render
+
+    n = frames or cfg.frames
+    return np.stack([render(s, n / cfg.fps, cfg.fps, cfg.size, cfg.size, t0=rng.uniform(0, 2.0)) for s in scenes])
+
+
+def to_tensor(clips: np.ndarray):
+    """uint8 (N,T,H,W,3) -> float (N,3,T,H,W) in [-1, 1], as train.cache.frames_to_tensor."""
+    import torch
+
+    return torch.from_numpy(clips).float().div_(127.5).sub_(1.0).permute(0, 4, 1, 2, 3).contiguous()
+
+
+def psnr(a, b) -> float:
+    """PSNR in dB of two float tensors in [-1, 1]."""
+    mse = float(((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).mean()) / 4.0  # on a [0, 1] scale
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def new_vae(seed: int):
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        # two down stages: 4x in space (16x16 latents at 64x64) and 4x in time, as the real VAE is
+        return AutoencoderKLWan(base_dim=16, z_dim=8, dim_mult=[1, 2, 2], num_res_blocks=1,
+                                temperal_downsample=[True, True], latents_mean=[0.0] * 8, latents_std=[1.0] * 8,
+                                scale_factor_spatial=4, scale_factor_temporal=4)
+
+
+def train_vae(cfg: ToyConfig, echo=print):
+    import torch
+
+    from dataengine.world import random_scene
+
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    vae = new_vae(cfg.seed).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.vae_lr, total_steps=cfg.vae_steps, pct_start=0.05)
+    t0 = time.perf_counter()
+    for step in range(1, cfg.vae_steps + 1):
+        x = to_tensor(world_batch([random_scene(rng) for _ in range(cfg.vae_batch)], cfg, rng, cfg.vae_frames))
+        # deterministic (the posterior's mode: what the cache encodes with), MSE plus L1 for the
+        # hard outlines, and a small pull on the latents' scale
+        z = vae.encode(x).latent_dist.mode()
+        rec = vae.decode(z).sample
+        loss = torch.nn.functional.mse_loss(rec, x) + 0.5 * (rec - x).abs().mean() + 1e-4 * z.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == cfg.vae_steps:
+            echo(f"vae step {step}/{cfg.vae_steps}  mse {loss.item():.5f}  {time.perf_counter() - t0:.0f} s")
+    vae.eval()
+    # the per-channel statistics of its latents: what the pipeline and the trainer normalise with
+    with torch.no_grad():
+        x = to_tensor(world_batch([random_scene(rng) for _ in range(32)], cfg, rng))
+        z = torch.cat([vae.encode(x[i:i + 8]).latent_dist.mode() for i in range(0, 32, 8)])
+    mean = z.mean(dim=(0, 2, 3, 4)).tolist()
+    std = z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3).tolist()
+    vae.register_to_config(latents_mean=[round(v, 5) for v in mean], latents_std=[round(v, 5) for v in std])
+    return vae
+
+
+def vae_psnr(vae, cfg: ToyConfig, n: int = 16, seed: int = 12345) -> float:
+    """Reconstruction PSNR on held-out world clips (a seed the build never draws)."""
+    import torch
+
+    from dataengine.world import random_scene
+
+    rng = random.Random(seed)
+    x = to_tensor(world_batch([random_scene(rng) for _ in range(n)], cfg, rng))
+    with torch.no_grad():
+        rec = torch.cat([vae.decode(vae.encode(x[i:i + 4]).latent_dist.mode()).sample for i in range(0, n, 4)])
+    return psnr(rec, x)
+
+
+def new_transformer(seed: int, caption_channels: int):
+    import torch
+    from diffusers import SanaVideoTransformer3DModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return SanaVideoTransformer3DModel(
+            in_channels=8, out_channels=8, num_attention_heads=4, attention_head_dim=16, num_layers=4,
+            num_cross_attention_heads=4, cross_attention_head_dim=16, cross_attention_dim=64,
+            caption_channels=caption_channels, mlp_ratio=2.5, dropout=0.0, attention_bias=False, sample_size=8,
+            patch_size=(1, 2, 2), norm_elementwise_affine=False, norm_eps=1e-6, qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32)
+
+
+def encoder_parts(seed: int = 0):
+    """The random, frozen Gemma-2 text encoder and tokenizer (the tiny model's: the world's
+    prompts are few and short, and a frozen random encoder still separates them)."""
+    from .models import build_tiny
+
+    c = build_tiny(seed)
+    return c.tokenizer, c.text_encoder
+
+
+def pipeline_of(tok, te, vae, tr, flow_shift: float):
+    from diffusers import SanaVideoPipeline
+
+    from .models import flow_scheduler
+
+    return SanaVideoPipeline(tokenizer=tok, text_encoder=te, vae=vae, transformer=tr,
+                             scheduler=flow_scheduler(flow_shift))
+
+
+MAX_LEN = 300  # as the tiny preset: the complex human instruction plus the prompt
+
+
+def train_transformer(cfg: ToyConfig, vae, tok, te, echo=print, night_share: float = 0.15):
+    """Flow matching on the VAE's normalised latents of world clips, mostly day scenes (a small
+    share of night scenes lets the caption's "at night" mean something), each with its truth
+    caption encoded as the trainer encodes prompts; caption dropout 0.1 for CFG."""
+    import torch
+
+    from dataengine.world import random_scene
+
+    from . import flow
+    from .cache import encode_text, normalise_latents
+
+    rng = random.Random(cfg.seed + 1)
+    scenes = [random_scene(rng, "night" if rng.random() < night_share else "day") for _ in range(cfg.clips)]
+    tr = new_transformer(cfg.seed, te.config.hidden_size)
+    pipe = pipeline_of(tok, te, vae, tr, cfg.flow_shift)
+    t0 = time.perf_counter()
+    lat = []
+    with torch.no_grad():
+        for i in range(0, len(scenes), 8):
+            x = to_tensor(world_batch(scenes[i:i + 8], cfg, rng))
+            lat.append(normalise_latents(vae.encode(x).latent_dist.mode(), vae))
+    lat = torch.cat(lat)
+    captions = sorted({s.caption() for s in scenes})
+    emb, mask, null_e, null_m = encode_text(pipe, captions, MAX_LEN, "cpu")
+    index = {c: i for i, c in enumerate(captions)}
+    cap_idx = torch.tensor([index[s.caption()] for s in scenes])
+    echo(f"transformer data: {len(scenes)} clips ({sum(s.time_of_day == 'night' for s in scenes)} night), "
+         f"{len(captions)} captions, latents {tuple(lat.shape[1:])}, {time.perf_counter() - t0:.0f} s")
+    g = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(tr.parameters(), lr=cfg.dit_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.dit_lr, total_steps=cfg.dit_steps, pct_start=0.05)
+    tr.train()
+    for step in range(1, cfg.dit_steps + 1):
+        idx = torch.randint(0, len(scenes), (cfg.dit_batch,), generator=g)
+        x0 = lat[idx]
+        e, m = emb[cap_idx[idx]].clone(), mask[cap_idx[idx]].clone()
+        drop = torch.rand(cfg.dit_batch, generator=g) < 0.1
+        e[drop], m[drop] = null_e, null_m
+        noise = torch.randn(x0.shape, generator=g)
+        sig = flow.sample_sigmas(cfg.dit_batch, shift=cfg.flow_shift, generator=g)
+        pred = tr(flow.noisy(x0, noise, sig), encoder_hidden_states=e, encoder_attention_mask=m,
+                  timestep=flow.timesteps(sig), return_dict=False)[0]
+        loss = flow.per_sample_loss(pred, flow.target(x0, noise)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tr.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 250 == 0 or step == cfg.dit_steps:
+            echo(f"transformer step {step}/{cfg.dit_steps}  loss {loss.item():.4f}  {time.perf_counter() - t0:.0f} s")
+    return tr.eval()
+
+
+def build_sana(out_dir, cfg: ToyConfig | None = None, echo=print) -> dict:
+    """Train the toy SANA-Video and save it as a diffusers pipeline folder; returns the figures."""
+    import torch
+
+    cfg = cfg or ToyConfig()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    t0 = time.perf_counter()
+    tok, te = encoder_parts(cfg.seed)
+    vae = train_vae(cfg, echo)
+    t_vae = time.perf_counter() - t0
+    p = vae_psnr(vae, cfg)
+    p_random = vae_psnr(new_vae(cfg.seed + 7).eval(), cfg)
+    echo(f"vae: held-out PSNR {p:.1f} dB (a random VAE of the same shape: {p_random:.1f} dB); {t_vae:.0f} s")
+    tr = train_transformer(cfg, vae, tok, te, echo)
+    pipe = pipeline_of(tok, te, vae, tr, cfg.flow_shift)
+    out = Path(out_dir)
+    pipe.save_pretrained(out, safe_serialization=True)
+    figures = {"vae_psnr_db": round(p, 2), "random_vae_psnr_db": round(p_random, 2),
+               "vae_seconds": round(t_vae), "seconds": round(time.perf_counter() - t0), "config": asdict(cfg)}
+    (out / "TOY_MODEL").write_text(json.dumps({"name": TOY_NAME, **figures}, indent=1) + "\n")
+    echo(f"toy SANA-Video saved to {out} in {figures['seconds']} s")
+    return figures
