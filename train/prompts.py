@@ -101,7 +101,13 @@ def validation_prompts(path: str | None) -> list[ValidationPrompt]:
       frames and cfg;
     - JSONL: one object per line with the same keys.
     """
-    p = Path(path) if path else asset("prompts", "validation_tomjerry.txt")
+    if path and str(path).startswith("asset:"):  # a preset's own file: assets/<rest>, wherever it is installed
+        try:
+            p = asset(*str(path)[len("asset:"):].split("/"))
+        except FileNotFoundError as e:
+            raise PromptError(str(e)) from e
+    else:
+        p = Path(path) if path else asset("prompts", "validation_tomjerry.txt")
     if not p.is_file():
         raise PromptError(f"validation prompt file not found: {p}")
     from .configfile import read_bounded

@@ -65,6 +65,9 @@ def psnr(a, b) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+from dataengine.caption.toy import warmup_cosine  # noqa: E402 - one schedule for both builds
+
+
 def new_vae(seed: int):
     import torch
     from diffusers import AutoencoderKLWan
@@ -86,7 +89,7 @@ def train_vae(cfg: ToyConfig, echo=print):
     torch.manual_seed(cfg.seed)
     vae = new_vae(cfg.seed).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.vae_lr, total_steps=cfg.vae_steps, pct_start=0.05)
+    sched = warmup_cosine(opt, cfg.vae_steps)
     t0 = time.perf_counter()
     for step in range(1, cfg.vae_steps + 1):
         x = to_tensor(world_batch([random_scene(rng) for _ in range(cfg.vae_batch)], cfg, rng, cfg.vae_frames))
@@ -191,7 +194,7 @@ def train_transformer(cfg: ToyConfig, vae, tok, te, echo=print, night_share: flo
          f"{len(captions)} captions, latents {tuple(lat.shape[1:])}, {time.perf_counter() - t0:.0f} s")
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(tr.parameters(), lr=cfg.dit_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.dit_lr, total_steps=cfg.dit_steps, pct_start=0.05)
+    sched = warmup_cosine(opt, cfg.dit_steps)
     tr.train()
     for step in range(1, cfg.dit_steps + 1):
         idx = torch.randint(0, len(scenes), (cfg.dit_batch,), generator=g)

@@ -63,6 +63,23 @@ def build_model(tok, seed: int):
     return model
 
 
+def warmup_cosine(opt, steps: int, warmup: float = 0.05):
+    """Linear warm-up over the first 5% of the steps, then a cosine down to a tenth (the toy
+    builds' schedule; train.toy uses it too)."""
+    import math
+
+    import torch
+
+    w = max(1, int(steps * warmup))
+
+    def f(i):
+        if i < w:
+            return (i + 1) / w
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (i - w) / max(1, steps - w))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
 def sample_clip(scene, rng: random.Random, sampling, size=(128, 96)) -> tuple[np.ndarray, list[float]]:
     """Frames of a clip of this scene as `de caption` samples them: by time, at sampling.fps, from
     the clip's start, at most max_frames (the world's clips last 2-4 s)."""
@@ -97,7 +114,7 @@ def train_captioner(out_dir, *, steps: int = 700, batch: int = 8, lr: float = 2e
     head = proc.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     eos = "<|im_end|>"
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    sched = warmup_cosine(opt, steps)
     model.train()
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
@@ -124,7 +141,7 @@ def train_captioner(out_dir, *, steps: int = 700, batch: int = 8, lr: float = 2e
         opt.step()
         sched.step()
         if step % 50 == 0 or step == steps:
-            echo(f"captioner step {step}/{steps}  loss {float(out.loss):.4f}  {time.perf_counter() - t0:.0f} s")
+            echo(f"captioner step {step}/{steps}  loss {out.loss.item():.4f}  {time.perf_counter() - t0:.0f} s")
     model.eval()
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir, safe_serialization=True)
