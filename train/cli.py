@@ -226,7 +226,7 @@ def build_toy(out_dir, parts, seed, quick):
     if "captioner" in parts:
         from dataengine.caption.toy import train_captioner
 
-        f = train_captioner(out / "qwen2-vl", steps=40 if quick else 700, seed=seed, echo=click.echo)
+        f = train_captioner(out / "qwen2-vl", steps=40 if quick else 600, seed=seed, echo=click.echo)
         click.echo(f"toy captioner: {f['steps']} steps, {f['seconds']} s")
 
 
