@@ -51,7 +51,10 @@ def test_toy_loads_by_name_and_generates_and_captions(toy_assets, monkeypatch, t
     monkeypatch.setenv("DE_ASSETS", str(toy_assets))
     c = load_components("toy")
     assert c.name == "toy-sana-video" and not c.is_random and c.weights_id.startswith("local-weights:")
-    assert c.vae.config.scale_factor_spatial == 4 and len(c.vae.config.latents_mean) == 8
+    from train.toy import Z_DIM
+
+    assert c.vae.config.scale_factor_spatial == 4 and len(c.vae.config.latents_mean) == Z_DIM
+    assert c.vae.config.temperal_downsample == [False, False]  # each frame coded on its own
     pipe = c.pipeline()
     pipe.set_progress_bar_config(disable=True)
     frames = pipe(prompt="A grey cat chases a small brown mouse in the kitchen at night; the camera is still.",
