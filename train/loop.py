@@ -399,9 +399,9 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
                               "loss_by_sigma": flow.loss_by_bucket(torch.tensor(sig_all), torch.tensor(loss_all)),
                               "steps_per_s": 1.0 / max(now - t_last, 1e-9), "peak_mem_mb": peak_memory_mb(device),
                               "epoch": order.epoch}, step)
-                t_last = now
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}" if last_loss is not None else "nan", skipped=skipped)
+            # this step's training time (t_last is reset only below, after validation and checkpoints)
             lines.step(step, time.perf_counter() - t_last, last_loss, scheduler.get_last_lr()[0], skipped)
             if cfg.validation_every and step % cfg.validation_every == 0:
                 validate(step)
