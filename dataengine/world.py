@@ -195,7 +195,7 @@ def write_video(path, scenes: list[Scene], seconds: list[float], fps: float = 24
     import av
 
     w, h = size
-    rows, t = [], 0.0
+    rows = []
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:

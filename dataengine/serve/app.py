@@ -381,22 +381,35 @@ class Browser:
         return self.runs_dir / name
 
     def run_files(self, name: str) -> dict[str, Path]:
-        """Every servable file of a run (the allow-list file requests are looked up in): regular
-        files, found without following links, whose real path stays inside this run's folder."""
+        """Every servable file of a run (the listing the run page links to)."""
         import os
 
         d = self.run_dir(name).resolve()
         files = {}
         for root, dirs, names in os.walk(d):  # os.walk does not descend into linked folders
             for fn in names:
-                p = Path(root) / fn
-                rel = p.relative_to(d).as_posix()
-                if rel.startswith(("checkpoints/", "cache", "logs/")) or p.suffix.lower() not in RUN_FILE_TYPES:
-                    continue
-                real = self._confined(p)
-                if real is not None and real.is_relative_to(d) and real.is_file():
+                rel = (Path(root) / fn).relative_to(d).as_posix()
+                real = self._servable(d, rel)
+                if real is not None:
                     files[rel] = real
         return files
+
+    def run_file(self, name: str, rel: str) -> Path | None:
+        """One file of a run, by the same rule as the listing, without walking the folder (a
+        gallery page asks for dozens of videos)."""
+        parts = rel.split("/")
+        if not rel or any(x in ("", ".", "..") for x in parts):
+            return None
+        return self._servable(self.run_dir(name).resolve(), rel)
+
+    def _servable(self, d: Path, rel: str) -> Path | None:
+        """A regular file of a served type, outside checkpoints, caches and logs, whose real path
+        (links resolved) stays inside the run's folder."""
+        p = d / rel
+        if rel.startswith(("checkpoints/", "cache", "logs/")) or p.suffix.lower() not in RUN_FILE_TYPES:
+            return None
+        real = self._confined(p)
+        return real if real is not None and real.is_relative_to(d) and real.is_file() else None
 
     def run_page(self, name: str) -> dict:
         d = self.run_dir(name).resolve()
