@@ -42,6 +42,7 @@ class ToyConfig:
     dit_lr: float = 1e-3
     clips: int = 384  # training clips rendered for the transformer (day scenes)
     flow_shift: float = 3.0
+    high_sigma: float = 0.8  # half of each base batch is drawn from [high_sigma, 1)
 
 
 def world_batch(scenes, cfg: ToyConfig, rng: random.Random, frames: int | None = None):
@@ -156,13 +157,47 @@ def new_transformer(seed: int, caption_channels: int):
             rope_max_seq_len=32)
 
 
-def encoder_parts(seed: int = 0):
-    """The random, frozen Gemma-2 text encoder and tokenizer (the tiny model's: the world's
-    prompts are few and short, and a frozen random encoder still separates them)."""
-    from .models import build_tiny
+def toy_tokenizer():
+    """A word-level tokenizer over the toy world's words (its captions, the toy and class prompts and
+    the pipeline's instruction prefix), trained in-process with `tokenizers`. One token per word: a
+    frozen random encoder then gives "night" and "day" embeddings of their own, where the tiny
+    model's byte-level BPE spelled them out in letters shared with every other word."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
 
-    c = build_tiny(seed)
-    return c.tokenizer, c.text_encoder
+    from catalog.assets import asset
+    from dataengine.world import all_scenes
+
+    from .cache import chi_default
+
+    corpus = [s.caption() for s in all_scenes()] + chi_default()
+    for name in ("validation_toy.toml", "class_tomjerry.txt", "validation_tomjerry.txt"):
+        corpus.append(asset("prompts", name).read_text())
+    tk = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.train_from_iterator(corpus, trainers.WordLevelTrainer(
+        special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"], show_progress=False))
+    tk.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tk.token_to_id("<bos>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>", padding_side="right", model_max_length=4096)
+
+
+def encoder_parts(seed: int = 0):
+    """The toy's word-level tokenizer and its random, frozen one-layer Gemma-2 text encoder."""
+    import torch
+    from transformers import Gemma2Config, Gemma2Model
+
+    tok = toy_tokenizer()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        te = Gemma2Model(Gemma2Config(
+            head_dim=32, hidden_size=64, initializer_range=1.0, intermediate_size=128,
+            max_position_embeddings=4096, num_attention_heads=2, num_hidden_layers=1, num_key_value_heads=2,
+            vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, attn_implementation="eager"))
+    return tok, te.eval()
 
 
 def pipeline_of(tok, te, vae, tr, flow_shift: float):
@@ -172,6 +207,21 @@ def pipeline_of(tok, te, vae, tr, flow_shift: float):
 
     return SanaVideoPipeline(tokenizer=tok, text_encoder=te, vae=vae, transformer=tr,
                              scheduler=flow_scheduler(flow_shift))
+
+
+def base_sigmas(cfg: ToyConfig, g):
+    """Training sigmas for the base: half the batch as the trainer draws them (logit-normal, shifted),
+    half uniform in [cfg.high_sigma, 1). The global picture (setting, time of day) survives noise
+    down to sigma ~0.95 in the latents' channel means, so only the noisiest steps need the prompt;
+    the trainer's draw puts ~3% of samples there, too few to learn text in minutes."""
+    import torch
+
+    from . import flow
+
+    half = cfg.dit_batch // 2
+    low = flow.sample_sigmas(cfg.dit_batch - half, shift=cfg.flow_shift, generator=g)
+    high = cfg.high_sigma + (1 - cfg.high_sigma) * torch.rand(half, generator=g)
+    return torch.cat([low, high.clamp(max=1 - 1e-5)])
 
 
 MAX_LEN = 300  # as the tiny preset: the complex human instruction plus the prompt
@@ -216,7 +266,7 @@ def train_transformer(cfg: ToyConfig, vae, tok, te, echo=print, night_share: flo
         drop = torch.rand(cfg.dit_batch, generator=g) < 0.1
         e[drop], m[drop] = null_e, null_m
         noise = torch.randn(x0.shape, generator=g)
-        sig = flow.sample_sigmas(cfg.dit_batch, shift=cfg.flow_shift, generator=g)
+        sig = base_sigmas(cfg, g)
         pred = tr(flow.noisy(x0, noise, sig), encoder_hidden_states=e, encoder_attention_mask=m,
                   timestep=flow.timesteps(sig), return_dict=False)[0]
         loss = flow.per_sample_loss(pred, flow.target(x0, noise)).mean()
