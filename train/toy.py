@@ -37,6 +37,7 @@ class ToyConfig:
     vae_steps: int = 1500  # on single frames, batch vae_batch
     vae_batch: int = 8
     vae_lr: float = 2e-3
+    vae_crop: int = 32  # the VAE trains on random crops of this side
     dit_steps: int = 1200
     dit_batch: int = 8
     dit_lr: float = 1e-3
@@ -51,6 +52,19 @@ def world_batch(scenes, cfg: ToyConfig, rng: random.Random, frames: int | None =
 
     n = frames or cfg.frames
     return np.stack([render(s, n / cfg.fps, cfg.fps, cfg.size, cfg.size, t0=rng.uniform(0, 2.0)) for s in scenes])
+
+
+def crops(clips: np.ndarray, side: int, rng: random.Random) -> np.ndarray:
+    """A random side x side window of each clip (the VAE is convolutional: it trains on crops,
+    4x fewer pixels per step at 32 of 64, and codes whole frames)."""
+    n, _, h, w, _ = clips.shape
+    if side >= min(h, w):
+        return clips
+    out = []
+    for c in clips:
+        y, x = rng.randrange(0, h - side + 1, 4), rng.randrange(0, w - side + 1, 4)  # on the latent grid
+        out.append(c[:, y:y + side, x:x + side])
+    return np.stack(out)
 
 
 def to_tensor(clips: np.ndarray):
@@ -103,7 +117,8 @@ def train_vae(cfg: ToyConfig, echo=print):
     sched = warmup_cosine(opt, total)
     t0 = time.perf_counter()
     for step in range(1, total + 1):
-        x = to_tensor(world_batch([random_scene(rng) for _ in range(cfg.vae_batch)], cfg, rng, 1))
+        x = to_tensor(crops(world_batch([random_scene(rng) for _ in range(cfg.vae_batch)], cfg, rng, 1),
+                            cfg.vae_crop, rng))
         # deterministic (the posterior's mode: what the cache encodes with), MSE plus L1 for the
         # hard outlines, and a small pull on the latents' scale
         z = vae.encode(x).latent_dist.mode()
