@@ -35,7 +35,9 @@ ACTIONS = ("chase", "sneak", "jump", "rest")
 CHARACTERS = ("cat", "mouse", "both")
 CAMERAS = ("static", "pan")
 MOTION_OF = {"chase": "fast", "sneak": "slow", "jump": "medium", "rest": "static"}
-SPEED = {"chase": 0.45, "sneak": 0.07, "jump": 0.05, "rest": 0.0}  # screen widths per second
+SPEED = {"chase": 0.45, "sneak": 0.12, "jump": 0.05, "rest": 0.0}  # screen widths per second
+# a hop lasts 1.5 s: sampled at the captioner's 2 fps it still shows (at 6 rad/s it aliased to a slow drift)
+HOP = math.pi / 1.5
 NAMES = {"cat": "grey cat", "mouse": "small brown mouse"}
 VERBS = {"chase": ("chases", "runs", "run"), "sneak": ("sneaks after", "sneaks", "sneak"),
          "jump": ("jumps after", "jumps", "jump"), "rest": ("rests beside", "rests", "rest")}
@@ -141,7 +143,7 @@ def draw(scene: Scene, t: float, width: int, height: int) -> np.ndarray:
     x = width * 0.05 + x
     if direction < 0:
         x = width - x
-    hop = abs(math.sin(t * 6.0)) * height * 0.22 if scene.action == "jump" else 0.0
+    hop = abs(math.sin(t * HOP)) * height * 0.22 if scene.action == "jump" else 0.0
     crouch = 0.6 if scene.action == "sneak" else 1.0
     s = height / 64.0
     if scene.characters in ("cat", "both"):

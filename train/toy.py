@@ -34,7 +34,7 @@ class ToyConfig:
     size: int = 64
     frames: int = 9
     fps: float = 16.0
-    vae_steps: int = 1500  # on single frames, batch vae_batch
+    vae_steps: int = 3000  # on single-frame crops, batch vae_batch
     vae_batch: int = 8
     vae_lr: float = 2e-3
     vae_crop: int = 32  # the VAE trains on random crops of this side

@@ -73,40 +73,81 @@ def test_the_toy_vae_reconstructs_held_out_world_clips(toy):
     p = vae_psnr(toy.vae, cfg, n=16, seed=999)
     p_random = vae_psnr(new_vae(7).eval(), cfg, n=16, seed=999)
     print(f"\ntoy VAE: held-out PSNR {p:.1f} dB; a random VAE of the same shape: {p_random:.1f} dB")
-    assert p >= 26.0 and p > p_random + 10
+    assert p >= 28.0 and p > p_random + 10
     FIGURES["vae_psnr"] = p
 
 
-@needs_sana
-@pytest.mark.xfail(strict=True, reason="issue 21's goal is 28 dB; the shipped VAE gives 27.1 dB on this set "
-                                       "(28.9 dB on another held-out draw)")
-def test_the_toy_vae_reaches_28_db(toy):
-    if "vae_psnr" not in FIGURES:
-        test_the_toy_vae_reconstructs_held_out_world_clips(toy)
-    assert FIGURES["vae_psnr"] >= 28.0
+HIST_BOUND = 1.25  # the random tiny model scores ~1.98, held-out world clips ~0.3 (2 = disjoint colours)
 
 
-@needs_sana
-@pytest.mark.xfail(strict=True, reason="the shipped toy transformer (1,200 steps) has the world's palette but "
-                                       "ignores the prompt and is not steady across frames: histogram distance "
-                                       "1.50 (bound 0.8; random model 1.98), 'night' only 3.6 darker than 'day'")
-def test_base_samples_look_like_the_world_and_follow_day_and_night(toy):
-    from train.models import load_components
-
+def base_figures(toy) -> dict:
     day = sample(toy, DAY, seeds=[1, 2, 3])
     night = sample(toy, NIGHT, seeds=[1, 2, 3])
     ref = world_clips(48, seed=4242)
-    d_toy = frame_hist_distance(day, ref)
+    return {"hist_distance": frame_hist_distance(np.concatenate([day, night]), ref),
+            "day": float(day.mean()), "night": float(night.mean())}
+
+
+def looks_like_the_world(f: dict) -> bool:
+    return f["hist_distance"] < HIST_BOUND and f["night"] < f["day"] - 30
+
+
+@needs_sana
+def test_base_samples_look_like_the_world_and_follow_day_and_night(toy):
+    from train.models import load_components
+
+    f = base_figures(toy)
     tiny = load_components("tiny")
-    noise = sample(tiny, DAY, seeds=[1], steps=4)
-    d_random = frame_hist_distance(noise, ref)
-    b_day, b_night = float(day.mean()), float(night.mean())
+    d_random = frame_hist_distance(sample(tiny, DAY, seeds=[1], steps=4), world_clips(48, seed=4242))
+    d_world = frame_hist_distance(world_clips(6, seed=31), world_clips(48, seed=4242))
     ref_day, ref_night = float(world_clips(16, 7, "day").mean()), float(world_clips(16, 7, "night").mean())
-    print(f"\ncolour-histogram distance to world frames: toy {d_toy:.3f}, random tiny model {d_random:.3f}"
-          f"\nmean brightness: 'day' prompt {b_day:.1f}, 'night' prompt {b_night:.1f} "
+    print(f"\ncolour-histogram distance to world frames: toy {f['hist_distance']:.3f}, random tiny model "
+          f"{d_random:.3f}, other world clips {d_world:.3f} (bound {HIST_BOUND})"
+          f"\nmean brightness: 'day' prompt {f['day']:.1f}, 'night' prompt {f['night']:.1f} "
           f"(world clips: day {ref_day:.1f}, night {ref_night:.1f})")
-    assert d_toy < 0.8 < d_random
-    assert b_night < b_day - 10
+    assert d_random > HIST_BOUND + 0.5
+    assert looks_like_the_world(f), f
+
+
+def cfg_backwards(monkeypatch):
+    """Classifier-free guidance pointed the wrong way: uncond + s * (uncond - cond), done by handing the
+    pipeline's guidance the prompt and the negative prompt swapped."""
+    from diffusers import SanaVideoPipeline
+
+    real = SanaVideoPipeline.encode_prompt
+
+    def swapped(self, *a, **k):
+        pe, pm, ne, nm = real(self, *a, **k)
+        return (ne, nm, pe, pm) if ne is not None else (pe, pm, ne, nm)
+
+    monkeypatch.setattr(SanaVideoPipeline, "encode_prompt", swapped)
+
+
+def sampler_shift(components, shift: float = 1.0):
+    """The sampler's flow shift not the one the model was trained with (3): diffusers' default 1."""
+    from train.models import with_flow_shift
+
+    components.scheduler = with_flow_shift(components.scheduler, shift)
+
+
+@needs_sana
+@pytest.mark.parametrize("mutation", [
+    "CFG formula",
+    pytest.param("sampling flow shift", marks=pytest.mark.xfail(
+        strict=True, reason="not caught: the toy samples the same at sampler shift 0.3, 1, 3 (trained), 8 or 20 "
+                            "with 12 DPM-Solver++ steps (histogram distance 0.92-0.99, day/night 157-162/63-73)")),
+])
+def test_the_base_sample_test_has_teeth(mutation, monkeypatch):
+    from train.models import load_components
+
+    c = load_components("toy")
+    if mutation == "CFG formula":
+        cfg_backwards(monkeypatch)
+    else:
+        sampler_shift(c)
+    f = base_figures(c)
+    print(f"\nwith the {mutation} broken: {f}")
+    assert not looks_like_the_world(f)
 
 
 HAVE_TOY_VLM = (assets_dir() / "toy" / "qwen2-vl" / "config.json").exists()
@@ -197,6 +238,7 @@ def night_lora(world_catalog, tmp_path) -> tuple[float, float, float, list[float
         return float(read_video(out / "validation" / step_dir / "p0.mp4").mean())  # p0: the class prompt
 
     steps = sorted(p.name for p in (out / "validation").iterdir() if p.name != "base")
+    FIGURES["night_run"] = out
     return brightness("base"), brightness(steps[-1]), float(world_clips(16, 7, "night").mean()), \
         [round(brightness(s), 1) for s in steps]
 
@@ -205,24 +247,128 @@ def moved_half_way(base: float, lora: float, night: float) -> bool:
     return base - lora >= 0.5 * (base - night)
 
 
+@pytest.fixture(scope="module")
+def night_run(world_catalog, tmp_path_factory):
+    b_base, b_lora, night, progression = night_lora(world_catalog, tmp_path_factory.mktemp("night"))
+    return {"base": b_base, "lora": b_lora, "night": night, "progression": progression, "out": FIGURES["night_run"]}
+
+
 @needs_sana
-def test_a_night_lora_moves_the_day_base_toward_night(world_catalog, tmp_path):
+def test_a_night_lora_moves_the_day_base_toward_night(night_run):
     """The seed experiment in small: a LoRA on the night clips (a WHERE clause on the truth
     labelling), class prompt for every clip, on the mostly-day base. Under the class prompt the
     samples' brightness moves at least half-way from the base's toward the night clips'."""
-    b_base, b_lora, night, progression = night_lora(world_catalog, tmp_path)
-    print(f"\nclass-prompt brightness: base {b_base:.1f} -> LoRA {b_lora:.1f} (night clips {night:.1f}); "
-          f"by step: {progression}")
-    assert moved_half_way(b_base, b_lora, night)
-    assert progression[0] > progression[-1]  # the gallery's step rows show the move
+    r = night_run
+    print(f"\nclass-prompt brightness: base {r['base']:.1f} -> LoRA {r['lora']:.1f} (night clips {r['night']:.1f}); "
+          f"by step: {r['progression']}")
+    assert moved_half_way(r["base"], r["lora"], r["night"])
+    assert r["base"] > r["progression"][0] > r["progression"][-1]  # the gallery's step rows show the move
+
+
+@needs_sana
+@pytest.mark.skipif(not HAVE_TOY_VLM, reason="no toy captioner in assets/toy/qwen2-vl (train build-toy)")
+def test_train_eval_scores_the_night_lora_above_the_base(night_run, world_catalog):
+    """`train eval` with the toy captioner: the LoRA's videos agree better with the night clips' tags."""
+    import json
+
+    from click.testing import CliRunner
+
+    from train.cli import main
+
+    r = CliRunner().invoke(main, ["eval", str(night_run["out"]), "--query", "time_of_day = 'night'",
+                                  "--catalog", str(world_catalog), "--captioner", "toy", "--source", "synth-truth",
+                                  "--limit", "4", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    print("\n" + r.output)
+    s = json.loads((night_run["out"] / "eval" / "metrics.json").read_text())["summary"]
+    assert s["lora"]["jaccard"] > s["base"]["jaccard"], s
+
+
+CLASS_PROMPT_INDEX = 0  # validation_toy.toml's first prompt is the class prompt every clip trains on
+
+
+def heldout_night_loss(run_dir=None, n: int = 16) -> float:
+    """Flow-matching loss on held-out night clips under the class prompt, computed here with the
+    maths written out (not the trainer's functions, which the mutations break), on the base or on
+    the base plus the run's saved LoRA loaded by path as `train generate` loads it."""
+    import random
+    from pathlib import Path
+
+    import torch
+
+    from catalog.assets import asset
+    from train.cache import encode_text
+    from train.generate import load_pipeline
+    from train.prompts import validation_prompts
+    from train.toy import ToyConfig, to_tensor, world_batch
+    from dataengine.world import random_scene
+
+    lora = Path(run_dir) / "pytorch_lora_weights.safetensors" if run_dir else None
+    pipe, _ = load_pipeline("toy", lora, 1.0, "cpu")
+    prompt = validation_prompts(str(asset("prompts", "validation_toy.toml")))[CLASS_PROMPT_INDEX].prompt
+    rng = random.Random(4242)
+    scenes = [random_scene(rng, "night") for _ in range(n)]
+    with torch.no_grad():
+        z = pipe.vae.encode(to_tensor(world_batch(scenes, ToyConfig(), rng))).latent_dist.mode()
+        mean = torch.tensor(pipe.vae.config.latents_mean).view(1, -1, 1, 1, 1)
+        std = torch.tensor(pipe.vae.config.latents_std).view(1, -1, 1, 1, 1)
+        x0 = (z - mean) / std
+        e, m, _, _ = encode_text(pipe, [prompt] * n, 300, "cpu")
+        g = torch.Generator().manual_seed(0)
+        losses = []
+        for s in (0.3, 0.5, 0.7, 0.9, 0.97):
+            noise = torch.randn(x0.shape, generator=g)
+            v = pipe.transformer((1 - s) * x0 + s * noise, encoder_hidden_states=e, encoder_attention_mask=m,
+                                 timestep=torch.full((n,), s * 1000.0), return_dict=False)[0]
+            losses.append(float(((v - (noise - x0)) ** 2).mean()))
+    return sum(losses) / len(losses)
+
+
+def lora_fits_night(base_loss: float, lora_loss: float) -> bool:
+    return lora_loss <= 0.85 * base_loss
+
+
+@needs_sana
+def test_the_saved_night_lora_fits_held_out_night_clips(night_run):
+    base, lora = heldout_night_loss(), heldout_night_loss(night_run["out"])
+    print(f"\nheld-out night loss under the class prompt: base {base:.4f}, base + saved LoRA {lora:.4f}")
+    FIGURES["heldout_base"] = base
+    assert lora_fits_night(base, lora)
+
+
+def lora_scale_lost(monkeypatch):
+    """The LoRA saved without its alpha: loaded back, diffusers takes alpha = r, scale 1 instead of alpha/r."""
+    from diffusers import SanaVideoPipeline
+
+    real = SanaVideoPipeline.save_lora_weights.__func__
+
+    def save(cls, *a, **k):
+        meta = dict(k.get("transformer_lora_adapter_metadata") or {})
+        meta.pop("lora_alpha", None)
+        k["transformer_lora_adapter_metadata"] = meta
+        return real(cls, *a, **k)
+
+    monkeypatch.setattr(SanaVideoPipeline, "save_lora_weights", classmethod(save))
+
+
+def training_shift_lost(monkeypatch):
+    """The trainer draws its sigmas unshifted (shift 1) while the model samples at shift 3."""
+    from train import flow
+
+    real = flow.shift_sigmas
+    monkeypatch.setattr(flow, "shift_sigmas", lambda s, shift: real(s, 1.0))
 
 
 @needs_sana
 @pytest.mark.parametrize("mutation", [
-    "flow target sign",
-    pytest.param("latent normalisation", marks=pytest.mark.xfail(
-        strict=True, reason="not caught by the brightness outcome: the LoRA still darkens (67.7 against 67.2) "
-                            "when it trains on unnormalised latents of the toy VAE (channel std 0.27-1.25)")),
+    "flow target sign", "latent normalisation",
+    pytest.param("LoRA scale", marks=pytest.mark.xfail(
+        strict=True, reason="not caught: saved without its alpha (reloaded at scale 1, not 2) the LoRA still "
+                            "fits held-out night clips (loss 0.547 against 0.524; base 0.706); validation runs "
+                            "in-process, so its brightness is unaffected")),
+    pytest.param("training flow shift", marks=pytest.mark.xfail(
+        strict=True, reason="not caught: a LoRA trained on unshifted sigmas still darkens (68.6) and fits "
+                            "(held-out loss 0.518): 150 steps saturate what the toy can measure")),
 ])
 def test_the_night_lora_test_has_teeth(world_catalog, tmp_path, monkeypatch, mutation):
     """Break the maths the outcome depends on, in this test only: the outcome must fail."""
@@ -230,9 +376,15 @@ def test_the_night_lora_test_has_teeth(world_catalog, tmp_path, monkeypatch, mut
 
     if mutation == "flow target sign":
         monkeypatch.setattr(flow, "target", lambda x0, noise: x0 - noise)
-    else:
+    elif mutation == "latent normalisation":
         monkeypatch.setattr(cache, "normalise_latents", lambda z, vae: z)
+    elif mutation == "LoRA scale":
+        lora_scale_lost(monkeypatch)
+    else:
+        training_shift_lost(monkeypatch)
     b_base, b_lora, night, progression = night_lora(world_catalog, tmp_path)
-    print(f"\nwith the {mutation} broken: base {b_base:.1f} -> LoRA {b_lora:.1f} (night {night:.1f}); "
-          f"by step {progression}")
-    assert not moved_half_way(b_base, b_lora, night)
+    base = FIGURES.get("heldout_base") or heldout_night_loss()
+    lora = heldout_night_loss(tmp_path / "night")
+    print(f"\nwith the {mutation} broken: class-prompt brightness base {b_base:.1f} -> LoRA {b_lora:.1f} "
+          f"(night {night:.1f}), by step {progression}; held-out night loss base {base:.4f}, LoRA {lora:.4f}")
+    assert not (moved_half_way(b_base, b_lora, night) and lora_fits_night(base, lora))
