@@ -392,6 +392,12 @@ MIGRATIONS.append((
 ))
 
 
+# 8: what the clip-purity stage kept out of clips (dataengine.purity), per video: a JSON list of
+# {start, end, reason} (frame spans of gradual transitions and fades; detector cuts it did not
+# believe, as empty spans with "not a cut: flash" or "not a cut: motion"). `de stats` counts them.
+MIGRATIONS.append((8, "excluded spans", "ALTER TABLE videos ADD COLUMN excluded VARCHAR;"))
+
+
 # The chosen labelling per clip: a human correction when there is one (`de serve`), else the pinned
 # labelling when `settings.caption_pin` names one ('captioner' or 'captioner@version'), else the most
 # recent successfully parsed caption of any labelling.

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 VIDEO_COLUMNS = [
     "video_id", "path", "size_bytes", "duration_s", "fps", "width", "height", "num_frames", "codec",
-    "container", "rotation", "is_vfr", "reader", "status", "error", "error_kind", "split_key", "sar",
+    "container", "rotation", "is_vfr", "reader", "status", "error", "error_kind", "split_key", "sar", "excluded",
 ]
 CLIP_COLUMNS = [
     "clip_id", "video_id", "scene_index", "window_index", "start_frame", "end_frame", "start_s", "end_s",

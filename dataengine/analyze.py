@@ -6,6 +6,7 @@ and never touches the catalog; the single writer stores what it returns.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,7 @@ from . import identity
 from .scenes import DetectorOptions, SceneFeeder, SplitOptions, split_key, split_scenes
 from .dedup import clip_signature, small_luma
 from .stats import FrameStats, clip_stats
+from .purity import PurityResult, Thumbs, purify
 from .video import VideoError, analysis_size, iter_frames, prefetch, probe
 
 
@@ -32,6 +34,7 @@ class IngestOptions:
     reader: str = "opencv"  # opencv | decord | pyav (PyAV is the fallback of the first two)
     decode_threads: int = 1
     signatures: bool = True  # near-duplicate signatures (off only to measure what they cost)
+    purity: bool = True  # the clip-purity stage (dataengine.purity): transitions, flashes, pans
 
     def __post_init__(self) -> None:
         if self.analysis_side < 32:
@@ -41,7 +44,7 @@ class IngestOptions:
 
     @property
     def split_key(self) -> str:
-        return split_key(self.detector, self.split, self.analysis_side)
+        return split_key(self.detector, self.split, self.analysis_side, self.purity)
 
 
 @dataclass
@@ -91,6 +94,7 @@ class VideoResult:
     dropped_short: int = 0
     cuts: list[int] = field(default_factory=list)
     cut_times: list[float] = field(default_factory=list)  # presentation time of each cut's first frame
+    excluded: list = field(default_factory=list)  # the purity stage's spans and dropped cuts (JSON rows)
     seconds: float = 0.0
     keyframes: dict = field(default_factory=dict)  # keyframe path -> JPEG bytes, written by the driver
     node: str = ""  # where it ran (a Ray node id; empty for the local pool)
@@ -99,6 +103,7 @@ class VideoResult:
         d = asdict(self)
         for k in ("clips", "dropped_short", "cuts", "cut_times", "seconds", "keyframes", "node"):
             d.pop(k)
+        d["excluded"] = json.dumps(self.excluded)
         return d
 
 
@@ -133,6 +138,7 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     times_parts: list[np.ndarray] = []
     keyframes: list[tuple[int, bytes]] = []  # (frame index, jpeg)
     smalls: list[tuple[int, np.ndarray]] = []  # (frame index, 32x32 luma): near-duplicate signatures
+    thumbs = Thumbs() if opts.purity else None
     next_kf_t = -1.0
     n = 0
     reader = None
@@ -140,6 +146,8 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
         reader = fb.reader
         feeder.update(fb.frames, bgr=fb.bgr)
         stats.update(fb.frames, fb.times, bgr=fb.bgr)
+        if thumbs is not None:
+            thumbs.update(fb.frames, bgr=fb.bgr)
         times_parts.append(fb.times)
         for i, t in enumerate(fb.times):
             if t >= next_kf_t:
@@ -155,7 +163,8 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
         # out-of-order or repeated timestamps: keep decode order, but make time monotonic
         times = np.maximum.accumulate(times + np.arange(n) * 1e-6)
     cuts = feeder.finish()
-    split = split_scenes(cuts, times, opts.split)
+    pure = purify(thumbs.array(), cuts) if thumbs is not None else PurityResult(cuts, [], {})
+    split = split_scenes(pure.cuts, times, opts.split, pure.spans)
     per_frame = stats.arrays()
     steps = np.diff(times)
     res.reader = reader
@@ -166,6 +175,8 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     res.cuts = cuts
     res.cut_times = [float(times[c]) for c in cuts]
     res.dropped_short = split.dropped_short
+    res.excluded = [sp.to_json() for sp in pure.spans] + [{"start": c, "end": c, "reason": f"not a cut: {why}"}
+                                                         for c, why in sorted(pure.dropped_cuts.items())]
     det_params = _json(opts.detector.params())
     kf_dir = Path(opts.keyframe_dir) / res.video_id if opts.keyframe_dir else None
     for c in split.clips:

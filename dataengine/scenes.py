@@ -80,11 +80,14 @@ class SplitResult:
     dropped_short: int = 0
 
 
-def split_key(det: DetectorOptions, split: SplitOptions, analysis_side: int) -> str:
+def split_key(det: DetectorOptions, split: SplitOptions, analysis_side: int, purity: bool = False) -> str:
     """A short stable key of everything that decides clip boundaries."""
     import hashlib
 
-    blob = json.dumps({"det": det.params(), "split": asdict(split), "side": analysis_side}, sort_keys=True)
+    d = {"det": det.params(), "split": asdict(split), "side": analysis_side}
+    if purity:  # keys of catalogs made before the purity stage stay what they were
+        d["purity"] = "v1"
+    blob = json.dumps(d, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -124,17 +127,32 @@ def frame_end_time(times: np.ndarray) -> float:
     return float(times[-1]) + 1.0 / 24.0
 
 
-def split_scenes(cuts: list[int], times: np.ndarray, opts: SplitOptions) -> SplitResult:
-    """Turn cut frame numbers into clips: trim at cuts, drop short ones, window long ones."""
+def shots_between(cuts: list[int], spans, n: int) -> list[tuple[int, int, bool, bool]]:
+    """The frame ranges between barriers: each cut (an empty barrier at its first new frame) and
+    each excluded span [start, end). (start, end, cut_before, cut_after) per range."""
+    barriers = sorted([(c, c) for c in cuts if 0 < c < n] + [(max(0, s.start), min(n, s.end)) for s in spans])
+    out, pos, after_barrier = [], 0, False
+    for a, b in barriers:
+        if a > pos:
+            out.append((pos, a, after_barrier, True))
+        pos = max(pos, b)
+        after_barrier = True
+    if pos < n:
+        out.append((pos, n, after_barrier, False))
+    return out
+
+
+def split_scenes(cuts: list[int], times: np.ndarray, opts: SplitOptions, spans=()) -> SplitResult:
+    """Turn cut frame numbers (and excluded spans: dataengine.purity) into clips: trim at cuts and
+    spans, drop short ones, window long ones. No clip contains a frame of an excluded span."""
     n = len(times)
-    bounds = [0, *[c for c in cuts if 0 < c < n], n]
     end_t = frame_end_time(times)
     t_at = lambda i: float(times[i]) if i < n else end_t  # noqa: E731
     res = SplitResult()
-    for si, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
-        if s > 0:
+    for si, (s, e, cut_before, cut_after) in enumerate(shots_between(cuts, spans, n)):
+        if cut_before:
             s += opts.trim_frames
-        if e < n:
+        if cut_after:
             e -= opts.trim_frames
         if e - s < 2 or t_at(e) - t_at(s) < opts.min_duration:
             res.dropped_short += 1

@@ -1,0 +1,180 @@
+"""The clip-purity stage: after scene detection, before the clip policy (issue 22).
+
+A style LoRA learns whatever its clips hold, so a clip must hold one shot and nothing else. Scene
+detectors report cut *points*; a dissolve, a fade, a wipe or an iris spans many frames, and a
+detector either misses it or reports one point inside it, leaving the rest in a clip. Flashes and
+fast pans make detectors report cuts that are not there.
+
+This stage works on thumbnails (THUMB, a few hundred bytes a frame) of the frames the single
+decode pass already has, and returns the cuts to keep plus *excluded spans*, each with a reason:
+
+- a detector cut is dropped as a **flash** when the frames on either side of the spike match
+  each other (a flash, an impact frame, a strobe: the shot goes on after it), and as **motion**
+  when its change is no spike over its neighbours (a fast pan or a whip of the camera);
+- a **gradual** transition is a run of frames that change steadily from one picture to another: each
+  frame changes more than the shot's own motion, and the pixels move on a straight path, so the
+  distance from the frame before the run to the frame after it is most of the distance travelled
+  (a dissolve or a wipe: ~1; motion inside a shot goes back and forth: well below);
+- a **fade** (or an iris) passes through black: dark frames, and the ramps down to and up from them.
+
+The clip policy then cuts clips around the spans as around cuts (trimming as usual), so no clip
+contains a transition frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+THUMB = (24, 16)  # (W, H) of the thumbnails the stage keeps per frame
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int  # first excluded frame
+    end: int  # one past the last
+    reason: str  # gradual | fade
+
+    def to_json(self) -> dict:
+        return {"start": self.start, "end": self.end, "reason": self.reason}
+
+
+@dataclass
+class PurityResult:
+    cuts: list[int]  # detector cuts kept
+    spans: list[Span]  # excluded spans
+    dropped_cuts: dict  # {cut frame: reason} for detector cuts not kept
+
+
+class Thumbs:
+    """Collects a small float thumbnail of every frame during the decode pass."""
+
+    def __init__(self):
+        self.parts: list[np.ndarray] = []
+
+    def update(self, frames: np.ndarray, bgr: bool = False) -> None:
+        import cv2
+
+        t = np.stack([cv2.resize(f, THUMB, interpolation=cv2.INTER_AREA) for f in frames])
+        self.parts.append(t[..., ::-1] if bgr else t)
+
+    def array(self) -> np.ndarray:
+        if not self.parts:
+            return np.zeros((0, THUMB[1], THUMB[0], 3), np.float32)
+        return np.concatenate(self.parts).astype(np.float32)
+
+
+def frame_changes(th: np.ndarray) -> np.ndarray:
+    """d[t] = mean absolute change from frame t-1 to t (d[0] = 0), 0-255 scale."""
+    d = np.zeros(len(th), np.float32)
+    if len(th) > 1:
+        d[1:] = np.abs(np.diff(th, axis=0)).mean(axis=(1, 2, 3))
+    return d
+
+
+def _dist(th, a: int, b: int) -> float:
+    return float(np.abs(th[a] - th[b]).mean())
+
+
+def check_cuts(th: np.ndarray, d: np.ndarray, cuts: list[int], spans: list[Span]) -> tuple[list[int], dict]:
+    """Keep the detector cuts that are real: a spike over the neighbourhood, and not a flash."""
+    n = len(th)
+    kept, dropped = [], {}
+    for c in cuts:
+        if any(s.start - 2 <= c <= s.end + 2 for s in spans):
+            dropped[c] = "inside a gradual transition"
+            continue
+        # a flash: some frame just before matches some frame just after (within 4 frames)
+        before = range(max(0, c - 3), c)
+        after = range(c, min(n, c + 4))
+        near = min((_dist(th, a, b) for a in before for b in after if b - a >= 2), default=np.inf)
+        if near < 0.3 * max(d[c], 1e-6):
+            dropped[c] = "flash"
+            continue
+        around = np.concatenate([d[max(1, c - 8):max(1, c - 1)], d[c + 2:c + 9]])
+        base = float(np.median(around)) if len(around) else 0.0
+        if d[c] < 2.5 * base + 2.0:
+            dropped[c] = "motion"
+            continue
+        kept.append(c)
+    return kept, dropped
+
+
+def motion_floor(d: np.ndarray, half: int = 30, q: float = 30) -> np.ndarray:
+    """The shot's own change per frame: a low percentile of the change over +-half frames (low,
+    so a transition inside the window does not raise it)."""
+    n = len(d)
+    return np.array([np.percentile(d[max(1, t - half):min(n, t + half + 1)], q) if n > 1 else 0.0
+                     for t in range(n)], np.float32)
+
+
+def gradual_spans(th: np.ndarray, d: np.ndarray, min_len: int = 4, max_len: int = 40) -> list[Span]:
+    """Runs of steady change between two different pictures: each frame changes more than the
+    shot's motion, and what the run travelled beyond that motion is mostly the straight distance
+    from the picture before it to the picture after it."""
+    n = len(th)
+    spans: list[Span] = []
+    base = motion_floor(d)
+    active = d > np.maximum(1.4 * base + 0.7, 1.0)
+    t = 1
+    while t < n:
+        if not active[t]:
+            t += 1
+            continue
+        s = t
+        while t < n and active[t] and t - s < max_len:
+            t += 1
+        e = t  # frames s..e-1 changed; the run goes from picture s-1 to picture e-1
+        if e - s >= min_len:
+            path = float(d[s:e].sum())
+            excess = path - float(base[s:e].sum())
+            chord = _dist(th, s - 1, e - 1)
+            if chord > 6.0 and chord >= 0.6 * excess and chord >= 0.25 * path:
+                spans.append(Span(s, e, "gradual"))
+    return spans
+
+
+def fade_spans(th: np.ndarray, dark: float = 14.0) -> list[Span]:
+    """Dark runs (a fade or an iris through black) widened to the ramps on either side."""
+    luma = th.mean(axis=(1, 2, 3))
+    n = len(th)
+    spans = []
+    t = 0
+    while t < n:
+        if luma[t] >= dark:
+            t += 1
+            continue
+        s = t
+        while t < n and luma[t] < dark:
+            t += 1
+        e = t
+        a = s
+        while a > 0 and luma[a - 1] > luma[a] + 0.5 and s - a < 30:  # the ramp down
+            a -= 1
+        b = e
+        while b < n and luma[b] > luma[b - 1] + 0.5 and b - e < 30:  # the ramp up
+            b += 1
+        if a > 0 or b < n:  # a video that is dark throughout has no fade
+            spans.append(Span(a, b, "fade"))
+    return spans
+
+
+def merge(spans: list[Span]) -> list[Span]:
+    out: list[Span] = []
+    for s in sorted(spans, key=lambda x: x.start):
+        if out and s.start <= out[-1].end + 1:
+            last = out[-1]
+            reason = last.reason if last.reason == s.reason else "gradual"
+            out[-1] = Span(last.start, max(last.end, s.end), reason)
+        else:
+            out.append(s)
+    return out
+
+
+def purify(th: np.ndarray, cuts: list[int]) -> PurityResult:
+    """Cuts to keep and spans to exclude, from the thumbnails of every frame and the detector's cuts."""
+    d = frame_changes(th)
+    spans = merge(gradual_spans(th, d) + fade_spans(th))
+    kept, dropped = check_cuts(th, d, cuts, spans)
+    return PurityResult(kept, spans, dropped)
