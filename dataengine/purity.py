@@ -109,6 +109,22 @@ def motion_floor(d: np.ndarray, half: int = 30, q: float = 30) -> np.ndarray:
                      for t in range(n)], np.float32)
 
 
+BETWEEN = 0.35
+
+
+def betweenness(th: np.ndarray, a: int, b: int) -> float:
+    """How far the frames strictly between a and b are from lying between picture a and picture b,
+    pixel by pixel (|f - A| + |f - B| - |A - B|, over |A - B|; the median over the frames). A
+    dissolve or a wipe of still shots gives 0: every pixel is A, B or a blend of the two. Motion
+    inside a shot puts pixels elsewhere."""
+    A, B = th[a], th[b]
+    ab = float(np.abs(A - B).mean())
+    if b - a < 2 or ab <= 0:
+        return np.inf
+    r = [float((np.abs(th[t] - A) + np.abs(th[t] - B)).mean()) - ab for t in range(a + 1, b)]
+    return float(np.median(r)) / ab
+
+
 def gradual_spans(th: np.ndarray, d: np.ndarray, min_len: int = 4, max_len: int = 40) -> list[Span]:
     """Runs of steady change between two different pictures: each frame changes more than the
     shot's motion, and what the run travelled beyond that motion is mostly the straight distance
@@ -116,7 +132,7 @@ def gradual_spans(th: np.ndarray, d: np.ndarray, min_len: int = 4, max_len: int 
     n = len(th)
     spans: list[Span] = []
     base = motion_floor(d)
-    active = d > np.maximum(1.4 * base + 0.7, 1.0)
+    active = d > np.maximum(1.2 * base + 0.5, 1.0)
     t = 1
     while t < n:
         if not active[t]:
@@ -130,7 +146,8 @@ def gradual_spans(th: np.ndarray, d: np.ndarray, min_len: int = 4, max_len: int 
             path = float(d[s:e].sum())
             excess = path - float(base[s:e].sum())
             chord = _dist(th, s - 1, e - 1)
-            if chord > 6.0 and chord >= 0.6 * excess and chord >= 0.25 * path:
+            straight = chord >= 0.6 * excess and chord >= 0.25 * path
+            if chord > 6.0 and (straight or betweenness(th, s - 1, e - 1) < BETWEEN):
                 spans.append(Span(s, e, "gradual"))
     return spans
 
@@ -157,13 +174,35 @@ def fade_spans(th: np.ndarray, dark: float = 14.0) -> list[Span]:
             b += 1
         if a > 0 or b < n:  # a video that is dark throughout has no fade
             spans.append(Span(a, b, "fade"))
+    return spans + dip_spans(luma)
+
+
+def dip_spans(luma: np.ndarray, min_ramp: int = 3, depth: float = 0.5) -> list[Span]:
+    """A fast fade that never reaches black: luma falls steadily for at least `min_ramp` frames to
+    under half of where it started, then climbs steadily again."""
+    n = len(luma)
+    spans = []
+    for t in range(1, n - 1):
+        if not (luma[t] < luma[t - 1] and luma[t] <= luma[t + 1]):
+            continue
+        a = t
+        while a > 0 and luma[a - 1] > luma[a] + 0.3:
+            a -= 1
+        b = t
+        while b < n - 1 and luma[b + 1] > luma[b] + 0.3:
+            b += 1
+        top = min(luma[a], luma[b])
+        if t - a >= min_ramp and b - t >= min_ramp and luma[t] <= (1 - depth) * top:
+            spans.append(Span(a + 1, b, "fade"))
     return spans
 
 
-def merge(spans: list[Span]) -> list[Span]:
+def merge(spans: list[Span], gap: int = 4) -> list[Span]:
+    """Overlapping spans, and spans fewer than `gap` frames apart (one transition whose change
+    dipped for a moment), become one."""
     out: list[Span] = []
     for s in sorted(spans, key=lambda x: x.start):
-        if out and s.start <= out[-1].end + 1:
+        if out and s.start <= out[-1].end + gap:
             last = out[-1]
             reason = last.reason if last.reason == s.reason else "gradual"
             out[-1] = Span(last.start, max(last.end, s.end), reason)
