@@ -39,7 +39,15 @@ def catalog_stats(con, top_tags: int = 20) -> dict[str, Any]:
 
     missing = sum(1 for (path,) in con.execute("SELECT path FROM videos WHERE status = 'ok'").fetchall()
                   if not os.path.exists(path))
+    # what the clip-purity stage kept out of clips: spans (frames) and detector cuts, by reason
+    excluded = con.execute(
+        "SELECT json_extract_string(e, '$.reason') AS reason, count(*), "
+        "sum(CAST(json_extract(e, '$.end') AS BIGINT) - CAST(json_extract(e, '$.start') AS BIGINT)) "
+        "FROM (SELECT unnest(CAST(excluded AS JSON[])) AS e FROM videos "
+        "      WHERE status = 'ok' AND excluded IS NOT NULL AND excluded <> '[]') GROUP BY 1 ORDER BY 2 DESC"
+    ).fetchall()
     return {
+        "excluded_by_reason": [(r, n, int(f or 0)) for r, n, f in excluded],
         "videos_ok": v.get("ok", 0),
         "videos_failed": v.get("failed", 0),
         "videos_replaced": v.get("replaced", 0),

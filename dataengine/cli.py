@@ -75,15 +75,20 @@ def main(group_catalog) -> None:
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
               help="Run one Ray task per video: --ray (a local cluster), --ray auto (join the running one) or "
                    "--ray ADDRESS. This process stays the only catalog writer.")
+@click.option("--no-purity", "no_purity", is_flag=True,
+              help="Skip the clip-purity stage (by default gradual transitions and fades are kept out of "
+                   "clips, and detector cuts at flashes or fast pans are dropped; `de stats` counts them).")
 @click.option("--resplit", is_flag=True, help="Re-derive clips of already-ingested videos with these options.")
 @click.option("--retry-failed", is_flag=True, help="Try again videos that failed before.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min_duration, max_duration,
-           trim_frames, analysis_side, reader, ray_address, resplit, retry_failed, no_progress):
+           trim_frames, analysis_side, reader, no_purity, ray_address, resplit, retry_failed, no_progress):
     """Split videos (files or folders, recursive) into scene clips in the catalog.
 
-    One decode pass per video feeds scene detection, per-clip stats and keyframes. Clips are
-    virtual (video + frame range); nothing is re-encoded. Re-running adds nothing new.
+    One decode pass per video feeds scene detection, per-clip stats and keyframes. Then the
+    clip-purity stage keeps dissolves, fades, wipes and irises out of clips and drops detector
+    cuts at flashes and fast pans. Clips are virtual (video + frame range); nothing is re-encoded.
+    Re-running adds nothing new.
 
     \b
     Examples:
@@ -107,6 +112,7 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
             analysis_side=analysis_side,
             keyframe_dir=str(db.cache_dir(opts_path) / "keyframes"),
             reader=reader,
+            purity=not no_purity,
         )
     except ValueError as e:
         raise click.BadParameter(str(e)) from e

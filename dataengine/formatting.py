@@ -57,6 +57,10 @@ def format_stats(s: dict) -> str:
         "",
         "clip durations:",
     ]
+    if s.get("excluded_by_reason"):
+        at = out.index("clip durations:") - 1
+        out[at:at] = ["", "kept out of clips by the purity stage (`de ingest --no-purity` skips it):"] + [
+            f"  {r}: {n}" + (f" ({f} frames)" if f else "") for r, n, f in s["excluded_by_reason"]]
     top = max([n for _, n in s["duration_histogram"]] or [0])
     out += [f"  {label:>9}  {n:6d}  {bar(n, top)}" for label, n in s["duration_histogram"]]
     m = s["means"]

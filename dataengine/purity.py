@@ -110,6 +110,13 @@ def motion_floor(d: np.ndarray, half: int = 30, q: float = 30) -> np.ndarray:
 
 
 BETWEEN = 0.35
+MIN_CHORD = 12.0  # mean change (0-255) from the picture before a transition to the one after it
+MIN_SHARE = 0.25  # ... over at least this share of the picture: a character moving on a flat set
+#                   is a small wipe of its own, but it changes a small part of the frame
+
+
+def changed_share(th: np.ndarray, a: int, b: int, level: float = 20.0) -> float:
+    return float((np.abs(th[a] - th[b]).max(axis=-1) > level).mean())
 
 
 def betweenness(th: np.ndarray, a: int, b: int) -> float:
@@ -142,12 +149,18 @@ def gradual_spans(th: np.ndarray, d: np.ndarray, min_len: int = 4, max_len: int 
         while t < n and active[t] and t - s < max_len:
             t += 1
         e = t  # frames s..e-1 changed; the run goes from picture s-1 to picture e-1
+        run = d[s:e]
+        spike = np.flatnonzero(run > np.maximum(3 * np.median(run), 10.0))
+        if len(spike):  # a hard cut inside the run: the detector's business; look again after it
+            e = s + int(spike[0])
+            t = e + 1
         if e - s >= min_len:
             path = float(d[s:e].sum())
             excess = path - float(base[s:e].sum())
             chord = _dist(th, s - 1, e - 1)
             straight = chord >= 0.6 * excess and chord >= 0.25 * path
-            if chord > 6.0 and (straight or betweenness(th, s - 1, e - 1) < BETWEEN):
+            if (chord > MIN_CHORD and changed_share(th, s - 1, e - 1) >= MIN_SHARE
+                    and (straight or betweenness(th, s - 1, e - 1) < BETWEEN)):
                 spans.append(Span(s, e, "gradual"))
     return spans
 
