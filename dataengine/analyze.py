@@ -18,7 +18,7 @@ from . import identity
 from .scenes import DetectorOptions, SceneFeeder, SplitOptions, split_key, split_scenes
 from .dedup import clip_signature, small_luma
 from .stats import FrameStats, clip_stats
-from .purity import PurityResult, Thumbs, purify
+from .purity import PurityResult, Thumbs, merge, purify
 from .video import VideoError, analysis_size, iter_frames, prefetch, probe
 
 
@@ -164,6 +164,8 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
         times = np.maximum.accumulate(times + np.arange(n) * 1e-6)
     cuts = feeder.finish()
     pure = purify(thumbs.array(), cuts) if thumbs is not None else PurityResult(cuts, [], {})
+    if feeder.spans:  # a detector that marks transitions itself (TransNetV2)
+        pure = PurityResult(pure.cuts, merge(pure.spans + feeder.spans), pure.dropped_cuts)
     split = split_scenes(pure.cuts, times, opts.split, pure.spans)
     per_frame = stats.arrays()
     steps = np.diff(times)

