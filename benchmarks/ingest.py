@@ -157,11 +157,67 @@ def regroup_cost(clips: int = 1_000_000, threshold: int = 10) -> None:
           f"{len(pairs):,} pairs")
 
 
+def _pooled(cmds: list[list[str]], procs: int, cwd: str | None = None) -> float:
+    """Wall time of running the commands with at most `procs` at once."""
+    t0 = time.perf_counter()
+    running: list[subprocess.Popen] = []
+    for c in cmds:
+        while len(running) >= procs:
+            running[0].wait()
+            running = [p for p in running if p.poll() is None]
+        running.append(subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd))
+    for p in running:
+        p.wait()
+    return time.perf_counter() - t0
+
+
+def folder_throughput(paths: list[str], copies: int = 3, reps: int = 3) -> None:
+    """A folder of real videos (`copies` distinct-byte copies of each file), whole processes,
+    median of `reps`: a pooled OpenCV decode (one process per file, as many at once as cores), the
+    PySceneDetect CLI on as many files at once, and `de ingest --workers <cores>` with and without
+    the purity stage (issue 22 asks: purity on no worse than today's ratios)."""
+    import statistics
+
+    cores = os.cpu_count() or 1
+    scenedetect = shutil.which("scenedetect", path=os.path.dirname(sys.executable)) or "scenedetect"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "folder"
+        folder.mkdir()
+        for i in range(copies):
+            for p in paths:
+                dst = folder / f"{i}_{Path(p).name}"
+                shutil.copy(p, dst)
+                with open(dst, "ab") as f:
+                    f.write(bytes([i]) * 16)
+        files = sorted(str(p) for p in folder.iterdir())
+        t: dict = {"decode": [], "sd": [], "on": [], "off": []}
+        for _ in range(reps):
+            t["decode"].append(_pooled([[sys.executable, "-c", OPENCV_DECODE, f] for f in files], cores))
+            t["sd"].append(_pooled([[scenedetect, "-i", f, "detect-adaptive", "list-scenes", "-q"] for f in files],
+                                   cores, cwd=tmp))
+            for key, extra in (("on", []), ("off", ["--no-purity"])):
+                cat = Path(tmp) / f"{key}.duckdb"
+                cat.unlink(missing_ok=True)
+                shutil.rmtree(Path(tmp) / f"{key}_cache", ignore_errors=True)
+                t[key].append(whole_process([sys.executable, "-m", "dataengine", "ingest", str(folder), "--catalog",
+                                             str(cat), "--no-progress", "--workers", str(cores), *extra]))
+        m = {k: statistics.median(v) for k, v in t.items()}
+        print(f"folder of {len(files)} real videos, {cores} at once, median of {reps}: pooled OpenCV decode "
+              f"{m['decode']:.2f} s, scenedetect CLI {m['sd']:.2f} s")
+        for key, name in (("off", "de ingest --no-purity"), ("on", "de ingest (purity stage on)")):
+            print(f"  {name}: {m[key]:.2f} s = {m[key] / m['decode']:.2f}x decode, {m[key] / m['sd']:.2f}x scenedetect")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--size", default="1280x720")
+    ap.add_argument("--folder-only", action="store_true", help="only the folder-of-real-videos measurement")
     args = ap.parse_args()
+    if args.folder_only:
+        media = Path(__file__).resolve().parents[2] / "shared" / "media"
+        folder_throughput(sorted(str(p) for p in media.glob("*.mp4")))
+        return
     from dataengine.synth import make_cartoon
     from dataengine.video import analysis_size
 
@@ -202,6 +258,8 @@ def main() -> None:
         real = sorted(str(p) for p in media.glob("*.mp4")) if media.is_dir() else []
         against_baselines([*real, path])
         workers_scaling(real or [path])
+        if real:
+            folder_throughput(real)
         signature_cost([path, *real])
         regroup_cost()
 

@@ -23,18 +23,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DETECTORS = ["adaptive", "content", "histogram"]
+DETECTORS = ["adaptive", "content", "histogram", "transnetv2"]
 
 
-def ingest_clips(videos: Path, detector: str, work: Path) -> tuple[dict, float]:
+def ingest_clips(videos: Path, detector: str, work: Path, purity: bool = True) -> tuple[dict, float]:
     """Run `de ingest` with this detector into a fresh catalog; {video name: [(start, end)]}, seconds."""
     import duckdb
 
-    cat = work / f"{detector}.duckdb"
+    cat = work / f"{detector}{'' if purity else '-no-purity'}.duckdb"
     cat.unlink(missing_ok=True)
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "dataengine.cli", "ingest", str(videos), "--catalog", str(cat),
-                        "--detector", detector, "--no-progress"], capture_output=True, text=True, cwd=ROOT)
+                        "--detector", detector, "--no-progress", *([] if purity else ["--no-purity"])],
+                       capture_output=True, text=True, cwd=ROOT)
     secs = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"de ingest --detector {detector} failed:\n{r.stdout}\n{r.stderr}")
@@ -85,9 +86,11 @@ def main(argv=None) -> int:
           f"{sum(t.frames for t in truth)} frames (media: {a.media if Path(a.media).is_dir() else 'none'})")
     rows = []
     for d in a.detectors.split(","):
-        clips, secs = ingest_clips(videos, d, work)
-        rows.append((f"de ingest --detector {d}", score(truth, clips), secs))
-        print(f"{d}: done in {secs:.1f} s", flush=True)
+        for purity in (False, True):
+            clips, secs = ingest_clips(videos, d, work, purity)
+            name = f"{d}, {'with the purity stage' if purity else 'detector alone (--no-purity)'}"
+            rows.append((name, score(truth, clips), secs))
+            print(f"{name}: done in {secs:.1f} s", flush=True)
     print(table(rows))
     return 0
 
