@@ -105,8 +105,20 @@ def motion_floor(d: np.ndarray, half: int = 30, q: float = 30) -> np.ndarray:
     """The shot's own change per frame: a low percentile of the change over +-half frames (low,
     so a transition inside the window does not raise it)."""
     n = len(d)
-    return np.array([np.percentile(d[max(1, t - half):min(n, t + half + 1)], q) if n > 1 else 0.0
-                     for t in range(n)], np.float32)
+    if n < 2:
+        return np.zeros(n, np.float32)
+    body = d[1:]  # d[0] is no change
+    if len(body) <= 2 * half + 1:
+        return np.full(n, np.percentile(body, q), np.float32)
+    # windows of 2*half+1 around each frame (the ends reuse the first and last full window)
+    win = np.lib.stride_tricks.sliding_window_view(body, 2 * half + 1)
+    mid = np.percentile(win, q, axis=1).astype(np.float32)
+    out = np.empty(n, np.float32)
+    out[1:half + 1] = mid[0]
+    out[half + 1:half + 1 + len(mid)] = mid
+    out[half + 1 + len(mid):] = mid[-1]
+    out[0] = mid[0]
+    return out
 
 
 BETWEEN = 0.35
