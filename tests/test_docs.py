@@ -1,8 +1,12 @@
-"""README and commands stay in step (the sqlite-utils habit)."""
+"""README, docs/ and the commands stay in step (the sqlite-utils habit)."""
 
+import re
 from pathlib import Path
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+DOCS = {p.name: p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}
+ALL = README + "\n".join(DOCS.values())
 
 
 def _walk(group, prefix):
@@ -14,11 +18,62 @@ def _walk(group, prefix):
             yield from _walk(cmd, f"{prefix} {name}")
 
 
-def test_every_de_command_is_documented():
-    from dataengine.cli import main
+def _commands():
+    from dataengine.cli import main as de
+    from train.cli import main as train
 
-    for full, _ in _walk(main, "de"):
-        assert f"`{full}" in README, f"README lacks a section for `{full}`"
+    yield "de", de
+    yield from _walk(de, "de")
+    yield "train", train
+    yield from _walk(train, "train")
+
+
+def _options(cmd) -> set[str]:
+    return {o for p in cmd.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")}
+
+
+def test_the_readme_is_short_and_links_every_docs_page():
+    assert len(README.splitlines()) <= 250
+    for name in DOCS:
+        assert f"(docs/{name})" in README, f"README does not link docs/{name}"
+
+
+def test_every_command_has_a_section_in_docs():
+    for full, _ in _commands():
+        if full in ("de", "train"):
+            continue
+        assert f"`{full}" in "\n".join(DOCS.values()), f"docs/ lack a section for `{full}`"
+    assert "`train --query" in DOCS["train.md"]
+
+
+def test_every_option_in_help_is_documented_somewhere():
+    missing = []
+    for full, cmd in _commands():
+        for opt in sorted(_options(cmd) - {"--help"}):
+            if not re.search(re.escape(opt) + r"(?![\w-])", ALL):
+                missing.append(f"{full} {opt}")
+    assert not missing, "options no page documents: " + ", ".join(missing)
+
+
+def test_every_option_the_docs_name_exists():
+    known = set()
+    for _, cmd in _commands():
+        known |= _options(cmd)
+    # options of other tools the pages quote (accelerate, torchrun, pytest, make, pip, ray, scenedetect, ...)
+    foreign = {"--num_processes", "--num_machines", "--machine_rank", "--main_process_ip", "--main_process_port",
+               "--config_file", "--nproc_per_node", "--nnodes", "--node_rank", "--rdzv_backend", "--rdzv_endpoint",
+               "--master_addr", "--master_port", "--multi_gpu", "--mixed_precision", "--head", "--address",
+               "--port", "--block", "--num-cpus", "--num-gpus", "--with-deps", "--index-url", "--extra-index-url",
+               "--help", "--tp", "--dtype", "--max-model-len", "--limit-mm-per-prompt", "--served-model-name",
+               "--trust-remote-code", "--model-path", "--mem-fraction-static", "--runxfail", "--tensor-parallel-size",
+               "--gpu-memory-utilization", "--allowed-local-media-path", "--chat-template", "--enable-prefix-caching"}
+    unknown = set()
+    for name, text in DOCS.items():
+        for code in re.findall(r"`([^`]+)`", text) + re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+            for opt in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-_]*)", code):
+                if opt not in known and opt not in foreign:
+                    unknown.add(f"{name}: {opt}")
+    assert not unknown, "docs name options no command has: " + ", ".join(sorted(unknown))
 
 
 def test_readme_opens_with_the_two_setup_commands():
@@ -27,24 +82,13 @@ def test_readme_opens_with_the_two_setup_commands():
 
 
 def test_ci_runs_the_readme_test_command():
-    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "make test" in README
 
 
-def test_every_train_command_is_documented():
-    from train.cli import main
-
-    assert "`train --query" in README
-    for full, _ in _walk(main, "train"):
-        assert f"`{full}" in README, f"README lacks a section for `{full}`"
-
-
 def test_every_test_the_guarantees_name_exists():
-    """README's Guarantees table cites tests; each must exist (a promise without a test is a wish)."""
-    import re
-
-    root = Path(__file__).resolve().parents[1]
-    section = README.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    """docs/guarantees.md cites tests; each must exist (a promise without a test is a wish)."""
+    section = DOCS["guarantees.md"].split("## Guarantees", 1)[1]
     cited = 0
     for row in section.splitlines():
         files = re.findall(r"`(tests/[\w/]+\.py)", row)
@@ -52,10 +96,10 @@ def test_every_test_the_guarantees_name_exists():
         for m in re.finditer(r"`(tests/[\w/]+\.py)?(?:::([\w*]+))?`", row):
             f, name = m.group(1), m.group(2)
             current = f or current or (files[0] if files else None)
-            assert current and (root / current).exists(), f"README cites a missing file: {current}"
+            assert current and (ROOT / current).exists(), f"docs cite a missing file: {current}"
             if name:
-                text = (root / current).read_text()
+                text = (ROOT / current).read_text()
                 pat = "def " + name.replace("*", r"\w*") + r"\("
-                assert re.search(pat, text), f"README cites {current}::{name}, which does not exist"
+                assert re.search(pat, text), f"docs cite {current}::{name}, which does not exist"
                 cited += 1
     assert cited >= 15
