@@ -18,7 +18,11 @@ demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 test: $(STAMP)
+	scripts/ensure-chromium
 	$(BIN)/python -m pytest -q
+
+test-no-browser: $(STAMP)
+	$(BIN)/python -m pytest -q --deselect tests/serve/test_browser.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -16,7 +16,7 @@ import helpers
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
-                                 reason="no chromium (apt-get install chromium; .ci/run does)")]
+                                 reason="needs Debian's chromium: sudo apt-get install -y chromium (make test installs it when it may)")]
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 OUT = Path(os.environ.get("DE_TEST_OUTPUT", Path(__file__).resolve().parents[2] / "test-output")) / "screenshots"
 
