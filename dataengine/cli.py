@@ -141,8 +141,11 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
 @click.option("--limit", type=int, default=None, help="At most N rows.")
 @click.option("--columns", default=None,
               help="Comma-separated columns for the table (default: a compact set; JSON/CSV get all).")
+@click.option("--search", "search_text", default=None, metavar="TEXT",
+              help="Rank clips by their captions and tags against these words (BM25), best first, with a "
+                   "score column; a WHERE clause narrows the clips first. At most --limit rows (default 20).")
 @query_timeout_option
-def query(where, query_opt, catalog_path, as_json, as_csv, limit, columns, query_timeout):
+def query(where, query_opt, catalog_path, as_json, as_csv, limit, columns, search_text, query_timeout):
     """Print clips matching a SQL WHERE clause over the `clips` view.
 
     The clause runs read-only with external access disabled; anything that is not a single
@@ -155,6 +158,8 @@ def query(where, query_opt, catalog_path, as_json, as_csv, limit, columns, query
       de query "list_contains(tag_list, 'night')" --json
       de query --csv > clips.csv
       de query --query "NOT rejected AND dup_rank = 1" --limit 5
+      de query --search "tom falls down the stairs"          # ranked text search over captions and tags
+      de query "time_of_day = 'night'" --search "mouse sneaks" --limit 5
     """
     if where is not None and query_opt is not None and where != query_opt:
         raise click.UsageError("give the WHERE clause once: as the argument or as --query")
@@ -164,7 +169,12 @@ def query(where, query_opt, catalog_path, as_json, as_csv, limit, columns, query
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     try:
-        rows = run_query(where, catalog_path, limit=limit, timeout=query_timeout)
+        if search_text is not None:
+            from catalog.search import search
+
+            rows = search(search_text, catalog_path, where=where, limit=limit or 20, timeout=query_timeout)
+        else:
+            rows = run_query(where, catalog_path, limit=limit, timeout=query_timeout)
     except CatalogError as e:
         raise click.ClickException(str(e)) from e
     if as_json:
@@ -172,8 +182,9 @@ def query(where, query_opt, catalog_path, as_json, as_csv, limit, columns, query
     elif as_csv:
         print_csv(rows)
     else:
-        cols = [c.strip() for c in columns.split(",")] if columns else [
-            "clip_id", "video_path", "start_s", "duration_s", "motion_score", "brightness", "tags"]
+        cols = [c.strip() for c in columns.split(",")] if columns else (
+            ["score", "clip_id", "video_path", "start_s", "duration_s", "caption"] if search_text is not None else
+            ["clip_id", "video_path", "start_s", "duration_s", "motion_score", "brightness", "tags"])
         bad = [c for c in cols if rows and c not in rows[0]]
         if bad:
             raise click.ClickException(f"unknown column(s): {', '.join(bad)}")
