@@ -169,6 +169,42 @@ def compare_cmd(runs, output_dir, k, window, smooth):
     click.echo(f"report: {output_dir}/report.md, plot: {output_dir}/compare.png")
 
 
+@click.command("prune")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--drop", type=click.IntRange(min=1), required=True, help="How many transformer blocks to drop.")
+@click.option("--heal-steps", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Steps of the healing LoRA run on the pruned model (0: no healing).")
+@click.option("--random-draws", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Random K-block drops measured beside the least important K (the baseline).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None)
+@click.option("--no-progress", is_flag=True)
+def prune_cmd(run, drop, heal_steps, random_draws, seed, device, no_progress):
+    """Depth pruning: drop the K least important transformer blocks of RUN's model, then heal.
+
+    Block importance is 1 - cos(block input, block output) on the run's held-out windows (Minitron,
+    SANA-1.5). The run's LoRA is fused first; the pruned model is saved as a pipeline folder
+    (RUN/prune/dropK/model, loadable with from_pretrained and `--base-model`), with pruned.json
+    (blocks dropped, importance, eval losses against K random blocks, and after healing).
+
+    \b
+    Examples:
+      train prune runs/chase-r16 --drop 4
+      train prune runs/night --drop 1 --heal-steps 30      # the toy model has 4 blocks
+    """
+    from .experiments.prune import prune_run
+    from .experiments.runctx import ExperimentError
+    from .run import RunError
+
+    try:
+        r = prune_run(run, drop=drop, heal_steps=heal_steps, random_draws=random_draws, device=device, seed=seed,
+                      progress=not no_progress, echo=click.echo)
+    except (ExperimentError, RunError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"pruned model: {run}/prune/drop{drop}/model ({r['params_pruned']:,} of {r['params_full']:,} "
+               f"parameters); report: {run}/prune/drop{drop}/pruned.json")
+
+
 def register(group) -> None:
-    for cmd in (eval_cmd, sweep_steps_cmd, compress_cmd, compare_cmd):
+    for cmd in (eval_cmd, sweep_steps_cmd, compress_cmd, compare_cmd, prune_cmd):
         group.add_command(cmd)

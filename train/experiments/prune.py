@@ -1,0 +1,141 @@
+"""Depth pruning of a finished run (`train prune RUN --drop K`), issue 23.
+
+1. The run's style LoRA is fused into the base transformer (the teacher).
+2. Each transformer block's importance is measured on the run's held-out windows as
+   1 - cos(block input, block output), averaged over tokens, sigmas and windows: the block-importance
+   measure of Minitron and of SANA-1.5's depth pruning. A block that barely turns its input is
+   one the model can lose.
+3. The K least important blocks are dropped (the config's num_layers follows) and the pruned model
+   is saved as a diffusers pipeline folder `from_pretrained` loads, with `pruned.json` recording
+   which blocks went and every figure.
+4. Healing: a short LoRA run (`--heal-steps`) on the pruned folder, with the run's own query and
+   settings, writes the healing LoRA beside it.
+
+The same hooks measure the real 2B transformer on a GPU; `block_importance` needs only a
+transformer and held-out items.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+
+def block_importance(transformer, items: list[dict], device, dtype) -> list[float]:
+    """1 - cos(input, output) of every block, mean over tokens, eval sigmas and items."""
+    import torch
+
+    from ..validate import eval_loss
+
+    blocks = transformer.transformer_blocks
+    sums = [0.0] * len(blocks)
+    counts = [0] * len(blocks)
+    hooks = []
+
+    def hook(i):
+        def f(module, args, output):
+            x = args[0]
+            y = output[0] if isinstance(output, tuple) else output
+            cos = torch.nn.functional.cosine_similarity(x.float().flatten(0, -2), y.float().flatten(0, -2), dim=-1)
+            sums[i] += float((1 - cos).mean())
+            counts[i] += 1
+        return f
+
+    for i, b in enumerate(blocks):
+        hooks.append(b.register_forward_hook(hook(i)))
+    try:
+        eval_loss(transformer, items, device, dtype)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [s / max(1, c) for s, c in zip(sums, counts)]
+
+
+def drop_blocks(transformer, drop: list[int]):
+    """A copy of the transformer without the given blocks (num_layers follows in its config)."""
+    import torch
+
+    t = copy.deepcopy(transformer)
+    keep = [b for i, b in enumerate(t.transformer_blocks) if i not in set(drop)]
+    t.transformer_blocks = torch.nn.ModuleList(keep)
+    t.register_to_config(num_layers=len(keep))
+    return t
+
+
+def prune_run(run_dir, *, drop: int, heal_steps: int = 100, random_draws: int = 4, device: str | None = None,
+              seed: int = 0, progress: bool = True, echo=print) -> dict:
+    from ..data import Manifest
+    from ..validate import eval_loss
+    from .runctx import ExperimentError, eval_items, open_run
+
+    run_dir = Path(run_dir)
+    ctx = open_run(run_dir, device=device)
+    pipe, cfg = ctx.pipe, ctx.cfg
+    n = len(pipe.transformer.transformer_blocks)
+    if not 1 <= drop < n:
+        raise ExperimentError(f"--drop must be between 1 and {n - 1} (the transformer has {n} blocks)")
+    pipe.fuse_lora(adapter_names=["lora"])  # the teacher: base plus the style LoRA, as plain weights
+    pipe.unload_lora_weights()
+    teacher = pipe.transformer
+    dtype = next(teacher.parameters()).dtype
+    man = Manifest.read(run_dir / "manifest.jsonl")
+    windows = [w for w in man.windows if w.role == "holdout"] or [w for w in man.windows][:8]
+    items = eval_items(ctx, windows)
+    if not items:
+        raise ExperimentError("no held-out windows to measure on")
+    imp = block_importance(teacher, items, ctx.device, dtype)
+    order = [int(i) for i in np.argsort(imp)]
+    least = sorted(order[:drop])
+
+    def loss_of(t) -> float:
+        return float(eval_loss(t, items, ctx.device, dtype)["eval_loss"])
+
+    full = loss_of(teacher)
+    pruned = drop_blocks(teacher, least)
+    pruned_loss = loss_of(pruned)
+    rng = random.Random(seed)
+    rand = []
+    for _ in range(random_draws):
+        r = sorted(rng.sample(range(n), drop))
+        rand.append({"dropped": r, "eval_loss": loss_of(drop_blocks(teacher, r))})
+    echo(f"block importance (1 - cos): " + ", ".join(f"{i}: {v:.4f}" for i, v in enumerate(imp)))
+    echo(f"eval loss: full {full:.4f}; without the {drop} least important blocks {least}: {pruned_loss:.4f}; "
+         f"without {drop} random blocks: " + ", ".join(f"{r['eval_loss']:.4f}" for r in rand))
+    out = run_dir / "prune" / f"drop{drop}"
+    model_dir = out / "model"
+    pipe.transformer = pruned
+    pipe.save_pretrained(model_dir, safe_serialization=True)
+    record = {"run": str(run_dir), "blocks": n, "dropped": least, "importance": imp, "eval_loss_full": full,
+              "eval_loss_pruned": pruned_loss, "random": rand,
+              "params_full": sum(p.numel() for p in teacher.parameters()),
+              "params_pruned": sum(p.numel() for p in pruned.parameters())}
+    healed = heal(cfg, model_dir, out / "heal", heal_steps, progress, echo) if heal_steps > 0 else None
+    if healed is not None:
+        from ..generate import load_pipeline
+
+        hp, _ = load_pipeline(str(model_dir), healed, 1.0, ctx.device)
+        record["eval_loss_healed"] = loss_of(hp.transformer)
+        record["heal_lora"] = str(healed)
+        echo(f"eval loss after {heal_steps} healing steps: {record['eval_loss_healed']:.4f}")
+    (out / "pruned.json").write_text(json.dumps(record, indent=1) + "\n")
+    (model_dir / "PRUNED").write_text(json.dumps({"dropped": least, "from_blocks": n}) + "\n")
+    return record
+
+
+def heal(cfg, model_dir: Path, out_dir: Path, steps: int, progress: bool, echo) -> Path | None:
+    """A short LoRA run on the pruned model with the run's own query and settings."""
+    from ..lora import WEIGHTS_NAME
+    from ..run import start_training
+
+    keep = {k: v for k, v in cfg.to_dict().items() if k not in ("query", "preset", "config_file", "output_dir",
+                                                               "name", "base_model", "max_steps")}
+    keep.update(base_model=str(model_dir), max_steps=steps, validation_every=0, checkpoint_every=0,
+                warmup_steps=min(cfg.warmup_steps, max(1, steps // 10)))
+    rc = start_training(query=cfg.query, preset=None, overrides=keep, output_dir=str(out_dir), resume=None,
+                        dry_run=False, progress=progress, echo=lambda *a, **k: None)
+    p = out_dir / WEIGHTS_NAME
+    return p if rc == 0 and p.exists() else None
