@@ -62,22 +62,30 @@ def _tiny_tokenizer():
                                    unk_token="<unk>", padding_side="right", model_max_length=4096)
 
 
+def one_layer_gemma(tok, *, hidden: int, init_range: float, seed: int):
+    """A random one-layer Gemma-2 text encoder (two heads of hidden/2) for a trained-in-process tokenizer."""
+    import torch
+    from transformers import Gemma2Config, Gemma2Model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return Gemma2Model(Gemma2Config(
+            head_dim=hidden // 2, hidden_size=hidden, initializer_range=init_range, intermediate_size=2 * hidden,
+            max_position_embeddings=4096, num_attention_heads=2, num_hidden_layers=1, num_key_value_heads=2,
+            vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, attn_implementation="eager"))
+
+
 def build_tiny(seed: int = 0) -> Components:
     import torch
     from diffusers import AutoencoderKLWan, SanaVideoTransformer3DModel
-    from transformers import Gemma2Config, Gemma2Model
 
     tok = _tiny_tokenizer()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                                temperal_downsample=[False, True, True])
-        torch.manual_seed(seed)
-        te = Gemma2Model(Gemma2Config(
-            head_dim=16, hidden_size=32, initializer_range=0.02, intermediate_size=64,
-            max_position_embeddings=4096, num_attention_heads=2, num_hidden_layers=1, num_key_value_heads=2,
-            vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id, attn_implementation="eager"))
+        te = one_layer_gemma(tok, hidden=32, init_range=0.02, seed=seed)
         torch.manual_seed(seed)
         tr = SanaVideoTransformer3DModel(
             in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=12, num_layers=2,

@@ -201,18 +201,10 @@ def toy_tokenizer():
 
 def encoder_parts(seed: int = 0):
     """The toy's word-level tokenizer and its random, frozen one-layer Gemma-2 text encoder."""
-    import torch
-    from transformers import Gemma2Config, Gemma2Model
+    from .models import one_layer_gemma
 
     tok = toy_tokenizer()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        te = Gemma2Model(Gemma2Config(
-            head_dim=32, hidden_size=64, initializer_range=1.0, intermediate_size=128,
-            max_position_embeddings=4096, num_attention_heads=2, num_hidden_layers=1, num_key_value_heads=2,
-            vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id, attn_implementation="eager"))
-    return tok, te.eval()
+    return tok, one_layer_gemma(tok, hidden=64, init_range=1.0, seed=seed).eval()
 
 
 def pipeline_of(tok, te, vae, tr, flow_shift: float):
