@@ -149,9 +149,9 @@ def read_catalog(connection, timeout: float, fn, *args):
             timer.cancel()
 
 
-def grid_job(catalog, timeout: float, q, tag, video, dur, lab, page) -> dict:
+def grid_job(catalog, timeout: float, q, tag, video, dur, lab, page, known_total=None) -> dict:
     """The grid page's data on a connection of its own: what a worker process runs."""
-    return read_catalog(_own_connection(catalog), timeout, _grid_on, q, tag, video, dur, lab, page)
+    return read_catalog(_own_connection(catalog), timeout, _grid_on, q, tag, video, dur, lab, page, known_total)
 
 
 def where_clause(con, q: str | None, tag: str | None, video: str | None, dur: str | None):
@@ -183,12 +183,18 @@ def where_clause(con, q: str | None, tag: str | None, video: str | None, dur: st
     return ("WHERE " + " AND ".join(parts)) if parts else "", params
 
 
-def _grid_on(con, q, tag, video, dur, lab, page) -> dict:
+def _grid_on(con, q, tag, video, dur, lab, page, known_total=None) -> dict:
+    """One grid page, plus the total and the facets unless `known_total` says they are cached."""
     where, params = where_clause(con, q, tag, video, dur)
-    total = con.execute(f"SELECT count(*) FROM clips {where}", params).fetchone()[0]
+    total = known_total if known_total is not None else \
+        con.execute(f"SELECT count(*) FROM clips {where}", params).fetchone()[0]
     page = min(page, max(1, -(-total // PAGE_SIZE)))  # past the last page: the last page
-    cur = con.execute(f"SELECT {GRID_COLUMNS} FROM clips {where} ORDER BY video_path, start_s, clip_id "
-                      "LIMIT ? OFFSET ?", params + [PAGE_SIZE, (page - 1) * PAGE_SIZE])
+    # the page's ids on the narrow sort key first, then the wide rows of just those clips: sorting
+    # every matching row with all its columns is what costs at a million clips
+    ids = [r[0] for r in con.execute(f"SELECT clip_id FROM clips {where} ORDER BY video_path, start_s, clip_id "
+                                     "LIMIT ? OFFSET ?", params + [PAGE_SIZE, (page - 1) * PAGE_SIZE]).fetchall()]
+    cur = con.execute(f"SELECT {GRID_COLUMNS} FROM clips WHERE clip_id IN ({', '.join('?' for _ in ids) or 'NULL'}) "
+                      "ORDER BY video_path, start_s, clip_id", ids)
     cols = [d[0] for d in cur.description]
     rows = [dict(zip(cols, r)) for r in cur.fetchall()]
     vids = sorted({r["video_id"] for r in rows})
@@ -207,6 +213,9 @@ def _grid_on(con, q, tag, video, dur, lab, page) -> dict:
             r["caption"], r["tag_list"] = cap, tags
             r["status"] = status
             r["tags"] = ",".join(tags) if tags else None
+    if known_total is not None:
+        return {"total": total, "rows": rows, "page": page}
+    if lab:
         tag_sql = (f"SELECT t, count(*) FROM (SELECT unnest(c.tag_list) AS t FROM captions c WHERE "
                    f"c.captioner = ? AND c.prompt_version = ? AND c.status = 'ok' AND c.clip_id IN "
                    f"(SELECT clip_id FROM clips {where})) GROUP BY t ORDER BY 2 DESC, t LIMIT 40")
@@ -243,6 +252,7 @@ class Browser:
         self.preview_dir = self.catalog.parent / f"{self.catalog.stem}_cache" / "previews"
         self._preview_locks: dict[str, threading.Lock] = {}
         self._manifests: dict[str, tuple[float, set]] = {}
+        self._facets: dict[tuple, tuple[tuple, dict]] = {}  # filter -> (catalog version, total + facets)
         self.workers = None
         if isolate:
             from catalog.isolate import DEFAULT_MEMORY_MB, QueryWorkers
@@ -254,17 +264,39 @@ class Browser:
         """fn(con, *args) on a sandboxed read-only cursor, beside other readers, with a timeout."""
         return read_catalog(self.lock.cursor(), self.timeout, fn, *args)
 
+    def _version(self) -> tuple:
+        """Changes whenever the catalog is written (by this server or any other process)."""
+        out = []
+        for p in (self.catalog, Path(f"{self.catalog}.wal")):
+            try:
+                st = p.stat()
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
     def grid(self, q=None, tag=None, video=None, dur=None, labelling=None, page=1) -> dict:
         page = max(1, min(int(page), 10**9))
         lab = parse_labelling(labelling)
+        # the total and the facets depend on the filter and the catalog, not on the page: computed
+        # once per filter and kept until the catalog is written
+        key, version = (q or None, tag, video, dur, lab), self._version()
+        hit = self._facets.get(key)
+        known = hit[1]["total"] if hit and hit[0] == version else None
         if q and self.workers is not None:
             # the user's SQL: in a worker process with a memory ceiling, killed at the deadline. It
             # holds a read-only handle in another process, so this process counts it as a reader
             with self.lock.holding():
-                out = self.workers.run(grid_job, (str(self.catalog), self.timeout, q, tag, video, dur, lab, page),
-                                       self.timeout)
+                out = self.workers.run(grid_job, (str(self.catalog), self.timeout, q, tag, video, dur, lab, page,
+                                                  known), self.timeout)
         else:
-            out = self._read(_grid_on, q or None, tag, video, dur, lab, page)
+            out = self._read(_grid_on, q or None, tag, video, dur, lab, page, known)
+        if known is None:
+            if len(self._facets) >= 256:
+                self._facets.pop(next(iter(self._facets)))
+            self._facets[key] = (version, {k: v for k, v in out.items() if k not in ("rows", "page")})
+        else:
+            out = {**hit[1], **out}
         out.update(pages=max(1, -(-out["total"] // PAGE_SIZE)), q=q or "", tag=tag, video=video, dur=dur,
                    labelling=labelling)
         return out
