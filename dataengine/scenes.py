@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-DETECTORS = ("adaptive", "content", "threshold", "histogram", "hash", "transnetv2")
+PYSCENEDETECT = ("adaptive", "content", "threshold", "histogram", "hash")  # PySceneDetect's own detectors
+DETECTORS = (*PYSCENEDETECT, "transnetv2")
 
 
 @dataclass

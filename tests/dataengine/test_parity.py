@@ -17,7 +17,7 @@ import os
 import pytest
 
 from dataengine.analyze import IngestOptions, analyze_video
-from dataengine.scenes import DETECTORS, DetectorOptions
+from dataengine.scenes import PYSCENEDETECT, DetectorOptions
 
 MEDIA = Path(__file__).resolve().parents[3] / "shared" / "media"
 REAL = sorted(MEDIA.glob("*.mp4")) if MEDIA.is_dir() else []
@@ -46,7 +46,7 @@ def compare(paths: list[str]) -> dict:
     report, failures = {}, []
     for path in paths:
         step = frame_step(path)
-        for name in DETECTORS:
+        for name in PYSCENEDETECT:  # TransNetV2 is not PySceneDetect's: parity is for its own
             res = analyze_video(path, "parity", IngestOptions(detector=DetectorOptions(name=name)))
             assert res.status == "ok", res.error
             want = theirs(path, name)

@@ -284,7 +284,10 @@ def test_a_night_lora_moves_the_day_base_toward_night(night_run):
     print(f"\nclass-prompt brightness: base {r['base']:.1f} -> LoRA {r['lora']:.1f} (night clips {r['night']:.1f}); "
           f"by step: {r['progression']}")
     assert moved_half_way(r["base"], r["lora"], r["night"])
-    assert r["base"] > r["progression"][0] > r["progression"][-1]  # the gallery's step rows show the move
+    # the gallery's step rows show the move: every step's sample is darker than the base's. (One
+    # sample per step: the order between steps is noise, e.g. 83.9, 80.4, 67.7 in one run and
+    # 78.3, .., 82.4 in another.)
+    assert r["base"] - max(r["progression"]) >= 0.5 * (r["base"] - r["night"])
 
 
 @needs_sana
