@@ -98,18 +98,23 @@ def against_baselines(paths: list[str], reps: int = 3) -> None:
                   f"**{m['de'] / m['decode']:.2f}x** | **{m['de'] / m['sd']:.2f}x** |")
 
 
+def distinct_copies(paths: list[str], folder: Path, copies: int) -> None:
+    """`copies` copies of each file in folder, each with distinct trailing bytes (its own video)."""
+    for i in range(copies):
+        for p in paths:
+            dst = folder / f"{i}_{Path(p).name}"
+            shutil.copy(p, dst)
+            with open(dst, "ab") as f:
+                f.write(bytes([i]) * 16)
+
+
 def workers_scaling(paths: list[str], copies: int = 4) -> None:
     """Many files: frames/s with --workers 1 and 2 (per core)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "many"
         folder.mkdir()
         frames = 0
-        for i in range(copies):
-            for p in paths:
-                dst = folder / f"{i}_{Path(p).name}"
-                shutil.copy(p, dst)
-                with open(dst, "ab") as f:  # distinct bytes, so each copy is its own video
-                    f.write(bytes([i]) * 16)
+        distinct_copies(paths, folder, copies)
         for p in folder.iterdir():
             frames += int(subprocess.run([sys.executable, "-c", OPENCV_DECODE, str(p)], capture_output=True,
                                          text=True).stdout.strip() or 0)
@@ -183,12 +188,7 @@ def folder_throughput(paths: list[str], copies: int = 3, reps: int = 3) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "folder"
         folder.mkdir()
-        for i in range(copies):
-            for p in paths:
-                dst = folder / f"{i}_{Path(p).name}"
-                shutil.copy(p, dst)
-                with open(dst, "ab") as f:
-                    f.write(bytes([i]) * 16)
+        distinct_copies(paths, folder, copies)
         files = sorted(str(p) for p in folder.iterdir())
         t: dict = {"decode": [], "sd": [], "on": [], "off": []}
         for _ in range(reps):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -35,13 +33,19 @@ def night_run(tmp_path_factory):
     return out
 
 
-def test_pruning_the_least_important_block_costs_less_than_a_random_one_and_heals(night_run):
+@pytest.fixture(scope="module")
+def pruned(night_run):
+    """`train prune --drop 1` on the run (4 blocks), healed for 30 steps."""
     from train.cli import main
 
     r = CliRunner().invoke(main, ["prune", str(night_run), "--drop", "1", "--heal-steps", "30", "--random-draws", "6",
                                   "--no-progress"])
     assert r.exit_code == 0, r.output
-    rec = json.loads((night_run / "prune" / "drop1" / "pruned.json").read_text())
+    return night_run / "prune" / "drop1"
+
+
+def test_pruning_the_least_important_block_costs_less_than_a_random_one_and_heals(pruned):
+    rec = json.loads((pruned / "pruned.json").read_text())
     rand = [x["eval_loss"] for x in rec["random"]]
     print(f"\nimportance {[round(v, 4) for v in rec['importance']]}; eval loss full {rec['eval_loss_full']:.4f}, "
           f"least important dropped {rec['eval_loss_pruned']:.4f}, random drops {[round(v, 4) for v in rand]}, "
@@ -53,18 +57,16 @@ def test_pruning_the_least_important_block_costs_less_than_a_random_one_and_heal
     assert recovered >= 0.5, recovered
 
 
-def test_the_pruned_model_loads_and_generates_with_its_healing_lora(night_run):
+def test_the_pruned_model_loads_and_generates_with_its_healing_lora(pruned):
     import numpy as np
     import torch
     from diffusers import SanaVideoPipeline
 
-    model = night_run / "prune" / "drop1" / "model"
-    if not model.exists():
-        pytest.skip("the pruning test did not run first")
+    model = pruned / "model"
     pipe = SanaVideoPipeline.from_pretrained(str(model))
     assert len(pipe.transformer.transformer_blocks) == 3 and pipe.transformer.config.num_layers == 3
     assert json.loads((model / "PRUNED").read_text())["from_blocks"] == 4
-    heal = night_run / "prune" / "drop1" / "heal" / "pytorch_lora_weights.safetensors"
+    heal = pruned / "heal" / "pytorch_lora_weights.safetensors"
     pipe.load_lora_weights(str(heal.parent), weight_name=heal.name)
     v = pipe(prompt="A grey cat rests alone in the kitchen at night; the camera is still.", height=64, width=64,
              frames=9, num_inference_steps=4, guidance_scale=3.0, use_resolution_binning=False, output_type="np",
