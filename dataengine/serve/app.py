@@ -19,50 +19,63 @@ rest of the page still renders.
 
 from __future__ import annotations
 
+import atexit
 import hmac
 import json
 import re
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode
 
-PAGE_SIZE = 48
-DURATION_BUCKETS = [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10), (10, 15), (15, 30), (30, None)]
-TAG_RE = re.compile(r"^[a-z0-9_]{1,40}$")
-HEX_RE = re.compile(r"^[0-9a-f]{8,64}$")
-CLIP_RE = re.compile(r"^[0-9a-f]{8,64}_[0-9]+_[0-9]+$")
+from catalog.db import CatalogError
+from catalog.query import QueryError
+
+from .grid import PAGE_SIZE, BadRequest, Filter, last_page, page_job, page_rows, plan, summarize, summary_job
+
 LABELLING_RE = re.compile(r"^[^\x00-\x1f]{1,300}$")
-GRID_COLUMNS = ("clip_id, video_id, video_path, start_s, end_s, duration_s, motion_score, caption, tags, tag_list, "
-                "rejected, keyframe_path, captioner, prompt_version")
+CLIP_RE = re.compile(r"^[0-9a-f]{8,64}_[0-9]+_[0-9]+$")
 # containers and codecs a browser plays as they are; anything else gets a cached h264 preview
 PLAYABLE = {(".mp4", "h264"), (".m4v", "h264"), (".mp4", "av1"), (".webm", "vp8"), (".webm", "vp9"),
             (".webm", "av1")}
 
 
-class BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+
+_READERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_readers() -> None:
+    """Close lingering connections before the interpreter tears down (not from a timer thread)."""
+    for r in list(_READERS):
+        r.close()
 
 
 class SharedReader:
     """The in-process readers' one sandboxed connection, and the writer's exclusion.
 
     Readers run at once, each on its own cursor of one sandboxed connection that the first reader
-    opens and the last one closes, so the catalog file is held only while some request reads it.
+    opens. It stays open `linger` s after the last reader leaves, so a curator's next click finds
+    DuckDB's buffers warm (at 1M clips, reopening cost 15-40 ms a page), but never once it has been
+    open `max_hold` s: a writer in another process waits for the file at most that long while
+    pages keep coming (`de caption` waits up to $DE_LOCK_WAIT, 10 s).
     (Separate connections cannot overlap: the sandbox locks the configuration of DuckDB's shared
     instance, and a second connect then sees "a different configuration".) A write waits for the
     readers and excludes them: DuckDB refuses a read-write connection beside read-only ones in one
     process. `with reader:` is the writer's side (tests hold it to read the catalog in-process)."""
 
-    def __init__(self, catalog):
+    def __init__(self, catalog, linger: float = 1.0, max_hold: float = 2.0):
         self.catalog = catalog
+        self.linger, self.max_hold = linger, max_hold
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
         self._con = None
+        self._opened = 0.0
+        self._gen = 0  # bumped by every leave: a pending close is for the latest idle spell only
+        _READERS.add(self)
 
     @contextmanager
     def holding(self):
@@ -83,6 +96,7 @@ class SharedReader:
             self._cond.wait_for(lambda: not self._writer)
             if self._con is None:
                 self._con = open_sandboxed(self.catalog)
+                self._opened = time.monotonic()
             self._readers += 1
             try:
                 cur = self._con.cursor()
@@ -99,15 +113,39 @@ class SharedReader:
         with self._cond:
             self._readers -= 1
             if self._readers == 0:
+                self._gen += 1
                 if self._con is not None:
-                    self._con.close()
-                    self._con = None
+                    if self.linger > 0 and time.monotonic() - self._opened < self.max_hold:
+                        t = threading.Timer(self.linger, self._expire, (self._gen,))
+                        t.daemon = True
+                        t.start()
+                    else:
+                        self._close()
                 self._cond.notify_all()
+
+    def _expire(self, gen: int) -> None:
+        with self._cond:
+            if gen == self._gen and self._readers == 0:
+                self._close()
+
+    def _close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def close(self) -> None:
+        """Let go of the file now (the server is stopping)."""
+        with self._cond:
+            self._gen += 1
+            if self._readers == 0:
+                self._close()
 
     def __enter__(self):
         with self._cond:
             self._cond.wait_for(lambda: not self._writer and self._readers == 0)
             self._writer = True
+            self._gen += 1
+            self._close()  # a lingering read-only connection would refuse the write
         return self
 
     def __exit__(self, *exc):
@@ -149,110 +187,78 @@ def read_catalog(connection, timeout: float, fn, *args):
             timer.cancel()
 
 
-def grid_job(catalog, timeout: float, q, tag, video, dur, lab, page, known_total=None) -> dict:
-    """The grid page's data on a connection of its own: what a worker process runs."""
-    return read_catalog(_own_connection(catalog), timeout, _grid_on, q, tag, video, dur, lab, page, known_total)
+class Summaries:
+    """Per-filter summaries (total, facets, page plan), each computed once per catalog version
+    on a background thread and kept for the most recent filters. A failed one is not kept: the
+    next request tries again."""
 
+    def __init__(self, compute, max_entries: int = 64, threads: int = 2):
+        from collections import OrderedDict
+        from concurrent.futures import ThreadPoolExecutor
 
-def where_clause(con, q: str | None, tag: str | None, video: str | None, dur: str | None):
-    """The WHERE text and its parameters: the user's clause (checked like `de query`'s) plus facets."""
-    from catalog.query import check_where_clause, view_columns
+        self._compute = compute
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="de-serve-summary")
+        self._lock = threading.Lock()
+        self._entries: OrderedDict = OrderedDict()  # Filter -> (catalog version, Future)
+        self.max_entries = max_entries
+        self.computed = 0  # summaries started (tests read it)
 
-    parts, params = [], []
-    if q:
-        parts.append(f"({check_where_clause(q, view_columns(con))}\n)")
-    if tag:
-        if not TAG_RE.match(tag):
-            raise BadRequest("a tag facet is lowercase letters, digits and _")
-        parts.append("list_contains(tag_list, ?)")
-        params.append(tag)
-    if video:
-        if not HEX_RE.match(video):
-            raise BadRequest("a video facet is a video id")
-        parts.append("video_id = ?")
-        params.append(video)
-    if dur:
-        m = re.fullmatch(r"(\d{1,6}(?:\.\d{1,6})?)-(\d{1,6}(?:\.\d{1,6})?)?", dur)
-        if not m:
-            raise BadRequest("a duration facet looks like 2-4 or 30-")
-        parts.append("duration_s >= ?")
-        params.append(float(m.group(1)))
-        if m.group(2):
-            parts.append("duration_s < ?")
-            params.append(float(m.group(2)))
-    return ("WHERE " + " AND ".join(parts)) if parts else "", params
+    def get(self, f: Filter, version):
+        with self._lock:
+            hit = self._entries.get(f)
+            if hit and hit[0] == version and not (hit[1].done() and hit[1].exception() is not None):
+                self._entries.move_to_end(f)
+                return hit[1]
+            fut = self._pool.submit(self._compute, f)
+            self.computed += 1
+            self._entries[f] = (version, fut)
+            self._entries.move_to_end(f)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+            return fut
 
+    def peek(self, f: Filter, version) -> dict | None:
+        """The summary if it is already computed for this version (nothing is started)."""
+        with self._lock:
+            hit = self._entries.get(f)
+        if hit and hit[0] == version and hit[1].done() and hit[1].exception() is None:
+            return hit[1].result()
+        return None
 
-def _grid_on(con, q, tag, video, dur, lab, page, known_total=None) -> dict:
-    """One grid page, plus the total and the facets unless `known_total` says they are cached."""
-    where, params = where_clause(con, q, tag, video, dur)
-    total = known_total if known_total is not None else \
-        con.execute(f"SELECT count(*) FROM clips {where}", params).fetchone()[0]
-    page = min(page, max(1, -(-total // PAGE_SIZE)))  # past the last page: the last page
-    # the page's ids on the narrow sort key first, then the wide rows of just those clips: sorting
-    # every matching row with all its columns is what costs at a million clips
-    ids = [r[0] for r in con.execute(f"SELECT clip_id FROM clips {where} ORDER BY video_path, start_s, clip_id "
-                                     "LIMIT ? OFFSET ?", params + [PAGE_SIZE, (page - 1) * PAGE_SIZE]).fetchall()]
-    cur = con.execute(f"SELECT {GRID_COLUMNS} FROM clips WHERE clip_id IN ({', '.join('?' for _ in ids) or 'NULL'}) "
-                      "ORDER BY video_path, start_s, clip_id", ids)
-    cols = [d[0] for d in cur.description]
-    rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-    vids = sorted({r["video_id"] for r in rows})
-    codecs = dict(con.execute(f"SELECT video_id, codec FROM videos WHERE video_id IN "
-                              f"({', '.join('?' for _ in vids) or 'NULL'})", vids).fetchall())
-    for r in rows:
-        r["direct"] = playable(r["video_path"], codecs.get(r["video_id"]))
-    if lab:
-        ids = [r["clip_id"] for r in rows]
-        marks = ", ".join("?" for _ in ids) or "NULL"
-        picked = {r[0]: r[1:] for r in con.execute(
-            f"SELECT clip_id, caption, tag_list, status FROM captions WHERE captioner = ? AND "
-            f"prompt_version = ? AND clip_id IN ({marks})", [lab[0], lab[1], *ids]).fetchall()}
-        for r in rows:
-            cap, tags, status = picked.get(r["clip_id"], (None, None, None))
-            r["caption"], r["tag_list"] = cap, tags
-            r["status"] = status
-            r["tags"] = ",".join(tags) if tags else None
-    if known_total is not None:
-        return {"total": total, "rows": rows, "page": page}
-    if lab:
-        tag_sql = (f"SELECT t, count(*) FROM (SELECT unnest(c.tag_list) AS t FROM captions c WHERE "
-                   f"c.captioner = ? AND c.prompt_version = ? AND c.status = 'ok' AND c.clip_id IN "
-                   f"(SELECT clip_id FROM clips {where})) GROUP BY t ORDER BY 2 DESC, t LIMIT 40")
-        tags = con.execute(tag_sql, [lab[0], lab[1], *params]).fetchall()
-    else:
-        tags = con.execute(f"SELECT t, count(*) FROM (SELECT unnest(tag_list) AS t FROM clips {where}) "
-                           "GROUP BY t ORDER BY 2 DESC, t LIMIT 40", params).fetchall()
-    cases = " ".join(f"WHEN duration_s < {hi} THEN '{lo}-{hi}'" for lo, hi in DURATION_BUCKETS if hi)
-    durs = dict(con.execute(f"SELECT CASE {cases} ELSE '30-' END AS b, count(*) FROM clips {where} GROUP BY b",
-                            params).fetchall())
-    videos = con.execute(f"SELECT video_id, any_value(video_path), count(*) FROM clips {where} GROUP BY 1 "
-                         "ORDER BY 3 DESC, 2 LIMIT 40", params).fetchall()
-    labellings = con.execute("SELECT captioner, prompt_version, count(*) FILTER (WHERE status = 'ok'), "
-                             "max(created_at) FROM captions GROUP BY 1, 2 ORDER BY 4 DESC").fetchall()
-    pin = con.execute("SELECT value FROM settings WHERE key = 'caption_pin'").fetchone()
-    return {"total": total, "rows": rows, "tags": tags, "videos": videos, "labellings": labellings,
-            "durations": [(f"{lo}-{hi if hi else ''}", durs.get(f"{lo}-{hi}" if hi else "30-", 0))
-                          for lo, hi in DURATION_BUCKETS],
-            "pin": pin[0] if pin else None, "page": page}
+    def result(self, f: Filter, version, wait: float | None) -> dict | None:
+        """The summary, waiting up to `wait` s (None: until done); None if it is not ready."""
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        fut = self.get(f, version)
+        try:
+            return fut.result(timeout=wait)
+        except FutureTimeout:
+            return None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Browser:
     """The catalog and runs behind the pages; every method opens and closes its connection."""
 
     def __init__(self, catalog, runs_dir=None, token: str | None = None, query_timeout: float = 30.0,
-                 isolate: bool = True, query_memory_mb: int | None = None):
+                 isolate: bool = True, query_memory_mb: int | None = None, summary_wait: float | None = 0.05,
+                 read_linger: float = 1.0):
         from catalog.db import resolve_path
 
         self.catalog = resolve_path(catalog)
         self.runs_dir = Path(runs_dir).resolve() if runs_dir else None
         self.token = token
         self.timeout = query_timeout
-        self.lock = SharedReader(self.catalog)
+        # how long a first page waits for its filter's count and facets before it is sent without
+        # them (the page's script then fetches them); None waits for them (tests, scripts)
+        self.summary_wait = summary_wait
+        self.lock = SharedReader(self.catalog, linger=read_linger)
         self.preview_dir = self.catalog.parent / f"{self.catalog.stem}_cache" / "previews"
         self._preview_locks: dict[str, threading.Lock] = {}
         self._manifests: dict[str, tuple[float, set]] = {}
-        self._facets: dict[tuple, tuple[tuple, dict]] = {}  # filter -> (catalog version, total + facets)
+        self.summaries = Summaries(self._summarize)
         self.workers = None
         if isolate:
             from catalog.isolate import DEFAULT_MEMORY_MB, QueryWorkers
@@ -263,6 +269,13 @@ class Browser:
     def _read(self, fn, *args):
         """fn(con, *args) on a sandboxed read-only cursor, beside other readers, with a timeout."""
         return read_catalog(self.lock.cursor(), self.timeout, fn, *args)
+
+    def _isolated(self, job, *args):
+        """A job with the user's SQL in a worker process with a memory ceiling, killed at the
+        deadline. It holds a read-only handle in another process, so this process counts it as a
+        reader."""
+        with self.lock.holding():
+            return self.workers.run(job, (str(self.catalog), self.timeout, *args), self.timeout)
 
     def _version(self) -> tuple:
         """Changes whenever the catalog is written (by this server or any other process)."""
@@ -275,33 +288,57 @@ class Browser:
                 out.append(None)
         return tuple(out)
 
+    def _summarize(self, f: Filter) -> dict:
+        if f.q and self.workers is not None:
+            return self._isolated(summary_job, f)
+        return self._read(summarize, f)
+
+    def warm(self) -> None:
+        """Start the unfiltered grid's summary (the first page a curator opens) and the filter
+        workers, in the background."""
+        self.summaries.get(Filter(), self._version())
+        if self.workers is not None:
+            threading.Thread(target=self.workers.prestart, daemon=True, name="de-serve-prestart").start()
+
+    def summary(self, q=None, tag=None, video=None, dur=None, labelling=None, wait: float | None = 0.0) -> dict | None:
+        """The filter's total and facets, or None while they are being computed (after `wait` s)."""
+        f = Filter(q or None, tag or None, video or None, dur or None, parse_labelling(labelling)).check()
+        return self.summaries.result(f, self._version(), wait)
+
     def grid(self, q=None, tag=None, video=None, dur=None, labelling=None, page=1) -> dict:
+        """One grid page. Page 1 is read at once; a later page is planned from the filter's
+        summary (computed once per filter and catalog version, in the background)."""
+        t0 = time.monotonic()
         page = max(1, min(int(page), 10**9))
-        lab = parse_labelling(labelling)
-        # the total and the facets depend on the filter and the catalog, not on the page: computed
-        # once per filter and kept until the catalog is written
-        key, version = (q or None, tag, video, dur, lab), self._version()
-        hit = self._facets.get(key)
-        known = hit[1]["total"] if hit and hit[0] == version else None
-        if q and self.workers is not None:
-            # the user's SQL: in a worker process with a memory ceiling, killed at the deadline. It
-            # holds a read-only handle in another process, so this process counts it as a reader
-            with self.lock.holding():
-                out = self.workers.run(grid_job, (str(self.catalog), self.timeout, q, tag, video, dur, lab, page,
-                                                  known), self.timeout)
+        f = Filter(q or None, tag or None, video or None, dur or None, parse_labelling(labelling)).check()
+        version = self._version()
+        # page 1 of a filter not yet counted is read first, alone on the CPU; its count starts after
+        summary = self.summaries.result(f, version, self.timeout) if page > 1 else self.summaries.peek(f, version)
+        span = None
+        if summary is not None:
+            page, span = plan(summary, page)
+        if f.q and self.workers is not None:
+            rows = self._isolated(page_job, f, span, summary is None)
         else:
-            out = self._read(_grid_on, q or None, tag, video, dur, lab, page, known)
-        if known is None:
-            if len(self._facets) >= 256:
-                self._facets.pop(next(iter(self._facets)))
-            self._facets[key] = (version, {k: v for k, v in out.items() if k not in ("rows", "page")})
+            rows = self._read(page_rows, f, span, summary is None)
+        out = {"rows": rows, "page": page, "summary_error": None}
+        if summary is None:
+            wait = None if self.summary_wait is None else max(0.0, self.summary_wait - (time.monotonic() - t0))
+            try:
+                summary = self.summaries.result(f, version, wait)
+            except (QueryError, CatalogError) as e:
+                out["summary_error"] = e.args[0] if e.args else str(e)
+        if summary is not None:
+            out.update({k: v for k, v in summary.items() if k not in ("paths", "cum")})
+            out["pages"] = last_page(summary["total"])
         else:
-            out = {**hit[1], **out}
-        out.update(pages=max(1, -(-out["total"] // PAGE_SIZE)), q=q or "", tag=tag, video=video, dur=dur,
-                   labelling=labelling)
+            out.update(total=None, pages=None, tags=[], videos=[], durations=[], labellings=[], pin=None)
+        out.update(q=q or "", tag=tag, video=video, dur=dur, labelling=labelling)
         return out
 
     def close(self) -> None:
+        self.summaries.close()
+        self.lock.close()
         if self.workers is not None:
             self.workers.close()
 
@@ -321,8 +358,15 @@ class Browser:
                               "(captioner = 'human') DESC, created_at DESC", [clip_id])
             cols = [d[0] for d in cur.description]
             labellings = [dict(zip(cols, x)) for x in cur.fetchall()]
-            nb = con.execute("SELECT clip_id, start_s, end_s, caption FROM clips WHERE video_id = ? "
-                             "ORDER BY start_s", [row["video_id"]]).fetchall()
+            # the video's clips from the base table, then the captions of the ones shown: the
+            # view's joins would read every clip's label for one video's list
+            order = [x[0] for x in con.execute("SELECT clip_id FROM clip_segments WHERE video_id = ? "
+                                                "ORDER BY start_s, clip_id", [row["video_id"]]).fetchall()]
+            i = order.index(clip_id) if clip_id in order else 0
+            shown = order[max(0, i - 3): i + 4]
+            nb = con.execute(f"SELECT s.clip_id, s.start_s, s.end_s, l.caption FROM clip_segments s LEFT JOIN "
+                             f"clip_labels l ON l.clip_id = s.clip_id WHERE s.clip_id IN "
+                             f"({', '.join('?' for _ in shown)}) ORDER BY s.start_s, s.clip_id", shown).fetchall()
             codec = con.execute("SELECT codec FROM videos WHERE video_id = ?", [row["video_id"]]).fetchone()
             cur = con.execute("SELECT run_id, samples, mean_loss, mean_z, updated_at FROM clip_losses "
                               "WHERE clip_id = ? ORDER BY updated_at DESC", [clip_id])
@@ -330,14 +374,14 @@ class Browser:
             dups = []
             if row.get("dup_group") is not None:
                 dups = [dict(zip(("clip_id", "video_path", "start_s", "end_s", "dup_rank"), x)) for x in con.execute(
-                    "SELECT clip_id, video_path, start_s, end_s, dup_rank FROM clips WHERE dup_group = ? "
-                    "AND clip_id <> ? ORDER BY dup_rank", [row["dup_group"], clip_id]).fetchall()]
+                    "SELECT s.clip_id, v.path, s.start_s, s.end_s, d.dup_rank FROM clip_dups d JOIN clip_segments s "
+                    "USING (clip_id) JOIN videos v ON v.video_id = s.video_id AND v.status = 'ok' "
+                    "WHERE d.dup_group = ? AND d.clip_id <> ? ORDER BY d.dup_rank", [row["dup_group"], clip_id]
+                ).fetchall()]
             return row, labellings, nb, (codec[0] if codec else None), losses, dups
 
         row, labellings, nb, codec, losses, dups = self._read(run)
-        i = next(k for k, x in enumerate(nb) if x[0] == clip_id)
-        neighbours = [dict(clip_id=x[0], start_s=x[1], end_s=x[2], caption=x[3], here=x[0] == clip_id)
-                      for x in nb[max(0, i - 3): i + 4]]
+        neighbours = [dict(clip_id=x[0], start_s=x[1], end_s=x[2], caption=x[3], here=x[0] == clip_id) for x in nb]
         direct = playable(row["video_path"], codec)
         return {"row": row, "labellings": labellings, "neighbours": neighbours, "codec": codec, "direct": direct,
                 "runs": self.runs_using(clip_id), "losses": losses, "dups": dups}

@@ -20,6 +20,7 @@ from .app import PAGE_SIZE, BadRequest, Browser, qs
 
 HERE = Path(__file__).parent
 COOKIE = "de_token"
+FILTER_KEYS = ("q", "tag", "video", "dur", "labelling")
 RUN_FILE_CSP = ("sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; "
                 "frame-ancestors 'self'")
 
@@ -65,15 +66,33 @@ class Pages:
 
     async def grid(self, request):
         p = request.query_params
-        params = {k: p.get(k) for k in ("q", "tag", "video", "dur", "labelling")}
+        params = {k: p.get(k) for k in FILTER_KEYS}
         try:
             data = await run_in_threadpool(self.browser.grid, page=_int(p.get("page"), 1), **params)
         except (QueryError, BadRequest, CatalogError) as e:
             msg = e.args[0] if e.args else str(e)
             return self.page(request, "grid.html", {"error": msg, "q": params["q"] or "", "rows": [], "total": 0,
                                                "tags": [], "videos": [], "durations": [], "labellings": [],
-                                               "pin": None, "page": 1, "pages": 1, "filters": params}, status=400)
+                                               "pin": None, "page": 1, "pages": 1, "summary_error": None,
+                                               "filters": params}, status=400)
         return self.page(request, "grid.html", {**data, "error": None, "filters": params})
+
+    async def grid_summary(self, request):
+        """The count and the facets of a filter as HTML fragments (the grid page's script swaps
+        them in): 202 while they are being computed, so the script asks again."""
+        p = request.query_params
+        params = {k: p.get(k) for k in FILTER_KEYS}
+        try:
+            data = await run_in_threadpool(lambda: self.browser.summary(**params, wait=2.0))
+        except (QueryError, BadRequest, CatalogError) as e:
+            return Response(e.args[0] if e.args else str(e), status_code=getattr(e, "status", 400),
+                            media_type="text/plain; charset=utf-8")
+        if data is None:
+            return Response("counting", status_code=202, media_type="text/plain; charset=utf-8")
+        page = _int(p.get("page"), 1)
+        ctx = {**data, "pages": max(1, -(-data["total"] // PAGE_SIZE)), "page": min(page, 10**9),
+               "filters": params, "summary_error": None, "rows": []}
+        return self.page(request, "grid_summary.html", ctx)
 
     async def clip(self, request):
         try:

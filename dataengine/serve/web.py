@@ -111,6 +111,7 @@ def create_app(browser: Browser, allowed_hosts: set[str] | frozenset = frozenset
     h = Pages(browser)
     routes = [
         Route("/", h.with_token_login(h.grid)),
+        Route("/grid/summary", h.grid_summary),
         Route("/clip/{clip_id}", h.with_token_login(h.clip)),
         Route("/clip/{clip_id}/curate", h.curate, methods=["POST"]),
         Route("/media/thumb/{clip_id}", h.thumb),
@@ -124,6 +125,7 @@ def create_app(browser: Browser, allowed_hosts: set[str] | frozenset = frozenset
 
     @asynccontextmanager
     async def lifespan(app):
+        browser.warm()  # the unfiltered grid's count and facets, before the first curator asks
         yield
         browser.close()  # the query worker processes
 

@@ -74,6 +74,6 @@ def live_server(served):
         time.sleep(0.05)
     # the tests read the catalog in this process: under the server's lock (DuckDB refuses two
     # connections with different settings to one file in one process at the same time)
-    yield {"url": f"http://127.0.0.1:{port}", "lock": browser.lock, "token": LIVE_TOKEN, **served}
+    yield {"url": f"http://127.0.0.1:{port}", "lock": browser.lock, "token": LIVE_TOKEN, "browser": browser, **served}
     server.should_exit = True
     t.join(timeout=10)

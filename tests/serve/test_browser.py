@@ -56,6 +56,9 @@ def shot(pg, name):
 
 
 def count_on_page(pg) -> int:
+    """The page's clip count, once it is there (a first page may be sent before its filter is
+    counted; the page's script then fetches the count)."""
+    pg.wait_for_function("() => /^\\d/.test(document.getElementById('count').innerText)", timeout=30000)
     return int(pg.inner_text("#count").split()[0])
 
 
@@ -85,6 +88,35 @@ def test_grid_thumbnails_filter_and_facet(page):
     pg.goto(srv["url"] + "/?q=1%3D1%3B+DROP+TABLE+videos")
     assert pg.inner_text("#error").startswith("Error: ")
     assert rows(srv["catalog"], "SELECT count(*) FROM videos")[0][0] > 0
+
+
+def test_a_first_page_comes_before_its_count_and_the_page_fills_it_in(page):
+    """A filter whose count and facets take a while (a million clips, an ILIKE): the page shows
+    its clips and "counting…" at once, and its script swaps in the count, facets and pager."""
+    import threading
+
+    pg, srv = page
+    gate = threading.Event()
+    summaries = srv["browser"].summaries
+    real = summaries._compute
+
+    def slow(f):
+        gate.wait(30)
+        return real(f)
+
+    summaries._compute = slow
+    try:
+        pg.goto(srv["url"] + "/?tag=kitchen")
+        assert pg.inner_text("#count").startswith("counting") and pg.locator("#counting").count() == 1
+        assert pg.locator(".card").count() > 0
+        gate.set()
+        want = rows(srv["catalog"], "SELECT count(*) FROM clips WHERE list_contains(tag_list, 'kitchen')")[0][0]
+        assert count_on_page(pg) == want
+        pg.wait_for_selector("#tag-facet a[data-tag='chase']")
+        assert pg.locator("#counting").count() == 0 and pg.locator("#summary-error").count() == 0
+    finally:
+        gate.set()
+        summaries._compute = real
 
 
 def test_a_hostile_caption_shows_as_text_and_never_runs(page):

@@ -27,7 +27,7 @@ def client(served):
     made = []
 
     def make(token=TOKEN, allowed=(), **kw):
-        b = Browser(served["catalog"], served["runs"], token=token, **kw)
+        b = Browser(served["catalog"], served["runs"], token=token, **{"summary_wait": None, "read_linger": 0, **kw})
         made.append(b)
         return TestClient(create_app(b, set(allowed)), base_url="http://127.0.0.1:8000")
 
@@ -188,7 +188,7 @@ def live(served):
     from helpers import free_port
 
     db.connect(served["catalog"]).close()
-    browser = Browser(served["catalog"], served["runs"], token=TOKEN, query_timeout=3)
+    browser = Browser(served["catalog"], served["runs"], token=TOKEN, query_timeout=3, read_linger=0)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(browser), host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)

@@ -4,7 +4,28 @@ function bindRange(v) {
   v.addEventListener("loadedmetadata", () => { if (v.currentTime < start || v.currentTime > end) v.currentTime = start; });
   v.addEventListener("timeupdate", () => { if (v.currentTime >= end) { v.currentTime = start; } });
 }
+// a grid page sent before its filter was counted: fetch the count, facets and pager, and swap them in
+async function fillSummary(facets) {
+  for (let i = 0; i < 600; i++) {
+    const r = await fetch("/grid/summary" + location.search, { credentials: "same-origin" });
+    if (r.status === 202) { await new Promise(ok => setTimeout(ok, 250)); continue; }
+    if (!r.ok) {
+      const p = document.createElement("p");
+      p.className = "error"; p.id = "summary-error"; p.textContent = "counting failed: " + (await r.text());
+      facets.prepend(p);
+      return;
+    }
+    const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+    for (const id of ["facets", "count", "pages"]) {
+      const fresh = doc.getElementById(id), old = document.getElementById(id);
+      if (fresh && old) old.replaceWith(fresh);
+    }
+    return;
+  }
+}
 document.addEventListener("DOMContentLoaded", () => {
+  const facets = document.querySelector("#facets[data-pending]");
+  if (facets) fillSummary(facets);
   const player = document.getElementById("player");
   if (player) bindRange(player);
   // grid: hovering a card plays the clip in place of its keyframe
