@@ -300,20 +300,25 @@ class Browser:
         if self.workers is not None:
             threading.Thread(target=self.workers.prestart, daemon=True, name="de-serve-prestart").start()
 
-    def summary(self, q=None, tag=None, video=None, dur=None, labelling=None, wait: float | None = 0.0) -> dict | None:
+    def summary(self, q=None, tag=None, video=None, dur=None, labelling=None, search=None,
+                wait: float | None = 0.0) -> dict | None:
         """The filter's total and facets, or None while they are being computed (after `wait` s)."""
-        f = Filter(q or None, tag or None, video or None, dur or None, parse_labelling(labelling)).check()
+        f = Filter(q or None, tag or None, video or None, dur or None, parse_labelling(labelling),
+                   search if search and search.strip() else None).check()
         return self.summaries.result(f, self._version(), wait)
 
-    def grid(self, q=None, tag=None, video=None, dur=None, labelling=None, page=1) -> dict:
+    def grid(self, q=None, tag=None, video=None, dur=None, labelling=None, page=1, search=None) -> dict:
         """One grid page. Page 1 is read at once; a later page is planned from the filter's
         summary (computed once per filter and catalog version, in the background)."""
         t0 = time.monotonic()
         page = max(1, min(int(page), 10**9))
-        f = Filter(q or None, tag or None, video or None, dur or None, parse_labelling(labelling)).check()
+        f = Filter(q or None, tag or None, video or None, dur or None, parse_labelling(labelling),
+                   search if search and search.strip() else None).check()
         version = self._version()
-        # page 1 of a filter not yet counted is read first, alone on the CPU; its count starts after
-        summary = self.summaries.result(f, version, self.timeout) if page > 1 else self.summaries.peek(f, version)
+        # page 1 of a filter not yet counted is read first, alone on the CPU; its count starts after.
+        # A search's pages all come from its ranking.
+        summary = (self.summaries.result(f, version, self.timeout) if page > 1 or f.search
+                   else self.summaries.peek(f, version))
         span = None
         if summary is not None:
             page, span = plan(summary, page)
@@ -329,11 +334,13 @@ class Browser:
             except (QueryError, CatalogError) as e:
                 out["summary_error"] = e.args[0] if e.args else str(e)
         if summary is not None:
-            out.update({k: v for k, v in summary.items() if k not in ("paths", "cum")})
+            out.update({k: v for k, v in summary.items() if k not in ("paths", "cum", "ranked", "scores")})
             out["pages"] = last_page(summary["total"])
+            for r in rows:
+                r["score"] = summary.get("scores", {}).get(r["clip_id"])
         else:
             out.update(total=None, pages=None, tags=[], videos=[], durations=[], labellings=[], pin=None)
-        out.update(q=q or "", tag=tag, video=video, dur=dur, labelling=labelling)
+        out.update(q=q or "", tag=tag, video=video, dur=dur, labelling=labelling, search=f.search or "")
         return out
 
     def close(self) -> None:

@@ -42,6 +42,7 @@ class Filter:
     video: str | None = None
     dur: str | None = None
     lab: tuple[str, str] | None = None
+    search: str | None = None  # ranked text search over captions and tags, within the rest
 
     def check(self) -> Filter:
         if self.tag and not TAG_RE.match(self.tag):
@@ -50,6 +51,14 @@ class Filter:
             raise BadRequest("a video facet is a video id")
         if self.dur and not DUR_RE.fullmatch(self.dur):
             raise BadRequest("a duration facet looks like 2-4 or 30-")
+        if self.search is not None:
+            from catalog.search import terms
+
+            if len(self.search) > 500:
+                raise BadRequest("a search is at most 500 characters")
+            if not terms(self.search):
+                raise BadRequest(f"the search {self.search[:80]!r} has no word to search for (only stop words or "
+                                 "punctuation)")
         return self
 
 
@@ -100,8 +109,14 @@ def relation(con, f: Filter) -> Relation:
 
 
 # -- the summary -------------------------------------------------------------------------------
+SEARCH_LIMIT = 480  # a search shows its best ten pages
+
+
 def summarize(con, f: Filter) -> dict:
-    """Total, facets and the per-path counts the pages are planned from."""
+    """Total, facets and the per-path counts the pages are planned from (for a search: the
+    ranked clip ids, best first, instead of the per-path counts)."""
+    if f.search:
+        return summarize_search(con, f)
     rel = relation(con, f)
     cases = " ".join(f"WHEN {rel.dur} < {hi} THEN {i}" for i, (_, hi) in enumerate(DURATION_BUCKETS) if hi)
     groups = con.execute(f"SELECT {rel.path}, c.video_id, CASE {cases} ELSE {len(DURATION_BUCKETS) - 1} END, "
@@ -149,14 +164,52 @@ def summarize(con, f: Filter) -> dict:
             "pin": pin[0] if pin else None, "paths": paths, "cum": cum}
 
 
+def summarize_search(con, f: Filter) -> dict:
+    """BM25 over the clips the rest of the filter selects (catalog.search's scoring), best
+    SEARCH_LIMIT first; the facets count those results."""
+    from catalog.search import search_sql, terms
+
+    words = terms(f.search)
+    inner = relation(con, Filter(f.q, f.tag, f.video, f.dur, f.lab).check())
+    where = f"clip_id IN (SELECT c.clip_id {inner.sql})"
+    ranked = con.execute(search_sql(where, len(words)), [*inner.params, *words, SEARCH_LIMIT]).fetchall()
+    ids = [r[0] for r in ranked]
+    marks = ", ".join("?" for _ in ids) or "NULL"
+    cases = " ".join(f"WHEN duration_s < {hi} THEN {i}" for i, (_, hi) in enumerate(DURATION_BUCKETS) if hi)
+    buckets = [0] * len(DURATION_BUCKETS)
+    per_video: dict[str, list] = {}
+    for vid, path, b, n in con.execute(f"SELECT video_id, video_path, CASE {cases} ELSE {len(DURATION_BUCKETS) - 1} "
+                                       f"END, count(*) FROM clips WHERE clip_id IN ({marks}) GROUP BY ALL",
+                                       ids).fetchall():
+        buckets[b] += n
+        per_video.setdefault(vid, [path, 0])[1] += n
+    if f.lab:
+        tags = con.execute(f"SELECT t, count(*) FROM (SELECT unnest(tag_list) AS t FROM captions WHERE captioner = ? "
+                           f"AND prompt_version = ? AND status = 'ok' AND clip_id IN ({marks})) GROUP BY t "
+                           "ORDER BY 2 DESC, t LIMIT 40", [*f.lab, *ids]).fetchall()
+    else:
+        tags = con.execute(f"SELECT t, count(*) FROM (SELECT unnest(tag_list) AS t FROM clip_labels WHERE clip_id IN "
+                           f"({marks})) GROUP BY t ORDER BY 2 DESC, t LIMIT 40", ids).fetchall()
+    labellings = con.execute("SELECT captioner, prompt_version, count(*) FILTER (WHERE status = 'ok'), "
+                             "max(created_at) FROM captions GROUP BY 1, 2 ORDER BY 4 DESC").fetchall()
+    pin = con.execute("SELECT value FROM settings WHERE key = 'caption_pin'").fetchone()
+    return {"total": len(ids), "tags": tags, "labellings": labellings, "pin": pin[0] if pin else None,
+            "videos": sorted(((v, p, n) for v, (p, n) in per_video.items()), key=lambda x: (-x[2], x[1]))[:40],
+            "durations": [(f"{lo}-{hi if hi else ''}", buckets[i]) for i, (lo, hi) in enumerate(DURATION_BUCKETS)],
+            "ranked": ids, "scores": {r[0]: round(float(r[1]), 3) for r in ranked}, "limited": len(ids) == SEARCH_LIMIT}
+
+
 def last_page(total: int) -> int:
     return max(1, -(-total // PAGE_SIZE))
 
 
-def plan(summary: dict, page: int) -> tuple[int, tuple[str, str, int] | None]:
+def plan(summary: dict, page: int) -> tuple[int, tuple | None]:
     """(page, (first path, last path, offset in the first path)) for a page, clamped to the last
-    page; None when the filter matches nothing."""
+    page; None when the filter matches nothing. A search's page is its slice of the ranking."""
     page = min(page, last_page(summary["total"]))
+    if "ranked" in summary:
+        ids = summary["ranked"][(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+        return page, ({"ids": ids} if ids else None)
     cum, paths = summary["cum"], summary["paths"]
     if not cum:
         return page, None
@@ -167,12 +220,15 @@ def plan(summary: dict, page: int) -> tuple[int, tuple[str, str, int] | None]:
 
 
 # -- a page ------------------------------------------------------------------------------------
-def page_rows(con, f: Filter, span: tuple[str, str, int] | None, first_page: bool) -> list[dict]:
+def page_rows(con, f: Filter, span: tuple | dict | None, first_page: bool) -> list[dict]:
     """The page's rows: its ids on the narrow sort key (within `span`'s paths, or the first page
     when there is no span yet), then the wide rows of just those clips."""
-    rel = relation(con, f)
     if span is None and not first_page:
         return []
+    if isinstance(span, dict):  # a search's page: its ranked ids, in rank order
+        rank = {cid: k for k, cid in enumerate(span["ids"])}
+        return sorted(wide_rows(con, span["ids"], f.lab), key=lambda r: rank[r["clip_id"]])
+    rel = relation(con, f)
     if span is None:
         ids = con.execute(f"SELECT c.clip_id {rel.sql} ORDER BY {rel.key} LIMIT ?",
                           rel.params + [PAGE_SIZE]).fetchall()
@@ -196,6 +252,7 @@ def wide_rows(con, ids: list[str], lab) -> list[dict]:
                               f"({', '.join('?' for _ in vids) or 'NULL'})", vids).fetchall())
     for r in rows:
         r["direct"] = playable(r["video_path"], codecs.get(r["video_id"]))
+        r["score"] = None
     if lab:
         picked = {r[0]: r[1:] for r in con.execute(
             f"SELECT clip_id, caption, tag_list, status FROM captions WHERE captioner = ? AND "

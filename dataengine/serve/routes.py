@@ -20,7 +20,7 @@ from .app import PAGE_SIZE, BadRequest, Browser, qs
 
 HERE = Path(__file__).parent
 COOKIE = "de_token"
-FILTER_KEYS = ("q", "tag", "video", "dur", "labelling")
+FILTER_KEYS = ("q", "tag", "video", "dur", "labelling", "search")
 RUN_FILE_CSP = ("sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; "
                 "frame-ancestors 'self'")
 
@@ -71,7 +71,8 @@ class Pages:
             data = await run_in_threadpool(self.browser.grid, page=_int(p.get("page"), 1), **params)
         except (QueryError, BadRequest, CatalogError) as e:
             msg = e.args[0] if e.args else str(e)
-            return self.page(request, "grid.html", {"error": msg, "q": params["q"] or "", "rows": [], "total": 0,
+            return self.page(request, "grid.html", {"error": msg, "q": params["q"] or "", "search": params["search"] or "",
+                                               "rows": [], "total": 0,
                                                "tags": [], "videos": [], "durations": [], "labellings": [],
                                                "pin": None, "page": 1, "pages": 1, "summary_error": None,
                                                "filters": params}, status=400)

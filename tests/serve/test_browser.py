@@ -119,6 +119,23 @@ def test_a_first_page_comes_before_its_count_and_the_page_fills_it_in(page):
         summaries._compute = real
 
 
+def test_the_search_box_ranks_captions(page):
+    """Typing words in the search box shows the clips ranked as `de query --search` ranks them."""
+    from catalog.search import search
+
+    pg, srv = page
+    pg.goto(srv["url"] + "/")
+    pg.fill("#search", "clip number 7")
+    pg.click("#apply")
+    pg.wait_for_load_state("networkidle")
+    assert "search=clip+number+7" in pg.url and "best first" in pg.inner_text("#count")
+    with LIVE["lock"]:
+        want = [r["caption"] for r in search("clip number 7", srv["catalog"], limit=3)]
+    got = pg.locator(".card .caption").all_inner_texts()[:3]
+    assert got == want and got[0].startswith("clip number 7:")
+    shot(pg, "search.png")
+
+
 def test_a_hostile_caption_shows_as_text_and_never_runs(page):
     pg, srv = page
     pg.goto(srv["url"] + "/")

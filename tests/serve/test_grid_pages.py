@@ -257,3 +257,40 @@ def test_the_read_connection_lingers_briefly_and_never_blocks_a_writer_for_long(
         assert b.lock._con is None
     finally:
         b.close()
+
+
+def test_the_search_box_ranks_within_the_filter_like_de_query_search(big, browser):
+    """`?search=` gives catalog.search's ranking (the same BM25 as `de query --search`), within
+    the rest of the filter, best first, paged; words that are not searchable are a clear error."""
+    from catalog.search import search
+    from dataengine.serve.grid import BadRequest
+
+    with browser.lock:
+        want = [r["clip_id"] for r in search("clip 12", big, where="list_contains(tag_list, 'chase')", limit=480)]
+    got = browser.grid(search="clip 12", tag="chase")
+    assert got["total"] == len(want) and 0 < len(want)
+    ids = [r["clip_id"] for r in got["rows"]]
+    assert ids == want[:48]
+    assert all(r["score"] is not None for r in got["rows"])
+    assert [r["score"] for r in got["rows"]] == sorted((r["score"] for r in got["rows"]), reverse=True)
+    if len(want) > 48:
+        assert [r["clip_id"] for r in browser.grid(search="clip 12", tag="chase", page=2)["rows"]] == want[48:96]
+    # the best match of the whole catalog for an exact caption comes first
+    top = browser.grid(search="clip 120")["rows"][0]
+    assert top["caption"] == "clip 120"
+    with pytest.raises(BadRequest, match="no word to search for"):
+        browser.grid(search="the of and")
+
+
+def test_the_search_box_over_http(big, browser):
+    from starlette.testclient import TestClient
+
+    from dataengine.serve.web import create_app
+
+    c = TestClient(create_app(browser), base_url="http://127.0.0.1:8000")
+    r = c.get("/", params={"search": "clip 7", "q": "motion_score > 0"})
+    assert r.status_code == 200 and "best first" in r.text and 'id="search" value="clip 7"' in r.text
+    assert "score " in r.text
+    bad = c.get("/", params={"search": "'; DROP TABLE clips; --"})
+    assert bad.status_code == 200 and "best first" in bad.text  # words only: drop, table, clips
+    assert c.get("/", params={"search": "!!!"}).status_code == 400
