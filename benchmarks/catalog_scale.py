@@ -247,6 +247,12 @@ def serve_pages(cat: Path, pred: str, runs: int = 20) -> None:
         print(f"| `{ilike}` (fresh), page 1 | 1 | {t * 1000:.0f} ms (HTTP {status}) | | |")
         print(f"| `{ilike}`: count and facets ready after the click | 1 | {counted * 1000:.0f} ms | | |")
         _row(f"`{ilike}`, page 9,000 (counted)", [get("/", q=ilike, page=9000)[0] for _ in range(5)])
+        for text in ("cat chases mouse", "scene 4242"):
+            t, status, body = get("/", search=text)
+            if status != 200:
+                raise SystemExit(f"search {text!r}: HTTP {status}: {body[:300]}")
+            print(f"| search box `{text}` (fresh), page 1 | 1 | {t * 1000:.0f} ms | | |")
+        _row("search box `scene 4242`, page 2 (ranked)", [get("/", search="scene 4242", page=2)[0] for _ in range(5)])
         lab = "Qwen/Qwen2-VL-7B-Instruct@caption_v1-aaaa1111"
         t, status, _ = get("/", tag="kitchen", labelling=lab)
         t += until_counted(tag="kitchen", labelling=lab)
