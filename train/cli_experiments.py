@@ -205,6 +205,78 @@ def prune_cmd(run, drop, heal_steps, random_draws, seed, device, no_progress):
                f"parameters); report: {run}/prune/drop{drop}/pruned.json")
 
 
+@click.command("distill-guidance")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--scale", type=click.FloatRange(min=1.0), default=None,
+              help="The CFG scale to distil [default: the run's --cfg].")
+@click.option("--train-steps", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Steps of the student's LoRA run.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate [default: the run's].")
+@click.option("--no-progress", is_flag=True)
+def distill_guidance_cmd(run, scale, train_steps, lr, no_progress):
+    """Guidance distillation: one conditional pass that gives the teacher's CFG output.
+
+    The teacher is RUN's base model plus its LoRA; the student adds a new LoRA on top and learns the
+    teacher's classifier-free-guided velocity on the run's clips. Sampling with it needs one forward
+    pass per step instead of two (guidance 1). Writes RUN/distill/guidance/ (a run folder: the LoRA,
+    and distill.json with the student's and the plain conditional pass's distance to the CFG
+    velocity on held-out clips).
+
+    \b
+    Examples:
+      train distill-guidance runs/chase-r16
+      train distill-guidance runs/night --scale 4.5 --train-steps 100
+    """
+    from .distill import distill_guidance
+    from .experiments.runctx import ExperimentError
+    from .run import RunError
+
+    try:
+        distill_guidance(run, scale=scale, train_steps=train_steps, lr=lr, progress=not no_progress, echo=click.echo)
+    except (ExperimentError, RunError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+
+
+@click.command("distill-steps")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--steps", type=click.IntRange(min=1, max=16), default=4, show_default=True,
+              help="The student's sampling steps (Euler, no CFG).")
+@click.option("--teacher-steps", type=click.IntRange(min=2), default=32, show_default=True,
+              help="The teacher's sampling steps for the pairs it makes.")
+@click.option("--pairs", type=click.IntRange(min=1, max=64), default=4, show_default=True,
+              help="Teacher samples (noise, output) per training window.")
+@click.option("--train-steps", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Steps of the student's LoRA run.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate [default: the run's].")
+@click.option("--no-progress", is_flag=True)
+def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, no_progress):
+    """Step distillation by reflow: a few-step student of RUN's model plus LoRA.
+
+    The teacher samples every training prompt from fixed noises (CFG, --teacher-steps); the student,
+    a new LoRA on top of the run's, learns the straight path from each noise to the teacher's
+    sample, and then samples in --steps Euler steps without CFG. Writes RUN/distill/stepsN/ (the
+    LoRA, and distill.json: the student's and the teacher's own N-step distance to the teacher's
+    --teacher-steps output, from the same noise, on held-out prompts).
+
+    \b
+    Examples:
+      train distill-steps runs/chase-r16 --steps 4
+      train distill-steps runs/night --steps 4 --teacher-steps 32 --pairs 8 --train-steps 400
+    """
+    from .distill import distill_steps
+    from .experiments.runctx import ExperimentError
+    from .run import RunError
+
+    try:
+        distill_steps(run, steps=steps, teacher_steps=teacher_steps, pairs=pairs, train_steps=train_steps, lr=lr,
+                      progress=not no_progress, echo=click.echo)
+    except (ExperimentError, RunError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+
+
 def register(group) -> None:
-    for cmd in (eval_cmd, sweep_steps_cmd, compress_cmd, compare_cmd, prune_cmd):
+    for cmd in (eval_cmd, sweep_steps_cmd, compress_cmd, compare_cmd, prune_cmd, distill_guidance_cmd,
+                distill_steps_cmd):
         group.add_command(cmd)

@@ -1,4 +1,5 @@
-"""The training loop. Reads top to bottom: set up, cache, adapt, (resume), validate, loop.
+"""The training loop. Reads top to bottom: setup, build_cache, adapt, resume_from, validate, loop
+(step, checkpoint), finish. What a step minimises is the objective's (train.objectives).
 
 accelerate owns device placement, mixed precision and DDP; the same code runs as `train ...`,
 under `accelerate launch` on several GPUs, or under `torchrun` on CPU (gloo).
@@ -14,7 +15,7 @@ import os
 import resource
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checkpoint as ckpt
@@ -22,6 +23,8 @@ from . import flow
 from .cache import Cache, load
 from .config import TrainConfig
 from .data import Manifest
+from .objectives import FlowMatching, Objective, predict  # noqa: F401 - predict: for callers
+from .order import BucketOrder, DataOrder, make_order  # noqa: F401 - re-exported
 from .lora import WEIGHTS_NAME, add_lora, load_lora_into, lora_state_dict, save_lora, trainable_parameters
 from .prompts import run_suffix, validation_prompts, with_suffix
 
@@ -80,76 +83,6 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-class DataOrder:
-    """Epoch permutations from (seed, epoch); the position is part of every checkpoint."""
-
-    def __init__(self, n: int, seed: int, epoch: int = 0, pos: int = 0):
-        self.n, self.seed, self.epoch, self.pos = n, seed, epoch, pos
-        self._perm = self._make()
-
-    def _make(self):
-        import torch
-
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch)).tolist()
-
-    def take(self, k: int) -> list[int]:
-        out = []
-        while len(out) < k:
-            if self.pos >= self.n:
-                self.epoch, self.pos = self.epoch + 1, 0
-                self._perm = self._make()
-            out.append(self._perm[self.pos])
-            self.pos += 1
-        return out
-
-
-class BucketOrder:
-    """Batches that each hold one bucket. Per epoch (seeded by seed and epoch): every bucket's
-    windows are shuffled and cut into batches of `batch` (the last one topped up from the start of
-    its own shuffle), then the batches of all buckets are shuffled together. The position is part
-    of every checkpoint, as with DataOrder."""
-
-    def __init__(self, buckets: list[str], batch: int, seed: int, epoch: int = 0, pos: int = 0):
-        self.groups: dict[str, list[int]] = {}
-        for i, b in enumerate(buckets):
-            self.groups.setdefault(b, []).append(i)
-        self.batch, self.seed, self.epoch, self.pos = batch, seed, epoch, pos
-        self._plan = self._make()
-
-    def _make(self) -> list[list[int]]:
-        import torch
-
-        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
-        plan = []
-        for name in sorted(self.groups):
-            members = self.groups[name]
-            perm = [members[i] for i in torch.randperm(len(members), generator=g).tolist()]
-            for start in range(0, len(perm), self.batch):
-                chunk = perm[start : start + self.batch]
-                while len(chunk) < self.batch:  # a small bucket repeats its own windows, never another's
-                    chunk.append(perm[(len(chunk) - (len(perm) - start)) % len(perm)])
-                plan.append(chunk)
-        return [plan[i] for i in torch.randperm(len(plan), generator=g).tolist()]
-
-    def take(self, k: int) -> list[int]:
-        if k != self.batch:
-            raise ValueError(f"BucketOrder hands out batches of {self.batch}, not {k}")
-        if self.pos >= len(self._plan):
-            self.epoch, self.pos = self.epoch + 1, 0
-            self._plan = self._make()
-        self.pos += 1
-        return list(self._plan[self.pos - 1])
-
-
-def make_order(windows, batch: int, seed: int, epoch: int = 0, pos: int = 0):
-    """One bucket: the plain epoch permutation (what every run before buckets used, so the seed
-    preset's batches are unchanged); several: BucketOrder."""
-    names = [w.bucket for w in windows]
-    if len(set(names)) <= 1:
-        return DataOrder(len(windows), seed, epoch, pos)
-    return BucketOrder(names, batch, seed, epoch, pos)
-
-
 def _lr_scheduler(cfg: TrainConfig, optimizer):
     from diffusers.optimization import get_scheduler
 
@@ -169,284 +102,378 @@ def _optimizer(cfg: TrainConfig, params, device):
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+@dataclass
+class Run:
+    """What the phases of one training run share. Built by `setup`, filled by `build_cache` and
+    `adapt`, moved on by `resume` and `step`."""
+    cfg: TrainConfig
+    out_dir: Path
+    acc: object
+    device: object
+    weight_dtype: object
+    want_cuda: bool
+    comps: object = None
+    cache: Cache | None = None
+    train_w: list = field(default_factory=list)
+    hold_w: list = field(default_factory=list)
+    vps: list = field(default_factory=list)
+    val_embeds: list = field(default_factory=list)
+    null: dict | None = None
+    holdout_items: list = field(default_factory=list)
+    suffix: str = ""
+    model: object = None
+    unwrapped: object = None
+    params: list = field(default_factory=list)
+    optimizer: object = None
+    scheduler: object = None
+    gen: object = None
+    order: object = None
+    step: int = 0
+    skipped: int = 0
+    nonfinite_run: int = 0
+    last_loss: float | None = None
+    trackers: object = None
+    losses_by_clip: object = None
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def null_pair(self) -> tuple:
+        return self.null["embeds"], self.null["mask"]
+
+
 def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Path, resume: str | None = None,
-          progress: bool = True, clip_loss_sink=None) -> TrainResult:
-    """`clip_loss_sink(rows)` receives (clip_id, samples, mean loss, mean z) per clip on rank 0 at
+          progress: bool = True, clip_loss_sink=None, objective: Objective | None = None,
+          lora_extra: dict | None = None) -> TrainResult:
+    """Train a LoRA on `manifest`'s windows with `objective` (flow matching unless given).
+    `clip_loss_sink(rows)` receives (clip_id, samples, mean loss, mean z) per clip on rank 0 at
     each checkpoint and at the end (train.clip_losses); its failures are logged, never raised."""
+    objective = objective or FlowMatching()
+    run = setup(cfg, out_dir)
+    build_cache(run, manifest, cache_root, progress)
+    objective.prepare_base(run.comps)
+    adapt(run)
+    resume_from(run, resume)
+    objective.bind(run)
+    run.losses_by_clip, run.trackers = _trackers(run, resume)
+    if run.step == 0 and cfg.validation_every > 0:
+        validate(run, 0)
+    run.acc.wait_for_everyone()
+    loop(run, objective, progress, clip_loss_sink)
+    return finish(run, objective, clip_loss_sink, lora_extra or {})
+
+
+# ---- setup: accelerator, precision, output folder -----------------------------------------------
+def setup(cfg: TrainConfig, out_dir: Path) -> Run:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm import tqdm
 
-    from .models import load_components, with_flow_shift
-    from .validate import eval_loss, run_validation, write_gallery
-
-    # ---- 1. accelerator, precision, output folder ------------------------------------------------
     want_cuda = torch.cuda.is_available() and cfg.device != "cpu"
     mp = cfg.mixed_precision if want_cuda else "no"  # CPU runs fp32
     acc = Accelerator(mixed_precision=mp, cpu=not want_cuda,
                       log_with=None if cfg.report_to == "none" else
                       (["tensorboard", "wandb"] if cfg.report_to == "all" else [cfg.report_to]),
                       project_dir=str(out_dir))
-    device = acc.device
-    weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mp, torch.float32)
     set_seed(cfg.seed)
-    ckpt_root = out_dir / "checkpoints"
+    weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mp, torch.float32)
+    return Run(cfg=cfg, out_dir=out_dir, acc=acc, device=acc.device, weight_dtype=weight_dtype, want_cuda=want_cuda)
 
-    # ---- 2. models (CPU), then the one-pass cache --------------------------------------------------
-    if want_cuda and not cfg.is_tiny and acc.is_main_process:
-        warn_if_too_big(cfg, device)  # before any model loads
+
+# ---- cache: models on the CPU, then the one-pass cache of latents and prompt embeddings ----------
+def build_cache(run: Run, manifest: Manifest, cache_root: Path, progress: bool) -> None:
+    import torch
+
+    from .models import load_components, with_flow_shift
+
+    cfg, acc = run.cfg, run.acc
+    if run.want_cuda and not cfg.is_tiny and acc.is_main_process:
+        warn_if_too_big(cfg, run.device)  # before any model loads
     # bf16 weights for a bf16 run (fp32 copies of the 2B transformer and Gemma-2 2B cost ~18 GB of host
     # RAM on every rank); Gemma-2 never runs in fp16 (it overflows); the VAE stays fp32
-    load_dtype = torch.bfloat16 if weight_dtype != torch.float32 else torch.float32
-    comps = load_components(cfg.base_model, seed=0, dtype=load_dtype)
+    load_dtype = torch.bfloat16 if run.weight_dtype != torch.float32 else torch.float32
+    comps = run.comps = load_components(cfg.base_model, seed=0, dtype=load_dtype)
     comps.scheduler = with_flow_shift(comps.scheduler, cfg.validation_flow_shift)
     train_w = [w for w in manifest.windows if w.role == "train"]
-    hold_w = [w for w in manifest.windows if w.role == "holdout"]
-    vps = validation_prompts(cfg.validation_prompts)
-    suffix = run_suffix(cfg, train_w)
-    val_texts = [with_suffix(vp.prompt, suffix) for vp in vps]
-    cache = Cache(cache_root, comps, cfg.height, cfg.width, cfg.max_sequence_length)
+    run.vps = validation_prompts(cfg.validation_prompts)
+    run.suffix = run_suffix(cfg, train_w)
+    val_texts = [with_suffix(vp.prompt, run.suffix) for vp in run.vps]
+    cache = run.cache = Cache(cache_root, comps, cfg.height, cfg.width, cfg.max_sequence_length)
     # Every rank encodes its own share and the files meet in the shared cache folder: N GPUs cache N x
     # faster, and no rank sits in a collective while another encodes (NCCL's 600 s timeout).
-    stats = cache.precompute(manifest.windows, [w.prompt for w in manifest.windows] + val_texts, device,
+    stats = cache.precompute(manifest.windows, [w.prompt for w in manifest.windows] + val_texts, run.device,
                              progress=progress and acc.is_main_process, shard=(acc.process_index, acc.num_processes))
-    write_cache_stats(out_dir, acc.process_index, stats)
+    write_cache_stats(run.out_dir, acc.process_index, stats)
     acc.wait_for_everyone()
     failed = {w.key for w in manifest.windows if not cache.latent_path(w).exists()}
     for k, e in stats["decode_failures"]:
         log.warning("window %s left out: %s", k, e)
-    train_w = [w for w in train_w if w.key not in failed]
-    hold_w = [w for w in hold_w if w.key not in failed]
-    if not train_w:
+    run.train_w = [w for w in train_w if w.key not in failed]
+    run.hold_w = [w for w in manifest.windows if w.role == "holdout" and w.key not in failed]
+    if not run.train_w:
         raise TrainError("no training window could be decoded; see the warnings above")
     # free the text encoder for good and park the VAE on the CPU until validation needs it
     comps.text_encoder.to("cpu")
     comps.vae.to("cpu")
     comps.text_encoder = None
     gc.collect()
-    if want_cuda:
+    if run.want_cuda:
         torch.cuda.empty_cache()
-    null = load(cache.null_path())
-    null_pair = (null["embeds"], null["mask"])
-    val_embeds = [(lambda d: (d["embeds"], d["mask"]))(load(cache.text_path(t))) for t in val_texts]
-    holdout_items = cache.eval_items(hold_w)
+    run.null = load(cache.null_path())
+    run.val_embeds = [(lambda d: (d["embeds"], d["mask"]))(load(cache.text_path(t))) for t in val_texts]
+    run.holdout_items = cache.eval_items(run.hold_w)
 
-    # ---- 3. LoRA on the transformer only; trainable params in fp32 ---------------------------------
-    tr = comps.transformer
-    tr.to(device)
-    if weight_dtype != torch.float32:
-        tr.to(dtype=weight_dtype)
+
+# ---- adapt: LoRA on the transformer only; trainable params in fp32 -------------------------------
+def adapt(run: Run) -> None:
+    import torch
+
+    cfg, acc = run.cfg, run.acc
+    tr = run.comps.transformer
+    tr.to(run.device)
+    if run.weight_dtype != torch.float32:
+        tr.to(dtype=run.weight_dtype)
     add_lora(tr, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.lora_dropout, targets=cfg.lora_targets, seed=cfg.seed)
     for p in trainable_parameters(tr):
         p.data = p.data.float()
     if cfg.gradient_checkpointing:
         tr.enable_gradient_checkpointing()
-    params = trainable_parameters(tr)
-    optimizer = _optimizer(cfg, params, device)
-    scheduler = _lr_scheduler(cfg, optimizer)
-    model, optimizer = acc.prepare(tr, optimizer)
+    run.params = trainable_parameters(tr)
+    run.optimizer = _optimizer(cfg, run.params, run.device)
+    run.scheduler = _lr_scheduler(cfg, run.optimizer)
+    run.model, run.optimizer = acc.prepare(tr, run.optimizer)
+    run.unwrapped = acc.unwrap_model(run.model)
     # One stream on every rank: each step draws the *global* batch's dropout choices, noise and sigmas
     # and each rank takes its slice, so a run is the same run on 1 GPU or 8 (same global batch).
-    gen = torch.Generator().manual_seed(cfg.seed * 7919)
-    order = make_order(train_w, cfg.batch_size * acc.num_processes, cfg.seed)
+    run.gen = torch.Generator().manual_seed(cfg.seed * 7919)
+    run.order = make_order(run.train_w, cfg.batch_size * acc.num_processes, cfg.seed)
 
-    # ---- 4. resume ---------------------------------------------------------------------------------
-    step, skipped, nonfinite_run = 0, 0, 0
-    st = None
-    if resume:
-        try:
-            path, st, notes = ckpt.load_latest(resume, ckpt_root)
-        except FileNotFoundError as e:
-            raise TrainError(str(e)) from e
-        if acc.is_main_process:
-            for n in notes:
-                log.warning("%s", n)
-            if st is None:
-                log.warning("no complete checkpoint to resume from: restarting %s from step 0 with its frozen "
-                            "manifest and config", out_dir)
-    if st is not None:
-        load_lora_into(acc.unwrap_model(model), {k: v.to(device) for k, v in st["lora"].items()})
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        ckpt.set_rng_state(st["rng"], gen)
-        step = st["state"]["step"]
-        skipped = st["state"].get("skipped_nonfinite", 0)
-        order = make_order(train_w, cfg.batch_size * acc.num_processes, cfg.seed, st["state"]["epoch"],
+
+# ---- resume: the newest complete checkpoint, or a fresh start with a warning -----------------------
+def resume_from(run: Run, resume: str | None) -> None:
+    if not resume:
+        return
+    acc = run.acc
+    try:
+        path, st, notes = ckpt.load_latest(resume, run.ckpt_root)
+    except FileNotFoundError as e:
+        raise TrainError(str(e)) from e
+    if acc.is_main_process:
+        for n in notes:
+            log.warning("%s", n)
+        if st is None:
+            log.warning("no complete checkpoint to resume from: restarting %s from step 0 with its frozen "
+                        "manifest and config", run.out_dir)
+    if st is None:
+        return
+    load_lora_into(run.unwrapped, {k: v.to(run.device) for k, v in st["lora"].items()})
+    run.optimizer.load_state_dict(st["optimizer"])
+    run.scheduler.load_state_dict(st["scheduler"])
+    ckpt.set_rng_state(st["rng"], run.gen)
+    run.step = st["state"]["step"]
+    run.skipped = st["state"].get("skipped_nonfinite", 0)
+    run.order = make_order(run.train_w, run.cfg.batch_size * acc.num_processes, run.cfg.seed, st["state"]["epoch"],
                            st["state"]["pos"])
-        if acc.is_main_process:
-            log.warning("resumed from step %d (checkpoint %s)", step, path)
+    if acc.is_main_process:
+        log.warning("resumed from step %d (checkpoint %s)", run.step, path)
 
+
+def _trackers(run: Run, resume: str | None):
     from .clip_losses import ClipLossTracker
-
-    losses_by_clip = ClipLossTracker(out_dir / "logs" / "sample_losses.jsonl", main_process=acc.is_main_process,
-                                     resume_step=step if resume else None)
-
-    def flush_clip_losses() -> None:
-        losses_by_clip.gather(acc)  # collective: every rank calls it at the same step
-        if acc.is_main_process and clip_loss_sink is not None:
-            try:
-                clip_loss_sink(losses_by_clip.per_clip())
-            except Exception as e:  # noqa: BLE001 - a busy or read-only catalog must not stop training
-                log.warning("could not write per-clip losses to the catalog: %s", e)
-
     from .tracking import make_trackers
 
-    trackers = make_trackers(acc, out_dir, cfg.report_to, cfg.to_dict(), truncate_after=step if resume else None)
-    unwrapped = acc.unwrap_model(model)
+    resumed = run.step if resume else None
+    losses = ClipLossTracker(run.out_dir / "logs" / "sample_losses.jsonl", main_process=run.acc.is_main_process,
+                             resume_step=resumed)
+    return losses, make_trackers(run.acc, run.out_dir, run.cfg.report_to, run.cfg.to_dict(), truncate_after=resumed)
 
-    def validate(at: int) -> None:
-        if not acc.is_main_process:
-            return
-        with torch.random.fork_rng(devices=[]):
-            comps.vae.to(device)
-            pipe = comps.pipeline()
-            pipe.set_progress_bar_config(disable=True)
-            model.eval()
-            run_validation(pipe, vps, val_embeds, null_pair, step=at, out_dir=out_dir, cfg=cfg, device=device,
-                           adapter=at > 0)
-            if at == 0:
-                unwrapped.disable_adapters()
-            ev = eval_loss(unwrapped, holdout_items, device, weight_dtype)
-            if at == 0:
-                unwrapped.enable_adapters()
-            model.train()
-            comps.vae.to("cpu")
-            if want_cuda:
-                torch.cuda.empty_cache()
-        if ev:
-            trackers.log(ev, at)
-        note = ("Random tiny model: the videos are noise; this gallery shows the mechanics only."
-                if comps.is_random else f"Base model {comps.name}.")
-        write_gallery(out_dir, vps, f"{out_dir.name}: validation (seed {cfg.validation_seed}, cfg {cfg.cfg}, "
-                                    f"{cfg.validation_steps} steps)", note)
 
-    if step == 0 and cfg.validation_every > 0:
-        validate(0)
-    acc.wait_for_everyone()
+# ---- validate: videos for the gallery, and the held-out eval loss (rank 0) ------------------------
+def validate(run: Run, at: int) -> None:
+    import torch
 
-    # ---- 5. the loop -------------------------------------------------------------------------------
-    world, rank = acc.num_processes, acc.process_index
-    per_rank = cfg.batch_size  # per-device batch; global batch = batch_size * world * grad_accum
-    model.train()
+    from .validate import eval_loss, run_validation, write_gallery
+
+    if not run.acc.is_main_process:
+        return
+    cfg, comps, unwrapped = run.cfg, run.comps, run.unwrapped
+    with torch.random.fork_rng(devices=[]):
+        comps.vae.to(run.device)
+        pipe = comps.pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        run.model.eval()
+        run_validation(pipe, run.vps, run.val_embeds, run.null_pair, step=at, out_dir=run.out_dir, cfg=cfg,
+                       device=run.device, adapter=at > 0)
+        if at == 0:
+            unwrapped.disable_adapters()
+        ev = eval_loss(unwrapped, run.holdout_items, run.device, run.weight_dtype)
+        if at == 0:
+            unwrapped.enable_adapters()
+        run.model.train()
+        comps.vae.to("cpu")
+        if run.want_cuda:
+            torch.cuda.empty_cache()
+    if ev:
+        run.trackers.log(ev, at)
+    note = ("Random tiny model: the videos are noise; this gallery shows the mechanics only."
+            if comps.is_random else f"Base model {comps.name}.")
+    write_gallery(run.out_dir, run.vps, f"{run.out_dir.name}: validation (seed {cfg.validation_seed}, cfg {cfg.cfg}, "
+                                        f"{cfg.validation_steps} steps)", note)
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+def loop(run: Run, objective: Objective, progress: bool, clip_loss_sink) -> None:
+    from tqdm import tqdm
+
+    cfg, acc = run.cfg, run.acc
+    run.model.train()
     # A bar on a terminal; otherwise (--no-progress, a log file, a cluster's stdout) a line every
     # --log-every steps that grep and tail -f can follow.
     use_bar = progress and _is_tty()
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step",
+    bar = tqdm(total=cfg.max_steps, initial=run.step, desc="train", unit="step",
                disable=not (use_bar and acc.is_main_process), dynamic_ncols=True)
     lines = StepLog(cfg.max_steps, cfg.log_every if acc.is_main_process and not use_bar else 0)
-    t_last, last_loss = time.perf_counter(), None
+    t_last = time.perf_counter()
     try:
-        while step < cfg.max_steps:
-            losses, sig_all, loss_all = [], [], []
-            optimizer.zero_grad(set_to_none=True)
-            finite_all = True
-            for micro in range(cfg.grad_accum):
-                gidx = order.take(per_rank * world)
-                mine = slice(rank * per_rank, (rank + 1) * per_rank)
-                drops = (torch.rand(len(gidx), generator=gen) < cfg.caption_dropout).tolist()
-                idx = gidx[mine]
-                batch = _load_batch([train_w[i] for i in idx], cache, null, drops[mine])
-                x0 = batch["latents"].to(device)
-                noise = torch.randn((len(gidx), *x0.shape[1:]), generator=gen)[mine].to(device)
-                sig = flow.sample_sigmas(len(gidx), mode=cfg.timestep_sampling, mean=cfg.logit_mean,
-                                         std=cfg.logit_std, shift=cfg.flow_shift, generator=gen)[mine].to(device)
-                xt = flow.noisy(x0, noise, sig)
-                ctx = acc.no_sync(model) if micro < cfg.grad_accum - 1 else _nullcontext()
-                with ctx, acc.autocast():
-                    pred = predict(model, xt, batch["embeds"], batch["mask"], sig, weight_dtype, device)
-                    per = flow.per_sample_loss(pred, flow.target(x0, noise))
-                    loss = per.mean()
-                    # every rank must agree to skip, or DDP's all-reduce would hang
-                    ok = acc.reduce(torch.tensor(float(torch.isfinite(loss)), device=device), "min").item() > 0
-                    if ok:
-                        acc.backward(loss / cfg.grad_accum)
-                finite_all &= ok
-                if ok:
-                    # the logged loss is the global batch's (every rank's mean), not rank 0's share
-                    losses.append((acc.reduce(loss.detach(), "mean") if world > 1 else loss).item())
-                    sig_all += sig.tolist()
-                    loss_all += per.detach().tolist()
-                    losses_by_clip.add(step + 1, [train_w[i].clip_id for i in idx], sig.tolist(),
-                                       per.detach().float().tolist())
-            step += 1
-            gnorm = None
-            if finite_all:
-                gnorm = acc.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else _grad_norm(params)
-            # A non-finite loss, or a finite loss with an inf/NaN gradient, skips the step before the
-            # optimizer touches the weights (the norm is of the all-reduced grads: every rank agrees).
-            if not finite_all or not math.isfinite(float(gnorm)):
-                skipped += 1
-                nonfinite_run += 1
-                optimizer.zero_grad(set_to_none=True)
-                trackers.log({"nonfinite": 1, "nonfinite_grad": int(finite_all), "skipped_nonfinite": skipped}, step)
-                if nonfinite_run >= cfg.max_nonfinite:
-                    raise TrainError(f"{nonfinite_run} non-finite {'gradients' if finite_all else 'losses'} in a row "
-                                     f"at step {step}: training diverged. Lower --lr or add --warmup-steps.")
-            else:
-                nonfinite_run = 0
-                optimizer.step()
-                scheduler.step()
-                if _FAULT_NAN_AT and step == _FAULT_NAN_AT:
-                    with torch.no_grad():
-                        params[0].view(-1)[0] = float("nan")
-                if not weights_finite(params):
-                    trackers.log({"diverged": 1, "nonfinite": 1}, step)
-                    raise Diverged(step, last_good_checkpoint(ckpt_root))
-                now = time.perf_counter()
-                last_loss = sum(losses) / len(losses)
-                trackers.log({"loss": last_loss, "grad_norm": float(gnorm), "lr": scheduler.get_last_lr()[0],
-                              "loss_by_sigma": flow.loss_by_bucket(torch.tensor(sig_all), torch.tensor(loss_all)),
-                              "steps_per_s": 1.0 / max(now - t_last, 1e-9), "peak_mem_mb": peak_memory_mb(device),
-                              "epoch": order.epoch}, step)
+        while run.step < cfg.max_steps:
+            step(run, objective, t_last)
             bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}" if last_loss is not None else "nan", skipped=skipped)
+            bar.set_postfix(loss=f"{run.last_loss:.4f}" if run.last_loss is not None else "nan", skipped=run.skipped)
             # this step's training time (t_last is reset only below, after validation and checkpoints)
-            lines.step(step, time.perf_counter() - t_last, last_loss, scheduler.get_last_lr()[0], skipped)
-            if cfg.validation_every and step % cfg.validation_every == 0:
-                validate(step)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-                flush_clip_losses()
-                if acc.is_main_process:
-                    ckpt.save(ckpt_root, step, lora=lora_state_dict(unwrapped), optimizer=optimizer,
-                              scheduler=scheduler, generator=gen, keep=cfg.keep_checkpoints,
-                              state={"epoch": order.epoch, "pos": order.pos, "skipped_nonfinite": skipped})
-                acc.wait_for_everyone()
+            lines.step(run.step, time.perf_counter() - t_last, run.last_loss, run.scheduler.get_last_lr()[0],
+                       run.skipped)
+            if cfg.validation_every and run.step % cfg.validation_every == 0:
+                validate(run, run.step)
+            if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0 and run.step < cfg.max_steps:
+                checkpoint(run, clip_loss_sink)
             t_last = time.perf_counter()  # steps/s measures training, not validation or checkpoints
-            if _FAULT_KILL_AT and step == _FAULT_KILL_AT and acc.is_main_process:
+            if _FAULT_KILL_AT and run.step == _FAULT_KILL_AT and acc.is_main_process:
                 os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume test: a real kill -9
-        if step >= cfg.max_steps and not weights_finite(params):  # belt and braces: never save a NaN LoRA
-            raise Diverged(step, last_good_checkpoint(ckpt_root))
+        if run.step >= cfg.max_steps and not weights_finite(run.params):  # never save a NaN LoRA
+            raise Diverged(run.step, last_good_checkpoint(run.ckpt_root))
         # The last step's validation, when --max-steps is not a multiple of --validation-every. It logs
         # its eval loss, so it runs before the trackers close (it used to run after, and crashed).
-        if step >= cfg.max_steps and cfg.validation_every and step % cfg.validation_every != 0:
-            validate(step)
+        if run.step >= cfg.max_steps and cfg.validation_every and run.step % cfg.validation_every != 0:
+            validate(run, run.step)
     finally:
         bar.close()
-        trackers.close()
+        run.trackers.close()
 
-    # ---- 6. the LoRA, in diffusers format --------------------------------------------------------
+
+# ---- step: one optimizer step over grad_accum micro-batches, with the non-finite guard ------------
+def step(run: Run, objective: Objective, t_last: float) -> None:
+    import torch
+
+    cfg, acc, device = run.cfg, run.acc, run.device
+    world, rank, per_rank = acc.num_processes, acc.process_index, cfg.batch_size
+    dropout = cfg.caption_dropout if objective.caption_dropout is None else objective.caption_dropout
+    losses, sig_all, loss_all = [], [], []
+    run.optimizer.zero_grad(set_to_none=True)
+    finite_all = True
+    for micro in range(cfg.grad_accum):
+        gidx = run.order.take(per_rank * world)
+        mine = slice(rank * per_rank, (rank + 1) * per_rank)
+        drops = (torch.rand(len(gidx), generator=run.gen) < dropout).tolist()
+        idx = gidx[mine]
+        batch = _load_batch([run.train_w[i] for i in idx], run.cache, run.null, drops[mine])
+        x0 = batch["latents"].to(device)
+        noise = torch.randn((len(gidx), *x0.shape[1:]), generator=run.gen)[mine].to(device)
+        sig = flow.sample_sigmas(len(gidx), mode=cfg.timestep_sampling, mean=cfg.logit_mean,
+                                 std=cfg.logit_std, shift=cfg.flow_shift, generator=run.gen)[mine].to(device)
+        ctx = acc.no_sync(run.model) if micro < cfg.grad_accum - 1 else _nullcontext()
+        with ctx, acc.autocast():
+            per = objective.per_sample(run.model, batch, x0, noise, sig, run.weight_dtype, device)
+            loss = per.mean()
+            # every rank must agree to skip, or DDP's all-reduce would hang
+            ok = acc.reduce(torch.tensor(float(torch.isfinite(loss)), device=device), "min").item() > 0
+            if ok:
+                acc.backward(loss / cfg.grad_accum)
+        finite_all &= ok
+        if ok:
+            # the logged loss is the global batch's (every rank's mean), not rank 0's share
+            losses.append((acc.reduce(loss.detach(), "mean") if world > 1 else loss).item())
+            sig_all += sig.tolist()
+            loss_all += per.detach().tolist()
+            run.losses_by_clip.add(run.step + 1, [run.train_w[i].clip_id for i in idx], sig.tolist(),
+                                   per.detach().float().tolist())
+    run.step += 1
+    _apply(run, finite_all, losses, sig_all, loss_all, t_last)
+
+
+def _apply(run: Run, finite_all: bool, losses: list, sig_all: list, loss_all: list, t_last: float) -> None:
+    """The optimizer update, or a skipped step. A non-finite loss, or a finite loss with an inf/NaN
+    gradient, skips the step before the optimizer touches the weights (the norm is of the
+    all-reduced grads: every rank agrees)."""
+    import torch
+
+    cfg, acc = run.cfg, run.acc
+    gnorm = None
+    if finite_all:
+        gnorm = acc.clip_grad_norm_(run.params, cfg.grad_clip) if cfg.grad_clip > 0 else _grad_norm(run.params)
+    if not finite_all or not math.isfinite(float(gnorm)):
+        run.skipped += 1
+        run.nonfinite_run += 1
+        run.optimizer.zero_grad(set_to_none=True)
+        run.trackers.log({"nonfinite": 1, "nonfinite_grad": int(finite_all), "skipped_nonfinite": run.skipped},
+                         run.step)
+        if run.nonfinite_run >= cfg.max_nonfinite:
+            raise TrainError(f"{run.nonfinite_run} non-finite {'gradients' if finite_all else 'losses'} in a row "
+                             f"at step {run.step}: training diverged. Lower --lr or add --warmup-steps.")
+        return
+    run.nonfinite_run = 0
+    run.optimizer.step()
+    run.scheduler.step()
+    if _FAULT_NAN_AT and run.step == _FAULT_NAN_AT:
+        with torch.no_grad():
+            run.params[0].view(-1)[0] = float("nan")
+    if not weights_finite(run.params):
+        run.trackers.log({"diverged": 1, "nonfinite": 1}, run.step)
+        raise Diverged(run.step, last_good_checkpoint(run.ckpt_root))
+    now = time.perf_counter()
+    run.last_loss = sum(losses) / len(losses)
+    run.trackers.log({"loss": run.last_loss, "grad_norm": float(gnorm), "lr": run.scheduler.get_last_lr()[0],
+                      "loss_by_sigma": flow.loss_by_bucket(torch.tensor(sig_all), torch.tensor(loss_all)),
+                      "steps_per_s": 1.0 / max(now - t_last, 1e-9),
+                      "peak_mem_mb": peak_memory_mb(run.device), "epoch": run.order.epoch}, run.step)
+
+
+# ---- checkpoint: LoRA, optimizer, scheduler, RNG and data position (atomic; rank 0 writes) ---------
+def _flush_clip_losses(run: Run, sink) -> None:
+    run.losses_by_clip.gather(run.acc)  # collective: every rank calls it at the same step
+    if run.acc.is_main_process and sink is not None:
+        try:
+            sink(run.losses_by_clip.per_clip())
+        except Exception as e:  # noqa: BLE001 - a busy or read-only catalog must not stop training
+            log.warning("could not write per-clip losses to the catalog: %s", e)
+
+
+def checkpoint(run: Run, clip_loss_sink) -> None:
+    _flush_clip_losses(run, clip_loss_sink)
+    if run.acc.is_main_process:
+        ckpt.save(run.ckpt_root, run.step, lora=lora_state_dict(run.unwrapped), optimizer=run.optimizer,
+                  scheduler=run.scheduler, generator=run.gen, keep=run.cfg.keep_checkpoints,
+                  state={"epoch": run.order.epoch, "pos": run.order.pos, "skipped_nonfinite": run.skipped})
+    run.acc.wait_for_everyone()
+
+
+# ---- finish: the LoRA, in diffusers format -------------------------------------------------------
+def finish(run: Run, objective: Objective, clip_loss_sink, lora_extra: dict) -> TrainResult:
+    cfg, acc = run.cfg, run.acc
     lora_path = None
-    flush_clip_losses()
+    _flush_clip_losses(run, clip_loss_sink)
     acc.wait_for_everyone()
-    if acc.is_main_process and step >= cfg.max_steps:
-        lora_path = save_lora(out_dir, unwrapped, {
-            "base_model": cfg.base_model, "base_model_name": comps.name, "is_random_base": comps.is_random,
-            "rank": cfg.rank, "alpha": cfg.alpha, "targets": cfg.lora_targets, "steps": step,
+    if acc.is_main_process and run.step >= cfg.max_steps:
+        lora_path = save_lora(run.out_dir, run.unwrapped, {
+            "base_model": cfg.base_model, "base_model_name": run.comps.name, "is_random_base": run.comps.is_random,
+            "rank": cfg.rank, "alpha": cfg.alpha, "targets": cfg.lora_targets, "steps": run.step,
             "height": cfg.height, "width": cfg.width, "frames": cfg.frames, "fps": cfg.fps,
-            "prompt_suffix": suffix, "validation_flow_shift": cfg.validation_flow_shift})
+            "prompt_suffix": run.suffix, "validation_flow_shift": cfg.validation_flow_shift,
+            **objective.metadata(), **lora_extra})
     acc.wait_for_everyone()
     acc.end_training()
-    return TrainResult(out_dir, step, lora_path, skipped, last_loss)
-
-
-def predict(model, xt, embeds, mask, sigmas, weight_dtype, device):
-    """The transformer's velocity prediction. Latents and text go in the weight dtype; the timestep
-    (sigma * 1000) stays fp32, as the pipeline passes it at inference: in bf16 it would round to
-    multiples of 4 above 512 (and of 2 above 256)."""
-    return model(xt.to(device, weight_dtype), encoder_hidden_states=embeds.to(device, weight_dtype),
-                 encoder_attention_mask=mask.to(device), timestep=flow.timesteps(sigmas).to(device).float(),
-                 return_dict=False)[0]
+    return TrainResult(run.out_dir, run.step, lora_path, run.skipped, run.last_loss)
 
 
 def _is_tty() -> bool:
@@ -548,7 +575,8 @@ def _load_batch(windows, cache: Cache, null: dict, drops: list[bool]) -> dict:
         t = null if drop else _load_text(str(cache.text_path(w.prompt)))
         emb.append(t["embeds"])
         mask.append(t["mask"])
-    return {"latents": torch.stack(lat), "embeds": torch.stack(emb), "mask": torch.stack(mask)}
+    return {"latents": torch.stack(lat), "embeds": torch.stack(emb), "mask": torch.stack(mask),
+            "keys": [w.key for w in windows]}
 
 
 def final_lora_path(out_dir: Path) -> Path:

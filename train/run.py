@@ -304,7 +304,9 @@ def cache_summary(out: Path) -> dict:
 
 
 def start_training(*, query, preset, overrides, output_dir, resume, dry_run, progress, echo,
-                   config_file=None) -> int:
+                   config_file=None, objective=None) -> int:
+    """A training run from the CLI's arguments. `objective` (train.objectives) replaces flow
+    matching (the distillation commands pass theirs)."""
     if resume and (config_file or preset or query) and _rank() == 0:
         given = [n for n, v in (("--config", config_file), ("--preset", preset), ("--query", query)) if v]
         echo(f"note: a resume trains what {output_dir}/config.json froze; {' and '.join(given)} "
@@ -336,7 +338,7 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
         from .clip_losses import write_catalog
 
         res = train(cfg, manifest, out, cache_root=cache_root, resume=resume, progress=progress,
-                    clip_loss_sink=lambda rows: write_catalog(cfg.catalog, run_id, rows))
+                    clip_loss_sink=lambda rows: write_catalog(cfg.catalog, run_id, rows), objective=objective)
     except (TrainError, ModelLoadError) as e:
         if _rank() == 0:
             record_end(cfg, run_id, {"error": str(e)}, False, echo)

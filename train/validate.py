@@ -93,7 +93,7 @@ def eval_loss(transformer, items: list[dict], device, dtype, sigmas=flow.EVAL_SI
 
     import torch
 
-    from .loop import predict
+    from .objectives import predict
 
     if not items:
         return {}

@@ -1,0 +1,372 @@
+"""Distillation of a finished run (the teacher: its base model plus its style LoRA).
+
+Both write a normal diffusers LoRA that applies on top of the teacher's own LoRA:
+`pipe.load_lora_weights(style, adapter_name="style")`, `pipe.load_lora_weights(student,
+adapter_name="student")`, `pipe.set_adapters(["style", "student"])`. During training the style
+LoRA is fused into the base weights (the same function, as plain weights), so the teacher is the
+model with the new adapter switched off, and the student the same model with it on.
+
+**Guidance distillation** (`train distill-guidance RUN`): the student learns, in one conditional
+pass, the teacher's classifier-free-guided velocity `v_u + s (v_c - v_u)` at the run's CFG scale,
+on the run's own clips noised at the loop's sigmas. Sampling then needs one forward pass per step
+instead of two (Meng et al., "On distillation of guided diffusion models", 2023, first stage).
+
+**Step distillation** (`train distill-steps RUN --steps 4`) by rectified-flow *reflow* (Liu et
+al., "Flow straight and fast", 2023; the recipe InstaFlow used for text-to-image): the teacher
+samples each training prompt from fixed noises with CFG at `--teacher-steps` (32), and the
+student learns the straight path from each noise to the teacher's sample, `x_t = (1 - s) x_T +
+s z` with velocity `z - x_T`. Straight paths are what few Euler steps integrate exactly, so the
+student samples in `--steps` Euler steps without CFG. Why reflow: SANA-Video is itself a
+rectified-flow model, so reflow is the same loss the loop already trains (only the pairs change),
+it needs no extra network (sCM/SANA-Sprint and rCM need a discriminator or JVPs through the
+transformer, which peft LoRA layers and gradient checkpointing do not give cheaply), no
+step-size input (shortcut models change the architecture) and no chain of rounds (progressive
+distillation). Its cost is generating the pairs: `--pairs` per training window, at `--teacher-steps`
+x 2 forward passes each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from . import flow
+from .objectives import Objective, predict
+
+
+def fuse_lora_file(comps, lora_file: Path) -> None:
+    """Merge a diffusers LoRA into comps.transformer's weights (the teacher, as plain weights)."""
+    pipe = comps.pipeline()
+    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name="teacher")
+    pipe.fuse_lora(adapter_names=["teacher"], lora_scale=1.0)
+    pipe.unload_lora_weights()
+
+
+class _Teacher:
+    """The fused base with the student's adapter off, without gradients."""
+
+    def __init__(self, transformer):
+        self.t = transformer
+
+    def __enter__(self):
+        import torch
+
+        self._grad = torch.no_grad()
+        self._grad.__enter__()
+        self.t.disable_adapters()
+        return self.t
+
+    def __exit__(self, *exc):
+        self.t.enable_adapters()
+        self._grad.__exit__(*exc)
+        return False
+
+
+class GuidanceDistillation(Objective):
+    name = "guidance_distillation"
+    caption_dropout = 0.0  # the student is always conditional
+
+    def __init__(self, teacher_lora: Path, scale: float):
+        self.teacher_lora, self.scale = Path(teacher_lora), float(scale)
+
+    def prepare_base(self, comps) -> None:
+        fuse_lora_file(comps, self.teacher_lora)
+
+    def bind(self, run) -> None:
+        self.teacher, self.null = run.unwrapped, run.null
+
+    def per_sample(self, model, batch, x0, noise, sigmas, weight_dtype, device):
+        xt = flow.noisy(x0, noise, sigmas)
+        n = x0.shape[0]
+        ne, nm = self.null["embeds"][None].expand(n, *self.null["embeds"].shape), \
+            self.null["mask"][None].expand(n, *self.null["mask"].shape)
+        with _Teacher(self.teacher) as t:
+            vc = predict(t, xt, batch["embeds"], batch["mask"], sigmas, weight_dtype, device).float()
+            vu = predict(t, xt, ne, nm, sigmas, weight_dtype, device).float()
+            target = vu + self.scale * (vc - vu)
+        pred = predict(model, xt, batch["embeds"], batch["mask"], sigmas, weight_dtype, device)
+        return flow.per_sample_loss(pred, target)
+
+    def metadata(self) -> dict:
+        return {"objective": self.name, "distilled_cfg": self.scale, "teacher_lora": str(self.teacher_lora)}
+
+
+PAIR_BATCH = 16  # teacher samples generated together
+
+
+def _seed(key: str, k: int) -> int:
+    return int(hashlib.sha1(f"{key}#{k}".encode()).hexdigest()[:8], 16)
+
+
+class Reflow(Objective):
+    name = "reflow"
+    caption_dropout = 0.0
+
+    def __init__(self, teacher_lora: Path, cfg_scale: float, teacher_steps: int, pairs: int, steps: int):
+        self.teacher_lora, self.cfg_scale = Path(teacher_lora), float(cfg_scale)
+        self.teacher_steps, self.pairs, self.steps = int(teacher_steps), int(pairs), int(steps)
+        self.table: dict[str, list] = {}
+
+    def prepare_base(self, comps) -> None:
+        fuse_lora_file(comps, self.teacher_lora)
+
+    def bind(self, run) -> None:
+        """The (noise, teacher sample) pairs of every training window, made once and kept in the
+        run folder (a resumed run reads them back)."""
+        import torch
+
+        path = run.out_dir / "reflow_pairs.pt"
+        if path.exists():
+            self.table = torch.load(path, weights_only=True)
+            return
+        pipe = run.comps.pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        jobs = []  # (shape, key, k, text) for every pair, batched by latent shape
+        for key in sorted({w.key for w in run.train_w}):
+            w = next(x for x in run.train_w if x.key == key)
+            shape = tuple(_latent(run, w).shape)
+            jobs += [(shape, key, k, _text(run, w.prompt)) for k in range(self.pairs)]
+        jobs.sort(key=lambda j: (j[0], j[1], j[2]))
+        made: dict[str, list] = {}
+        with _Teacher(run.unwrapped):
+            for i in range(0, len(jobs), PAIR_BATCH):
+                chunk = [j for j in jobs[i:i + PAIR_BATCH] if j[0] == jobs[i][0]]
+                rest = [j for j in jobs[i:i + PAIR_BATCH] if j[0] != jobs[i][0]]
+                for part in (chunk, rest):
+                    if not part:
+                        continue
+                    z = torch.stack([torch.randn(j[0], generator=torch.Generator().manual_seed(_seed(j[1], j[2])))
+                                     for j in part])
+                    text = (torch.stack([j[3][0] for j in part]), torch.stack([j[3][1] for j in part]))
+                    x = sample_latents(pipe, text, run.null_pair, z, cfg_scale=self.cfg_scale,
+                                       steps=self.teacher_steps, cfg=run.cfg, device=run.device)
+                    for j, zz, xx in zip(part, z, x.float().cpu()):
+                        made.setdefault(j[1], []).append((j[2], torch.stack([zz, xx])))
+        self.table = {k: torch.stack([p for _, p in sorted(v, key=lambda t: t[0])]) for k, v in made.items()}
+        if run.acc.is_main_process:
+            tmp = path.with_suffix(".tmp")
+            torch.save(self.table, tmp)
+            tmp.replace(path)
+
+    def per_sample(self, model, batch, x0, noise, sigmas, weight_dtype, device):
+        import torch
+
+        # which of the window's pairs: a function of the loop's own noise draw, so a resumed run
+        # makes the same choices
+        pick = [int(abs(float(noise[i].flatten()[0])) * 1e6) % self.pairs for i in range(len(batch["keys"]))]
+        pairs = torch.stack([self.table[k][j] for k, j in zip(batch["keys"], pick)]).to(device)
+        z, xt_end = pairs[:, 0], pairs[:, 1]
+        xt = flow.noisy(xt_end, z, sigmas)
+        pred = predict(model, xt, batch["embeds"], batch["mask"], sigmas, weight_dtype, device)
+        return flow.per_sample_loss(pred, flow.target(xt_end, z))
+
+    def metadata(self) -> dict:
+        return {"objective": self.name, "student_steps": self.steps, "teacher_steps": self.teacher_steps,
+                "distilled_cfg": self.cfg_scale, "pairs_per_window": self.pairs, "teacher_lora": str(self.teacher_lora)}
+
+
+def _latent(run, w):
+    from .cache import load
+
+    return load(run.cache.latent_path(w))["latents"]
+
+
+def _text(run, prompt: str) -> tuple:
+    from .cache import load
+
+    d = load(run.cache.text_path(prompt))
+    return d["embeds"], d["mask"]
+
+
+def sample_latents(pipe, text: tuple, null: tuple, z, *, cfg_scale: float, steps: int, cfg, device, euler=False):
+    """The pipeline's latents (before the VAE) from the noise `z`, for cached text embeddings.
+    `euler`: plain flow-matching Euler steps (a reflowed student's sampler) instead of the
+    pipeline's own scheduler."""
+    import torch
+
+    sched = pipe.scheduler
+    if euler:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.validation_flow_shift)
+    try:
+        pe, pm = text
+        if pe.ndim == 2:  # one prompt
+            pe, pm = pe[None], pm[None]
+        ne, nm = null
+        ne, nm = ne[None].expand(len(pe), *ne.shape), nm[None].expand(len(pe), *nm.shape)
+        with torch.no_grad():
+            out = pipe(prompt=None, negative_prompt=None, prompt_embeds=pe.to(device),
+                       prompt_attention_mask=pm.to(device), negative_prompt_embeds=ne.to(device),
+                       negative_prompt_attention_mask=nm.to(device), guidance_scale=cfg_scale,
+                       num_inference_steps=steps, height=cfg.height, width=cfg.width, frames=cfg.frames,
+                       latents=z.to(device), use_resolution_binning=False, output_type="latent")
+        return out.frames
+    finally:
+        pipe.scheduler = sched
+
+
+# ---- the commands ------------------------------------------------------------------------------
+def _distill_run(run_dir: Path, out_dir: Path, objective: Objective, train_steps: int, lr: float | None,
+                 progress: bool, echo) -> Path:
+    from .config import TrainConfig
+    from .lora import WEIGHTS_NAME
+    from .run import start_training
+
+    cfg = TrainConfig.load(run_dir / "config.json")
+    keep = {k: v for k, v in cfg.to_dict().items() if k not in ("query", "preset", "config_file", "output_dir",
+                                                               "name", "max_steps")}
+    keep.update(max_steps=train_steps, validation_every=0, checkpoint_every=0,
+                warmup_steps=min(cfg.warmup_steps, max(1, train_steps // 10)))
+    if lr is not None:
+        keep["lr"] = lr
+    rc = start_training(query=cfg.query, preset=None, overrides=keep, output_dir=str(out_dir), resume=None,
+                        dry_run=False, progress=progress, echo=echo, objective=objective)
+    p = out_dir / WEIGHTS_NAME
+    if rc != 0 or not p.exists():
+        from .experiments.runctx import ExperimentError
+
+        raise ExperimentError(f"the distillation run in {out_dir} did not finish")
+    return p
+
+
+def _teacher_lora(run_dir: Path) -> Path:
+    from .experiments.runctx import ExperimentError
+    from .lora import WEIGHTS_NAME, NonFiniteLoRA, check_finite
+
+    p = Path(run_dir) / WEIGHTS_NAME
+    if not (Path(run_dir) / "config.json").exists():
+        raise ExperimentError(f"{run_dir} is not a run folder (no config.json)")
+    if not p.exists():
+        raise ExperimentError(f"no LoRA at {p}: the run has not finished")
+    try:
+        check_finite(p)
+    except NonFiniteLoRA as e:
+        raise ExperimentError(str(e)) from e
+    return p
+
+
+def distill_guidance(run_dir, *, scale: float | None = None, train_steps: int = 200, lr: float | None = None,
+                     progress: bool = True, echo=print) -> dict:
+    from .config import TrainConfig
+
+    run_dir = Path(run_dir)
+    teacher = _teacher_lora(run_dir)
+    cfg = TrainConfig.load(run_dir / "config.json")
+    scale = cfg.cfg if scale is None else scale
+    out = run_dir / "distill" / "guidance"
+    lora = _distill_run(run_dir, out, GuidanceDistillation(teacher, scale), train_steps, lr, progress, echo)
+    rec = evaluate_guidance(run_dir, lora, scale)
+    (out / "distill.json").write_text(json.dumps(rec, indent=1) + "\n")
+    echo(f"guidance-distilled student: velocity distance to the teacher's CFG velocity {rec['student_to_cfg']:.4f}, "
+         f"teacher's conditional pass alone {rec['cond_to_cfg']:.4f} (held-out clips, {len(rec['sigmas'])} sigmas)")
+    echo(f"LoRA: {lora} (load it on top of {teacher})")
+    return rec
+
+
+def distill_steps(run_dir, *, steps: int = 4, teacher_steps: int = 32, pairs: int = 4, train_steps: int = 300,
+                  lr: float | None = None, progress: bool = True, echo=print) -> dict:
+    from .config import TrainConfig
+
+    run_dir = Path(run_dir)
+    teacher = _teacher_lora(run_dir)
+    cfg = TrainConfig.load(run_dir / "config.json")
+    out = run_dir / "distill" / f"steps{steps}"
+    obj = Reflow(teacher, cfg.cfg, teacher_steps, pairs, steps)
+    lora = _distill_run(run_dir, out, obj, train_steps, lr, progress, echo)
+    rec = evaluate_steps(run_dir, lora, steps, teacher_steps)
+    (out / "distill.json").write_text(json.dumps(rec, indent=1) + "\n")
+    echo(f"{steps}-step student: latent distance to the teacher's {teacher_steps}-step output "
+         f"{rec['student_to_teacher']:.4f}; the teacher itself at {steps} steps {rec['teacher_short_to_teacher']:.4f}")
+    echo(f"LoRA: {lora} (load it on top of {teacher}; sample with {steps} Euler steps, guidance 1)")
+    return rec
+
+
+# ---- evaluation against the teacher --------------------------------------------------------------
+def student_pipeline(run_dir: Path, student_lora: Path, device: str | None = None):
+    """(pipeline with adapters "style" and "student" loaded through diffusers, RunCtx)."""
+    from .experiments.runctx import open_run
+
+    ctx = open_run(run_dir, device=device, adapter="style")
+    ctx.pipe.load_lora_weights(str(student_lora.parent), weight_name=student_lora.name, adapter_name="student")
+    return ctx
+
+
+def _heldout(ctx, n: int = 8) -> list[dict]:
+    from .data import Manifest
+    from .experiments.runctx import eval_items
+
+    man = Manifest.read(ctx.out_dir / "manifest.jsonl")
+    windows = [w for w in man.windows if w.role == "holdout"] or man.windows[:n]
+    return eval_items(ctx, windows[:n])
+
+
+def evaluate_guidance(run_dir: Path, student_lora: Path, scale: float, sigmas=(0.3, 0.6, 0.9)) -> dict:
+    """Mean squared distance, on held-out clips at fixed noise, of (the student's conditional pass)
+    and (the teacher's conditional pass alone) to the teacher's CFG velocity."""
+    import torch
+
+    ctx = student_pipeline(run_dir, student_lora)
+    tr, dev = ctx.pipe.transformer, ctx.device
+    dtype = next(tr.parameters()).dtype
+    items = _heldout(ctx)
+    null = _null(ctx)
+    d_student, d_cond = [], []
+    with torch.no_grad():
+        for it in items:
+            x0 = it["latents"][None].float()
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(_seed(it["key"], 0)))
+            for s in sigmas:
+                sig = torch.full((1,), s)
+                xt = flow.noisy(x0, noise, sig)
+                ctx.pipe.set_adapters(["style"], [1.0])
+                vc = predict(tr, xt, it["embeds"][None], it["mask"][None], sig, dtype, dev).float()
+                vu = predict(tr, xt, null[0][None], null[1][None], sig, dtype, dev).float()
+                vcfg = vu + scale * (vc - vu)
+                ctx.pipe.set_adapters(["style", "student"], [1.0, 1.0])
+                vs = predict(tr, xt, it["embeds"][None], it["mask"][None], sig, dtype, dev).float()
+                d_student.append(float(((vs - vcfg) ** 2).mean()))
+                d_cond.append(float(((vc - vcfg) ** 2).mean()))
+    return {"student_to_cfg": sum(d_student) / len(d_student), "cond_to_cfg": sum(d_cond) / len(d_cond),
+            "scale": scale, "sigmas": list(sigmas), "clips": len(items), "lora": str(student_lora)}
+
+
+def _null(ctx) -> tuple:
+    """The empty prompt's embeddings from the run's cache (what training and validation used)."""
+    from catalog.db import cache_dir
+
+    from .cache import Cache, load
+
+    cfg = ctx.cfg
+    cache = Cache(cache_dir(cfg.catalog) / "train", ctx.comps, cfg.height, cfg.width, cfg.max_sequence_length)
+    d = load(cache.null_path())
+    return d["embeds"], d["mask"]
+
+
+def evaluate_steps(run_dir: Path, student_lora: Path, steps: int, teacher_steps: int, seeds=(0, 1)) -> dict:
+    """Latent distance to the teacher's own `teacher_steps` output from the same noise: the
+    student at `steps` Euler steps without CFG, and the teacher at `steps` steps with its CFG."""
+    import torch
+
+    ctx = student_pipeline(run_dir, student_lora)
+    pipe, dev, cfg = ctx.pipe, ctx.device, ctx.cfg
+    pipe.set_progress_bar_config(disable=True)
+    items = _heldout(ctx, n=4)
+    null = _null(ctx)
+    d_student, d_short = [], []
+    for it in items:
+        shape = tuple(it["latents"].shape)
+        text = (it["embeds"], it["mask"])
+        for seed in seeds:
+            z = torch.randn((1, *shape), generator=torch.Generator().manual_seed(10_000 + seed))
+            pipe.set_adapters(["style"], [1.0])
+            ref = sample_latents(pipe, text, null, z, cfg_scale=cfg.cfg, steps=teacher_steps, cfg=cfg, device=dev)
+            short = sample_latents(pipe, text, null, z, cfg_scale=cfg.cfg, steps=steps, cfg=cfg, device=dev)
+            pipe.set_adapters(["style", "student"], [1.0, 1.0])
+            stu = sample_latents(pipe, text, null, z, cfg_scale=1.0, steps=steps, cfg=cfg, device=dev, euler=True)
+            d_short.append(float(((short.float() - ref.float()) ** 2).mean()))
+            d_student.append(float(((stu.float() - ref.float()) ** 2).mean()))
+    return {"student_to_teacher": sum(d_student) / len(d_student),
+            "teacher_short_to_teacher": sum(d_short) / len(d_short), "steps": steps, "teacher_steps": teacher_steps,
+            "samples": len(d_student), "lora": str(student_lora)}
