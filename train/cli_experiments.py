@@ -213,8 +213,9 @@ def prune_cmd(run, drop, heal_steps, random_draws, seed, device, no_progress):
               help="Steps of the student's LoRA run.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate [default: the run's].")
+@click.option("--dry-run", is_flag=True, help="Print the projected GPU memory on the real 2B config and stop.")
 @click.option("--no-progress", is_flag=True)
-def distill_guidance_cmd(run, scale, train_steps, lr, no_progress):
+def distill_guidance_cmd(run, scale, train_steps, lr, dry_run, no_progress):
     """Guidance distillation: one conditional pass that gives the teacher's CFG output.
 
     The teacher is RUN's base model plus its LoRA; the student adds a new LoRA on top and learns the
@@ -232,6 +233,12 @@ def distill_guidance_cmd(run, scale, train_steps, lr, no_progress):
     from .experiments.runctx import ExperimentError
     from .run import RunError
 
+    if dry_run:
+        from .distill import dry_run as project
+
+        for line in project(run, "guidance"):
+            click.echo(line)
+        return
     try:
         distill_guidance(run, scale=scale, train_steps=train_steps, lr=lr, progress=not no_progress, echo=click.echo)
     except (ExperimentError, RunError, ValueError) as e:
@@ -250,8 +257,9 @@ def distill_guidance_cmd(run, scale, train_steps, lr, no_progress):
               help="Steps of the student's LoRA run.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate [default: the run's].")
+@click.option("--dry-run", is_flag=True, help="Print the projected GPU and host memory on the real 2B config and stop.")
 @click.option("--no-progress", is_flag=True)
-def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, no_progress):
+def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, dry_run, no_progress):
     """Step distillation by reflow: a few-step student of RUN's model plus LoRA.
 
     The teacher samples every training prompt from fixed noises (CFG, --teacher-steps); the student,
@@ -269,6 +277,12 @@ def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, no_prog
     from .experiments.runctx import ExperimentError
     from .run import RunError
 
+    if dry_run:
+        from .distill import dry_run as project
+
+        for line in project(run, "steps", pairs=pairs):
+            click.echo(line)
+        return
     try:
         distill_steps(run, steps=steps, teacher_steps=teacher_steps, pairs=pairs, train_steps=train_steps, lr=lr,
                       progress=not no_progress, echo=click.echo)

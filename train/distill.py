@@ -370,3 +370,51 @@ def evaluate_steps(run_dir: Path, student_lora: Path, steps: int, teacher_steps:
     return {"student_to_teacher": sum(d_student) / len(d_student),
             "teacher_short_to_teacher": sum(d_short) / len(d_short), "steps": steps, "teacher_steps": teacher_steps,
             "samples": len(d_student), "lora": str(student_lora)}
+
+
+# ---- --dry-run: memory on the real 2B config -------------------------------------------------------
+def dry_run(run_dir, kind: str, *, pairs: int = 4, windows: int | None = None) -> list[str]:
+    """What a distillation of RUN needs on the real 2B transformer, teacher and student together.
+
+    The teacher is the student's own base weights with the run's LoRA fused in and the new
+    adapter off, so the weights are counted once; its passes run without gradients, so they add
+    one block's activations at a time, not a stored graph. A toy or tiny run is projected at the
+    real model's default training shape."""
+    import dataclasses
+
+    from .config import TrainConfig
+    from .memory import describe, latent_shape, project_config
+
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.load(run_dir / "config.json")
+    lines = []
+    if cfg.is_tiny:
+        real = TrainConfig()
+        cfg = dataclasses.replace(cfg, base_model=real.base_model, height=real.height, width=real.width,
+                                  frames=real.frames, batch_size=real.batch_size, buckets="square",
+                                  gradient_checkpointing=real.gradient_checkpointing, optimizer=real.optimizer)
+        lines.append(f"{run_dir} trains the {TrainConfig.load(run_dir / 'config.json').base_model} model: projected "
+                     f"for the real 2B at {cfg.width}x{cfg.height}x{cfg.frames}, batch {cfg.batch_size}")
+    p = project_config(cfg)
+    passes = 2 if kind == "guidance" else 0
+    teacher = passes and cfg.batch_size * p.per_block_sample_gib  # one block's activations at a time, no graph
+    lines.append("student (the LoRA run): " + describe(p))
+    if kind == "guidance":
+        lines.append(f"teacher: the same weights (run LoRA fused); 2 passes per step without gradients add at most "
+                     f"{teacher:.2f} GiB (one block's activations) -> peak {p.total_gib + teacher:.1f} GiB")
+    else:
+        c, t, h, w = (16, *latent_shape(cfg.frames, cfg.height, cfg.width))
+        pair_gib = 2 * c * t * h * w * 4 / 2**30
+        infer = 2 * PAIR_BATCH * p.per_block_sample_gib
+        n = windows if windows is not None else _train_windows(run_dir)
+        lines.append(f"teacher pairs: {PAIR_BATCH} prompts at a time with CFG (batch {2 * PAIR_BATCH}), without "
+                     f"gradients: {p.weights_gib + infer + p.reserve_gib:.1f} GiB on the GPU before training starts")
+        lines.append(f"pairs kept in host memory: {pairs} x {n} windows x {pair_gib * 1024:.1f} MiB = "
+                     f"{pairs * n * pair_gib:.1f} GiB")
+    return lines
+
+
+def _train_windows(run_dir: Path) -> int:
+    from .data import Manifest
+
+    return sum(1 for w in Manifest.read(run_dir / "manifest.jsonl").windows if w.role == "train")

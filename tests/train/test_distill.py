@@ -91,3 +91,16 @@ def test_distilling_a_run_that_has_not_finished_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     r = CliRunner().invoke(main, ["distill-guidance", str(tmp_path)])
     assert r.exit_code == 1 and "no LoRA at" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("cmd", ["distill-guidance", "distill-steps"])
+def test_dry_run_projects_teacher_and_student_on_the_real_config(night_run, cmd):
+    from train.cli import main
+
+    r = CliRunner().invoke(main, [cmd, str(night_run), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    print("\n" + r.output)
+    assert "projected for the real 2B at 224x224x81" in r.output and "student (the LoRA run)" in r.output
+    assert ("teacher: the same weights" in r.output) == (cmd == "distill-guidance")
+    assert ("pairs kept in host memory" in r.output) == (cmd == "distill-steps")
+    assert not (night_run / "distill" / "dry").exists()
