@@ -51,13 +51,24 @@ def read_bounded(p: Path, what: str, limit: int = MAX_FILE_BYTES, error=ConfigEr
         raise error(f"{what}: cannot read it ({' '.join(str(e).split())})") from e
 
 
+MAX_YAML_DEPTH = 32
+
+
 def yaml_safe_load(text: str, what: str):
-    """yaml.safe_load with a cap on aliases (each one can double what the file expands to)."""
+    """yaml.safe_load with a cap on aliases (each one can double what the file expands to) and on
+    nesting, checked on PyYAML's event stream as it comes: its parser takes about a minute to
+    reach the end of a line of 50,000 '[', so the depth is refused at the 33rd."""
     import yaml
 
-    aliases = 0
+    aliases = depth = 0
     for ev in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(ev, yaml.AliasEvent):
+        if isinstance(ev, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{what}: nested too deeply to be a config file (more than {MAX_YAML_DEPTH} levels)")
+        elif isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+        elif isinstance(ev, yaml.AliasEvent):
             aliases += 1
             if aliases > MAX_YAML_ALIASES:
                 raise ConfigError(f"{what}: more than {MAX_YAML_ALIASES} YAML aliases (*name); a config file "

@@ -34,7 +34,7 @@ def one_line_error(r, needle):
     ("bomb.yaml", BILLION_LAUGHS, "more than 64 YAML aliases"),
     ("deep.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ("deep.toml", "rank = " + "[" * 100_000 + "]" * 100_000, "nested too deeply"),
-    ("deep.yaml", "rank: " + "[" * 50_000 + "]" * 50_000, "cfg"),  # PyYAML refuses depth itself, or we do
+    ("deep.yaml", "rank: " + "[" * 50_000 + "]" * 50_000, "nested too deeply"),
     ("big.toml", "# " + "x" * (2 << 20) + "\n", "too big for this kind of file"),
     ("binary.toml", "\udcff", "cannot read it"),
     ("typed.yaml", "rank: {a: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] }\n", "options go at the top level"),
@@ -49,12 +49,10 @@ def test_hostile_config_files_are_one_line_errors(tmp_path, name, text, needle):
     r = run_train("--config", str(p), "--preset", "tiny", "--query", "1=1", "--output-dir", str(tmp_path / "o"),
                   "--dry-run", check=False)
     took = time.perf_counter() - t
-    if name == "deep.yaml":  # PyYAML's own limit or ours: either way one line, no traceback
-        assert r.returncode == 1 and "Traceback" not in r.stderr and "--config" in r.stderr, r.stderr
-    else:
-        one_line_error(r, needle)
+    one_line_error(r, needle)
     assert str(p) in r.stderr
-    assert took < 60, took  # (the alias bomb ran 33 s and then died of MemoryError)
+    # (the alias bomb ran 33 s and then died of MemoryError; PyYAML took 58 s to parse deep.yaml)
+    assert took < 60, took
 
 
 def test_a_bad_value_in_a_config_is_shown_short(tmp_path):
