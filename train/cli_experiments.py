@@ -290,7 +290,48 @@ def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, dry_run
         raise click.ClickException(str(e)) from e
 
 
+@click.command("study")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--budgets", default="16,8,4", show_default=True,
+              help="Comma-separated sampling steps for the teacher and the guidance-distilled student.")
+@click.option("--prompts", type=click.IntRange(min=1, max=64), default=4, show_default=True,
+              help="Held-out prompts per variant.")
+@click.option("--seeds", type=click.IntRange(min=1, max=16), default=2, show_default=True,
+              help="Noises per prompt (the same for every variant).")
+@click.option("--device", default=None)
+@click.option("--no-progress", is_flag=True)
+def study_cmd(run, budgets, prompts, seeds, device, no_progress):
+    """The compression study: sampling budgets, distillation, pruning and LoRA ranks in one report.
+
+    Every variant that exists under RUN (the teacher at fewer steps; RUN/distill/guidance and
+    RUN/distill/stepsN from `train distill-*`; RUN/prune/dropK from `train prune`; RUN/compress/rankK
+    from `train compress`) generates the same held-out prompts from the same noises as the teacher
+    (the run's base plus LoRA, its CFG, 32 steps) and is measured against it: NFE, seconds per video,
+    parameters, peak memory, latent and pixel distance, brightness and palette, eval loss. Writes
+    RUN/study/report.md (and .html), study.json and quality_vs_latency.png with the Pareto front.
+
+    \b
+    Examples:
+      train study runs/chase-r16
+      train study runs/night --budgets 8,4 --prompts 2 --seeds 1
+    """
+    from .experiments.runctx import ExperimentError
+    from .experiments.study import study
+
+    try:
+        steps = tuple(sorted({int(x) for x in budgets.split(",") if x.strip()}, reverse=True))
+    except ValueError:
+        raise click.BadParameter("--budgets is a comma-separated list of step counts, e.g. 16,8,4") from None
+    if not steps or min(steps) < 1 or max(steps) > 1000:
+        raise click.BadParameter("--budgets: step counts between 1 and 1000")
+    try:
+        study(run, budgets=steps, prompts=prompts, seeds=tuple(range(seeds)), device=device,
+              progress=not no_progress, echo=click.echo)
+    except (ExperimentError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+
+
 def register(group) -> None:
     for cmd in (eval_cmd, sweep_steps_cmd, compress_cmd, compare_cmd, prune_cmd, distill_guidance_cmd,
-                distill_steps_cmd):
+                distill_steps_cmd, study_cmd):
         group.add_command(cmd)

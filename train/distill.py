@@ -93,6 +93,7 @@ class GuidanceDistillation(Objective):
 
 
 PAIR_BATCH = 16  # teacher samples generated together
+REFERENCE_STEPS = 32  # the teacher's own output a student is measured against
 
 
 def _seed(key: str, k: int) -> int:
@@ -275,9 +276,10 @@ def distill_steps(run_dir, *, steps: int = 4, teacher_steps: int = 32, pairs: in
     out = run_dir / "distill" / f"steps{steps}"
     obj = Reflow(teacher, cfg.cfg, teacher_steps, pairs, steps)
     lora = _distill_run(run_dir, out, obj, train_steps, lr, progress, echo)
-    rec = evaluate_steps(run_dir, lora, steps, teacher_steps)
+    rec = evaluate_steps(run_dir, lora, steps, REFERENCE_STEPS)
+    rec["pair_teacher_steps"] = teacher_steps
     (out / "distill.json").write_text(json.dumps(rec, indent=1) + "\n")
-    echo(f"{steps}-step student: latent distance to the teacher's {teacher_steps}-step output "
+    echo(f"{steps}-step student: latent distance to the teacher's {REFERENCE_STEPS}-step output "
          f"{rec['student_to_teacher']:.4f}; the teacher itself at {steps} steps {rec['teacher_short_to_teacher']:.4f}")
     echo(f"LoRA: {lora} (load it on top of {teacher}; sample with {steps} Euler steps, guidance 1)")
     return rec
@@ -354,19 +356,23 @@ def evaluate_steps(run_dir: Path, student_lora: Path, steps: int, teacher_steps:
     pipe.set_progress_bar_config(disable=True)
     items = _heldout(ctx, n=4)
     null = _null(ctx)
-    d_student, d_short = [], []
+    # every (held-out prompt, seed) in one batch per sampler, grouped by latent shape
+    groups: dict[tuple, list] = {}
     for it in items:
-        shape = tuple(it["latents"].shape)
-        text = (it["embeds"], it["mask"])
         for seed in seeds:
-            z = torch.randn((1, *shape), generator=torch.Generator().manual_seed(10_000 + seed))
-            pipe.set_adapters(["style"], [1.0])
-            ref = sample_latents(pipe, text, null, z, cfg_scale=cfg.cfg, steps=teacher_steps, cfg=cfg, device=dev)
-            short = sample_latents(pipe, text, null, z, cfg_scale=cfg.cfg, steps=steps, cfg=cfg, device=dev)
-            pipe.set_adapters(["style", "student"], [1.0, 1.0])
-            stu = sample_latents(pipe, text, null, z, cfg_scale=1.0, steps=steps, cfg=cfg, device=dev, euler=True)
-            d_short.append(float(((short.float() - ref.float()) ** 2).mean()))
-            d_student.append(float(((stu.float() - ref.float()) ** 2).mean()))
+            z = torch.randn(tuple(it["latents"].shape), generator=torch.Generator().manual_seed(10_000 + seed))
+            groups.setdefault(tuple(it["latents"].shape), []).append((z, it["embeds"], it["mask"]))
+    d_student, d_short = [], []
+    for rows in groups.values():
+        z = torch.stack([r[0] for r in rows])
+        text = (torch.stack([r[1] for r in rows]), torch.stack([r[2] for r in rows]))
+        pipe.set_adapters(["style"], [1.0])
+        ref = sample_latents(pipe, text, null, z, cfg_scale=cfg.cfg, steps=teacher_steps, cfg=cfg, device=dev).float()
+        short = sample_latents(pipe, text, null, z, cfg_scale=cfg.cfg, steps=steps, cfg=cfg, device=dev).float()
+        pipe.set_adapters(["style", "student"], [1.0, 1.0])
+        stu = sample_latents(pipe, text, null, z, cfg_scale=1.0, steps=steps, cfg=cfg, device=dev, euler=True).float()
+        d_short += ((short - ref) ** 2).flatten(1).mean(1).tolist()
+        d_student += ((stu - ref) ** 2).flatten(1).mean(1).tolist()
     return {"student_to_teacher": sum(d_student) / len(d_student),
             "teacher_short_to_teacher": sum(d_short) / len(d_short), "steps": steps, "teacher_steps": teacher_steps,
             "samples": len(d_student), "lora": str(student_lora)}

@@ -102,3 +102,12 @@ def test_clip_score_from_local_weights(tmp_path):
     s = _clip_scores(str(tmp_path), "a cat", {"a": v, "b": v, "c": np.zeros_like(v)})
     assert set(s) == {"a", "b", "c"} and all(-1 <= x <= 1 for x in s.values())
     assert s["a"] == pytest.approx(s["b"]) and s["a"] != pytest.approx(s["c"])
+
+
+def test_the_pareto_front_keeps_only_undominated_points():
+    from train.experiments.study import pareto
+
+    pts = [(1.0, 0.5), (2.0, 0.1), (2.0, 0.3), (0.5, 0.9), (3.0, 0.1), (1.0, 0.5)]
+    # (2, .3) is beaten by (2, .1); (3, .1) by (2, .1); the duplicate (1, .5) pair do not dominate each other
+    assert pareto(pts) == [True, True, False, True, False, True]
+    assert pareto([]) == [] and pareto([(1.0, 1.0)]) == [True]
