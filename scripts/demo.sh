@@ -54,6 +54,15 @@ train --query "time_of_day = 'night' AND NOT rejected AND coalesce(train_loss_z,
 echo "== 7. experiments on the night run"
 train eval runs/night --query "time_of_day = 'night'" --captioner toy --limit 2 --steps 6 --no-progress
 train compare runs/chase runs/night --output-dir runs/compare
+
+echo "== 7b. the compression study on the night run: pruning, rank, distillation, sampling budgets, one report"
+train prune runs/night --drop 1 --heal-steps 30 --no-progress
+train compress runs/night --ranks 4,2 --limit-prompts 1 --no-progress
+train distill-guidance runs/night --train-steps 60 --no-progress
+train distill-steps runs/night --steps 4 --pairs 1 --teacher-steps 16 --train-steps 150 --no-progress
+train distill-steps runs/night --steps 4 --dry-run     # its memory on the real 2B config
+train study runs/night --budgets 8,4 --prompts 2 --seeds 1 --no-progress
+echo "study: $PWD/runs/night/study/report.md"
 echo
 echo "done: everything is in $PWD (catalog.duckdb, catalog_cache/, runs/)"
 echo
