@@ -41,14 +41,20 @@ def _limit_arenas() -> None:
         pass  # not glibc: nothing to limit
 
 
-def _address_space_mb() -> float:
+def statm_mb(field: int) -> float:
+    """This process's /proc/self/statm field in MB (0: address space, 1: resident); 0.0 where
+    there is no /proc."""
     try:
         with open("/proc/self/statm") as f:
             import os
 
-            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+            return int(f.read().split()[field]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+def _address_space_mb() -> float:
+    return statm_mb(0)
 
 
 def _worker(conn, memory_mb: int, recycle_share: float = RECYCLE_SHARE) -> None:

@@ -85,3 +85,23 @@ def assert_well_formed(md: str) -> None:
         n = len(t[0])
         assert all(set(c) <= set("-: ") for c in t[1]) and len(t[1]) == n, t[:2]
         assert all(len(r) == n for r in t[2:]), t
+
+
+def toy_night_run(d, max_steps: int = 60):
+    """A night LoRA on the toy world (6 videos of 4 scenes, seed 77) in d/night: the teacher the
+    pruning and distillation tests start from."""
+    from click.testing import CliRunner
+
+    from dataengine.cli import main as de
+    from train.run import start_training
+
+    assert CliRunner().invoke(de, ["synth", str(d / "v"), "--world", "6", "--scenes", "4", "--seed", "77"]).exit_code == 0
+    cat = d / "c.duckdb"
+    assert ingest_cli(CliRunner(), cat, d / "v").exit_code == 0
+    assert CliRunner().invoke(de, ["synth", str(d / "v"), "--truth-into", str(cat)]).exit_code == 0
+    out = d / "night"
+    rc = start_training(query="time_of_day = 'night'", preset="toy",
+                        overrides={"catalog": str(cat), "max_steps": max_steps, "validation_every": 0},
+                        output_dir=str(out), resume=None, dry_run=False, progress=False, echo=lambda *a, **k: None)
+    assert rc == 0
+    return out

@@ -19,21 +19,9 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def night_run(tmp_path_factory):
-    from dataengine.cli import main as de
-    from helpers import ingest_cli
-    from train.run import start_training
+    from helpers import toy_night_run
 
-    d = tmp_path_factory.mktemp("distill")
-    assert CliRunner().invoke(de, ["synth", str(d / "v"), "--world", "6", "--scenes", "4", "--seed", "77"]).exit_code == 0
-    cat = d / "c.duckdb"
-    assert ingest_cli(CliRunner(), cat, d / "v").exit_code == 0
-    assert CliRunner().invoke(de, ["synth", str(d / "v"), "--truth-into", str(cat)]).exit_code == 0
-    out = d / "night"
-    rc = start_training(query="time_of_day = 'night'", preset="toy",
-                        overrides={"catalog": str(cat), "max_steps": 60, "validation_every": 0},
-                        output_dir=str(out), resume=None, dry_run=False, progress=False, echo=lambda *a, **k: None)
-    assert rc == 0
-    return out
+    return toy_night_run(tmp_path_factory.mktemp("distill"))
 
 
 def test_the_guidance_distilled_pass_is_closer_to_cfg_than_the_conditional_pass(night_run):

@@ -102,13 +102,9 @@ class PeakMemory:
 
     @staticmethod
     def _rss_mb() -> float:
-        import os
+        from catalog.isolate import statm_mb
 
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except (OSError, ValueError, IndexError):
-            return 0.0
+        return statm_mb(1)
 
     def __enter__(self):
         import threading
