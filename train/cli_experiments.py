@@ -178,8 +178,9 @@ def compare_cmd(runs, output_dir, k, window, smooth):
               help="Random K-block drops measured beside the least important K (the baseline).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None)
+@click.option("--dry-run", is_flag=True, help="Print the projected GPU memory on the real 2B config and stop.")
 @click.option("--no-progress", is_flag=True)
-def prune_cmd(run, drop, heal_steps, random_draws, seed, device, no_progress):
+def prune_cmd(run, drop, heal_steps, random_draws, seed, device, dry_run, no_progress):
     """Depth pruning: drop the K least important transformer blocks of RUN's model, then heal.
 
     Block importance is 1 - cos(block input, block output) on the run's held-out windows (Minitron,
@@ -196,6 +197,15 @@ def prune_cmd(run, drop, heal_steps, random_draws, seed, device, no_progress):
     from .experiments.runctx import ExperimentError
     from .run import RunError
 
+    if dry_run:
+        from .experiments.prune import dry_run as project
+
+        try:
+            for line in project(run, drop):
+                click.echo(line)
+        except ExperimentError as e:
+            raise click.ClickException(str(e)) from e
+        return
     try:
         r = prune_run(run, drop=drop, heal_steps=heal_steps, random_draws=random_draws, device=device, seed=seed,
                       progress=not no_progress, echo=click.echo)

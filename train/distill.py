@@ -386,21 +386,12 @@ def dry_run(run_dir, kind: str, *, pairs: int = 4, windows: int | None = None) -
     adapter off, so the weights are counted once; its passes run without gradients, so they add
     one block's activations at a time, not a stored graph. A toy or tiny run is projected at the
     real model's default training shape."""
-    import dataclasses
-
     from .config import TrainConfig
-    from .memory import describe, latent_shape, project_config
+    from .memory import at_real_shape, describe, latent_shape, project_config
 
     run_dir = Path(run_dir)
-    cfg = TrainConfig.load(run_dir / "config.json")
-    lines = []
-    if cfg.is_tiny:
-        real = TrainConfig()
-        cfg = dataclasses.replace(cfg, base_model=real.base_model, height=real.height, width=real.width,
-                                  frames=real.frames, batch_size=real.batch_size, buckets="square",
-                                  gradient_checkpointing=real.gradient_checkpointing, optimizer=real.optimizer)
-        lines.append(f"{run_dir} trains the {TrainConfig.load(run_dir / 'config.json').base_model} model: projected "
-                     f"for the real 2B at {cfg.width}x{cfg.height}x{cfg.frames}, batch {cfg.batch_size}")
+    cfg, note = at_real_shape(TrainConfig.load(run_dir / "config.json"), run_dir)
+    lines = [note] if note else []
     p = project_config(cfg)
     passes = 2 if kind == "guidance" else 0
     teacher = passes and cfg.batch_size * p.per_block_sample_gib  # one block's activations at a time, no graph

@@ -284,6 +284,23 @@ def project_config(cfg, *, checkpointing: bool | None = None) -> Projection:
                    optimizer=cfg.optimizer, targets=cfg.lora_targets, n_params=n_params, n_lora=n_lora)
 
 
+def at_real_shape(cfg, run_dir) -> tuple:
+    """(cfg, note): a toy or tiny run's config moved to the real model's default training shape,
+    so an experiment's dry run projects the real 2B config; a real run's config as it is."""
+    import dataclasses
+
+    from .config import TrainConfig
+
+    if not cfg.is_tiny:
+        return cfg, None
+    real = TrainConfig()
+    moved = dataclasses.replace(cfg, base_model=real.base_model, height=real.height, width=real.width,
+                                frames=real.frames, batch_size=real.batch_size, buckets="square",
+                                gradient_checkpointing=real.gradient_checkpointing, optimizer=real.optimizer)
+    return moved, (f"{run_dir} trains the {cfg.base_model} model: projected for the real 2B at "
+                   f"{moved.width}x{moved.height}x{moved.frames}, batch {moved.batch_size}")
+
+
 def describe(p: Projection) -> str:
     fits = ", ".join(f"{g} GB {'fits' if p.fits(g) else 'OOM'}" for g in GPU_SIZES_GB)
     return (f"projected GPU peak for the real 2B transformer: {p.total_gib:.1f} GiB "

@@ -67,3 +67,16 @@ def test_dropping_every_block_is_a_clear_error(night_run):
 
     r = CliRunner().invoke(main, ["prune", str(night_run), "--drop", "4", "--heal-steps", "0"])
     assert r.exit_code == 1 and "--drop must be between 1 and 3" in r.output and "Traceback" not in r.output
+
+
+def test_prune_dry_run_projects_the_real_2b_config(night_run):
+    from train.cli import main
+
+    r = CliRunner().invoke(main, ["prune", str(night_run), "--drop", "4", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    print("\n" + r.output)
+    assert "projected for the real 2B at 224x224x81" in r.output
+    assert "pruned model: 16 of 20 blocks" in r.output and "healing run: projected GPU peak" in r.output
+    assert not (night_run / "prune" / "drop4").exists()  # nothing was pruned
+    bad = CliRunner().invoke(main, ["prune", str(night_run), "--drop", "20", "--dry-run"])
+    assert bad.exit_code == 1 and "between 1 and 19" in bad.output

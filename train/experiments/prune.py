@@ -139,3 +139,33 @@ def heal(cfg, model_dir: Path, out_dir: Path, steps: int, progress: bool, echo) 
                         dry_run=False, progress=progress, echo=lambda *a, **k: None)
     p = out_dir / WEIGHTS_NAME
     return p if rc == 0 and p.exists() else None
+
+
+def dry_run(run_dir, drop: int) -> list[str]:
+    """The GPU memory of `train prune --drop K` on the real 2B config: the importance pass (the
+    fused teacher, no gradients, one held-out window at a time) and the healing LoRA run on the
+    pruned model (its blocks, parameters and LoRA counted at 20 - K blocks)."""
+    from ..config import TrainConfig
+    from ..memory import (GIB, REAL_TRANSFORMER, RESERVE_GIB, at_real_shape, count_params, describe, lora_params,
+                          measured, project, tokens_for)
+    from .runctx import ExperimentError
+
+    run_dir = Path(run_dir)
+    cfg, note = at_real_shape(TrainConfig.load(run_dir / "config.json"), run_dir)
+    blocks = REAL_TRANSFORMER.get("num_layers", 20)
+    if not 1 <= drop < blocks:
+        raise ExperimentError(f"--drop must be between 1 and {blocks - 1} (the real transformer has {blocks} blocks)")
+    m, n_params, _ = measured(cfg.rank, cfg.lora_targets)
+    keep = blocks - drop
+    per = m.saved(tokens_for(cfg.frames, cfg.height, cfg.width))
+    lines = [note] if note else []
+    lines.append(f"importance pass: the fused teacher without gradients, one window at a time: weights "
+                 f"{n_params * 2 / GIB:.1f} + one block's activations {per / GIB:.2f} + reserve {RESERVE_GIB:.1f} "
+                 f"= {(n_params * 2 + per) / GIB + RESERVE_GIB:.1f} GiB")
+    kept = count_params(keep)
+    lines.append(f"pruned model: {keep} of {blocks} blocks, {kept:,} of {n_params:,} parameters")
+    heal = project(m, frames=cfg.frames, height=cfg.height, width=cfg.width, batch=cfg.batch_size, rank=cfg.rank,
+                   checkpointing=bool(cfg.gradient_checkpointing), optimizer=cfg.optimizer, targets=cfg.lora_targets,
+                   blocks=keep, n_params=kept, n_lora=lora_params(cfg.rank, cfg.lora_targets, keep))
+    lines.append("healing run: " + describe(heal))
+    return lines
