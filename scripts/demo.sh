@@ -61,7 +61,7 @@ train compress runs/night --ranks 4,2 --limit-prompts 1 --no-progress
 train distill-guidance runs/night --train-steps 60 --no-progress
 train distill-steps runs/night --steps 4 --pairs 1 --teacher-steps 16 --train-steps 150 --no-progress
 train distill-steps runs/night --steps 4 --dry-run     # its memory on the real 2B config
-train study runs/night --budgets 8,4 --prompts 2 --seeds 1 --no-progress
+train study runs/night --budgets 8,4 --prompts 2 --seeds 1 --captioner toy --no-progress
 echo "study: $PWD/runs/night/study/report.md"
 echo
 echo "done: everything is in $PWD (catalog.duckdb, catalog_cache/, runs/)"

@@ -308,9 +308,12 @@ def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, dry_run
               help="Held-out prompts per variant.")
 @click.option("--seeds", type=click.IntRange(min=1, max=16), default=2, show_default=True,
               help="Noises per prompt (the same for every variant).")
+@click.option("--captioner", default=None, metavar="MODEL",
+              help="Re-caption every variant's videos with this captioner (as `de caption --model`) for the "
+                   "video -> text -> video tag agreement with the teacher [default: none].")
 @click.option("--device", default=None)
 @click.option("--no-progress", is_flag=True)
-def study_cmd(run, budgets, prompts, seeds, device, no_progress):
+def study_cmd(run, budgets, prompts, seeds, captioner, device, no_progress):
     """The compression study: sampling budgets, distillation, pruning and LoRA ranks in one report.
 
     Every variant that exists under RUN (the teacher at fewer steps; RUN/distill/guidance and
@@ -323,7 +326,7 @@ def study_cmd(run, budgets, prompts, seeds, device, no_progress):
     \b
     Examples:
       train study runs/chase-r16
-      train study runs/night --budgets 8,4 --prompts 2 --seeds 1
+      train study runs/night --budgets 8,4 --prompts 2 --seeds 1 --captioner toy
     """
     from .experiments.runctx import ExperimentError
     from .experiments.study import study
@@ -335,7 +338,7 @@ def study_cmd(run, budgets, prompts, seeds, device, no_progress):
     if not steps or min(steps) < 1 or max(steps) > 1000:
         raise click.BadParameter("--budgets: step counts between 1 and 1000")
     try:
-        study(run, budgets=steps, prompts=prompts, seeds=tuple(range(seeds)), device=device,
+        study(run, budgets=steps, prompts=prompts, seeds=tuple(range(seeds)), device=device, captioner=captioner,
               progress=not no_progress, echo=click.echo)
     except (ExperimentError, ValueError) as e:
         raise click.ClickException(str(e)) from e

@@ -103,7 +103,7 @@ def test_the_study_measures_every_variant_against_the_teacher(night_run):
     if not (night_run / "distill" / "steps4" / "pytorch_lora_weights.safetensors").exists():
         pytest.fail("run the distillation tests first (this module's tests share its run)")
     r = CliRunner().invoke(main, ["study", str(night_run), "--budgets", "8,4", "--prompts", "2", "--seeds", "1",
-                                  "--no-progress"])
+                                  "--captioner", "toy", "--no-progress"])
     assert r.exit_code == 0, r.output
     res = json.loads((night_run / "study" / "study.json").read_text())
     rows = {x["variant"]: x for x in res["variants"]}
@@ -111,6 +111,8 @@ def test_the_study_measures_every_variant_against_the_teacher(night_run):
     assert set(rows) == {"teacher@32", "teacher@8", "teacher@4", "guidance-distilled@32", "guidance-distilled@8",
                          "guidance-distilled@4", "step-distilled@4"}
     assert rows["teacher@32"]["latent_distance"] == 0 and rows["teacher@32"]["nfe"] == 64
+    assert rows["teacher@32"]["tag_agreement"] == 1.0  # the toy captioner against itself
+    assert all(0.0 <= x["tag_agreement"] <= 1.0 for x in rows.values())
     assert rows["guidance-distilled@4"]["nfe"] == 4 and rows["teacher@4"]["nfe"] == 8
     assert all(x["seconds_per_video"] > 0 and x["params"] > 0 for x in rows.values())
     assert rows["teacher@8"]["latent_distance"] < rows["teacher@4"]["latent_distance"]

@@ -137,8 +137,41 @@ class PeakMemory:
         return False
 
 
+class TagAgreement:
+    """Video -> text -> video: a captioner re-captions each variant's videos (as `train eval` and
+    `de caption` do: constrained, frames sampled by time) and each variant's tags are compared
+    with the teacher's own, video by video (Jaccard of the tag sets)."""
+
+    def __init__(self, model: str, device: str):
+        from dataengine.caption.models import CaptionModelError, load_captioner
+        from dataengine.caption.prompts import SamplingParams, load_prompt
+        from dataengine.caption.schema import Constraint
+
+        from .runctx import ExperimentError
+
+        self.prompt = load_prompt("caption_v1", SamplingParams(), constraint=Constraint())
+        try:
+            self.captioner = load_captioner(model, device=device)
+        except CaptionModelError as e:
+            raise ExperimentError(str(e)) from e
+        self.reference: list[set] | None = None
+
+    def tags(self, frames: np.ndarray, fps: float) -> list[set]:
+        from .evaluate import _recaption
+
+        return [set(r["tags"] or []) if r["ok"] else set() for r in _recaption(self.captioner, self.prompt,
+                                                                             [_u8(f) for f in frames], fps)]
+
+    def agreement(self, frames: np.ndarray, fps: float) -> float:
+        got = self.tags(frames, fps)
+        if self.reference is None:
+            self.reference = got
+        js = [len(a & b) / len(a | b) if (a | b) else 1.0 for a, b in zip(got, self.reference)]
+        return float(np.mean(js))
+
+
 def study(run_dir, *, budgets=(16, 8, 4), prompts: int = 4, seeds=(0, 1), device: str | None = None,
-          progress: bool = True, echo=print) -> dict:
+          captioner: str | None = None, progress: bool = True, echo=print) -> dict:
     import torch
     from tqdm import tqdm
 
@@ -157,6 +190,7 @@ def study(run_dir, *, budgets=(16, 8, 4), prompts: int = 4, seeds=(0, 1), device
           for it in items for s in seeds]
     rows, ref_lat, ref_px = [], None, None
     base_pipe = pipe
+    agree = TagAgreement(captioner, dev) if captioner else None
     for v in tqdm(grid, desc="study", unit="variant", disable=not progress):
         pipe = _pipeline_for(v, base_pipe, ctx)
         lat, secs, peak = [], [], 0.0
@@ -182,7 +216,8 @@ def study(run_dir, *, budgets=(16, 8, 4), prompts: int = 4, seeds=(0, 1), device
                      "pixel_distance": float(np.mean((px - ref_px) ** 2)),
                      "brightness_gap": float(abs(px.mean() - ref_px.mean()) * 255),
                      "palette_distance": float(np.mean([M.palette_distance(_u8(a), _u8(b)) for a, b in zip(px, ref_px)])),
-                     "eval_loss": ev})
+                     "eval_loss": ev,
+                     "tag_agreement": agree.agreement(px, cfg.fps) if agree else None})
     front = pareto([(r["seconds_per_video"], r["latent_distance"]) for r in rows])
     for r, f in zip(rows, front):
         r["pareto"] = f
@@ -280,13 +315,16 @@ def _report(res: dict, out: Path, name: str) -> None:
           "without CFG saves less time than its halved NFE says; the students' adapters are applied unfused "
           "(peft), which costs time that fusing them removes. The eval loss is the conditional flow loss: a "
           "guidance-distilled student predicts the guided velocity instead, so its eval loss is higher by "
-          "design; a step-distilled student's is not comparable and is left blank.", ""]
+          "design; a step-distilled student's is not comparable and is left blank. Tag agreement (with "
+          "`--captioner`): the mean Jaccard between the tags the captioner gives a variant's video and the teacher's "
+          "video from the same noise (video -> text -> video); blank without a captioner.", ""]
     if res["random_base"]:
         md += ["**Random tiny base model: the numbers exercise the pipeline only.**", ""]
     md += table(["variant", "NFE", "s / video", "params", "peak MB", "latent dist.", "pixel dist.", "brightness gap",
-                 "palette dist.", "eval loss", "Pareto"],
+                 "palette dist.", "tag agreement", "eval loss", "Pareto"],
                 [[r["variant"], r["nfe"], r["seconds_per_video"], r["params"], r["peak_mem_mb"], r["latent_distance"],
                   r["pixel_distance"], r["brightness_gap"], r["palette_distance"],
+                  "" if r.get("tag_agreement") is None else r["tag_agreement"],
                   "" if r["eval_loss"] is None else r["eval_loss"], "yes" if r["pareto"] else ""] for r in rows])
     if res["missing"]:
         md += ["", "Not in the grid (no such variant under the run yet):", ""] + [f"- {m}" for m in res["missing"]]
