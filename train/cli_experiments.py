@@ -312,8 +312,10 @@ def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, dry_run
               help="Re-caption every variant's videos with this captioner (as `de caption --model`) for the "
                    "video -> text -> video tag agreement with the teacher [default: none].")
 @click.option("--device", default=None)
+@click.option("--dry-run", is_flag=True, help="Print the projected GPU memory of each variant on the real 2B config "
+                                              "and stop.")
 @click.option("--no-progress", is_flag=True)
-def study_cmd(run, budgets, prompts, seeds, captioner, device, no_progress):
+def study_cmd(run, budgets, prompts, seeds, captioner, device, dry_run, no_progress):
     """The compression study: sampling budgets, distillation, pruning and LoRA ranks in one report.
 
     Every variant that exists under RUN (the teacher at fewer steps; RUN/distill/guidance and
@@ -337,6 +339,12 @@ def study_cmd(run, budgets, prompts, seeds, captioner, device, no_progress):
         raise click.BadParameter("--budgets is a comma-separated list of step counts, e.g. 16,8,4") from None
     if not steps or min(steps) < 1 or max(steps) > 1000:
         raise click.BadParameter("--budgets: step counts between 1 and 1000")
+    if dry_run:
+        from .experiments.study import dry_run as project
+
+        for line in project(run, steps):
+            click.echo(line)
+        return
     try:
         study(run, budgets=steps, prompts=prompts, seeds=tuple(range(seeds)), device=device, captioner=captioner,
               progress=not no_progress, echo=click.echo)

@@ -82,6 +82,16 @@ def test_distilling_a_run_that_has_not_finished_is_a_clear_error(tmp_path):
     assert r.exit_code == 1 and "no LoRA at" in r.output and "Traceback" not in r.output
 
 
+def test_study_dry_run_projects_sampling_memory(night_run):
+    from train.cli import main
+
+    r = CliRunner().invoke(main, ["study", str(night_run), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    print("\n" + r.output)
+    assert "teacher with CFG (batch 2 per step)" in r.output and "distilled students (guidance 1, batch 1)" in r.output
+    assert "projected for the real 2B at 224x224x81" in r.output
+
+
 @pytest.mark.parametrize("cmd", ["distill-guidance", "distill-steps"])
 def test_dry_run_projects_teacher_and_student_on_the_real_config(night_run, cmd):
     from train.cli import main

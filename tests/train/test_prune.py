@@ -43,6 +43,7 @@ def test_pruning_the_least_important_block_costs_less_than_a_random_one_and_heal
     assert rec["eval_loss_pruned"] > rec["eval_loss_full"]
     recovered = (rec["eval_loss_pruned"] - rec["eval_loss_healed"]) / (rec["eval_loss_pruned"] - rec["eval_loss_full"])
     assert recovered >= 0.5, recovered
+    assert (pruned / "importance.png").stat().st_size > 1000
 
 
 def test_the_pruned_model_loads_and_generates_with_its_healing_lora(pruned):

@@ -122,6 +122,7 @@ def prune_run(run_dir, *, drop: int, heal_steps: int = 100, random_draws: int = 
         record["heal_lora"] = str(healed)
         echo(f"eval loss after {heal_steps} healing steps: {record['eval_loss_healed']:.4f}")
     (out / "pruned.json").write_text(json.dumps(record, indent=1) + "\n")
+    importance_plot(imp, least, out / "importance.png")
     (model_dir / "PRUNED").write_text(json.dumps({"dropped": least, "from_blocks": n}) + "\n")
     return record
 
@@ -169,3 +170,21 @@ def dry_run(run_dir, drop: int) -> list[str]:
                    blocks=keep, n_params=kept, n_lora=lora_params(cfg.rank, cfg.lora_targets, keep))
     lines.append("healing run: " + describe(heal))
     return lines
+
+
+def importance_plot(importance: list[float], dropped: list[int], path: Path) -> None:
+    """A bar per block: 1 - cos(block input, block output); the dropped ones in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(importance) + 2), 3.2))
+    ax.bar(range(len(importance)), importance, color=["#d33" if i in dropped else "#2a6fdb"
+                                                      for i in range(len(importance))])
+    ax.set(xlabel="block", ylabel="1 - cos(input, output)", title=f"block importance (red: dropped {dropped})")
+    ax.set_xticks(range(len(importance)))
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

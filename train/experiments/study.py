@@ -330,3 +330,33 @@ def _report(res: dict, out: Path, name: str) -> None:
         md += ["", "Not in the grid (no such variant under the run yet):", ""] + [f"- {m}" for m in res["missing"]]
     md += ["", "![quality vs latency](quality_vs_latency.png)"]
     write(out / "report.md", md, f"study {name}")
+
+
+def dry_run(run_dir, budgets=(16, 8, 4)) -> list[str]:
+    """The GPU memory of sampling each kind of variant on the real 2B config. Sampling keeps no
+    graph: the peak is the weights, one block's activations for the batch the sampler runs (2 with
+    CFG, 1 without), and the reserve; a pruned model holds fewer weights."""
+    from ..config import TrainConfig
+    from ..memory import GIB, REAL_TRANSFORMER, RESERVE_GIB, at_real_shape, count_params, measured, tokens_for
+
+    run_dir = Path(run_dir)
+    cfg, note = at_real_shape(TrainConfig.load(run_dir / "config.json"), run_dir)
+    m, n_params, _ = measured(cfg.rank, cfg.lora_targets)
+    per = m.saved(tokens_for(cfg.frames, cfg.height, cfg.width))
+    lines = [note] if note else []
+
+    def gib(params: int, batch: int) -> float:
+        return (params * 2 + batch * per) / GIB + RESERVE_GIB
+
+    lines.append(f"teacher with CFG (batch 2 per step), any budget {sorted(budgets, reverse=True)}: "
+                 f"{gib(n_params, 2):.1f} GiB")
+    lines.append(f"distilled students (guidance 1, batch 1): {gib(n_params, 1):.1f} GiB")
+    blocks = REAL_TRANSFORMER.get("num_layers", 20)
+    for p in sorted((run_dir / "prune").glob("drop*/model")) if (run_dir / "prune").is_dir() else []:
+        k = int(p.parent.name.removeprefix("drop"))
+        if 1 <= k < blocks:
+            lines.append(f"{p.parent.name} ({blocks - k} of {blocks} blocks) with CFG: "
+                         f"{gib(count_params(blocks - k), 2):.1f} GiB")
+    lines.append("(the study itself samples one video at a time; `--prompts` and `--seeds` change the time, not "
+                 "the peak)")
+    return lines
