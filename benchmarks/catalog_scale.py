@@ -137,129 +137,145 @@ def main() -> None:
         serve_pages(cat, pred)
 
 
-def serve_pages(cat: Path, pred: str, runs: int = 20) -> None:
-    """`de serve` at this size: whole HTTP requests (a new connection each, as curl makes) against
-    a `de serve` process, p50 and p95 per kind of request. A *fresh* filter is one the server has
-    not seen, so its page is the first it sends for it (the count and facets are then computed in
-    the background); `summary ready` is how long after that click the page's script gets them."""
-    import http.client
-    import random
-    import re
-    import socket
-    from urllib.parse import urlencode
+class Served:
+    """A `de serve` process on a free loopback port, asked over HTTP with a new connection each
+    time (as curl does)."""
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "dataengine", "serve", "--catalog", str(cat), "--port", str(port),
-                             "--token", "bench-token"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def __init__(self, cat: Path):
+        import socket
 
-    def get(path: str, **params) -> tuple[float, int, str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen([sys.executable, "-m", "dataengine", "serve", "--catalog", str(cat), "--port",
+                                      str(self.port), "--token", "bench-token"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while True:
+            try:
+                if self.get("/healthz")[1] == 200:
+                    return
+            except OSError:
+                pass
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise SystemExit(f"de serve did not start: {self.proc.stderr.read()[-2000:]}")
+            time.sleep(0.2)
+
+    def get(self, path: str, **params) -> tuple[float, int, str]:
+        import http.client
+        from urllib.parse import urlencode
+
         url = path + ("?" + urlencode(params) if params else "")
         t0 = time.perf_counter()
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
         c.request("GET", url)
         r = c.getresponse()
         body = r.read().decode("utf-8", "replace")
         c.close()
         return time.perf_counter() - t0, r.status, body
 
-    try:
-        deadline = time.time() + 60
+    def ok(self, what: str, path: str = "/", **params) -> float:
+        t, status, body = self.get(path, **params)
+        if status != 200:
+            raise SystemExit(f"{what}: HTTP {status}: {body[:300]}")
+        return t
+
+    def until_counted(self, **params) -> float:
+        """Seconds until /grid/summary has the filter's count and facets (the page's script polls it)."""
+        t0 = time.perf_counter()
         while True:
-            try:
-                if get("/healthz")[1] == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise SystemExit(f"de serve did not start: {proc.stderr.read()[-2000:] if proc.poll() else ''}")
-            time.sleep(0.2)
+            _, status, body = self.get("/grid/summary", **params)
+            if status == 200:
+                return time.perf_counter() - t0
+            if status != 202:
+                raise SystemExit(f"/grid/summary {params}: {status} {body[:300]}")
+            time.sleep(0.05)
 
-        def until_counted(**params) -> float:
-            t0 = time.perf_counter()
-            while True:
-                _, status, body = get("/grid/summary", **params)
-                if status == 200:
-                    return time.perf_counter() - t0
-                if status != 202:
-                    raise SystemExit(f"/grid/summary {params}: {status} {body[:300]}")
-                time.sleep(0.05)
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
-        until_counted()  # the server counts the unfiltered grid at start
-        _, _, home = get("/")
+
+def serve_pages(cat: Path, pred: str, runs: int = 20) -> None:
+    """`de serve` at this size: whole HTTP requests against a `de serve` process, p50 and p95 per
+    kind of request. A *fresh* filter is one the server has not seen, so its page is the first it
+    sends for it (the count and facets are then computed in the background)."""
+    import re
+
+    srv = Served(cat)
+    try:
+        srv.until_counted()  # the server counts the unfiltered grid at start
+        home = srv.get("/")[2]
         total = int(re.search(r'id="count">(\d+) clip', home).group(1))
-        last = -(-total // 48)
-        rng = random.Random(0)
-        ids = re.findall(r'data-clip="([^"]+)"', get("/", page=rng.randrange(1, last))[2])
-        tags = re.findall(r'data-tag="([a-z0-9_]+)"', home)
-        durs = re.findall(r'href="\?dur=([0-9.]+-[0-9.]*)"', home.replace("&amp;", "&"))
-        vids = re.findall(r'href="\?video=([0-9a-f]+)"', home)
-        facets = [{"tag": t} for t in tags] + [{"dur": d} for d in durs] + [{"video": v} for v in vids]
-        # two rounds of fresh filters: a facet alone, then with a second facet on top
-        fresh = (facets + [{**a, **b} for a, b in zip(facets, facets[1:] + facets[:1])
-                           if set(a) != set(b)])[:2 * runs]
-        idle, ready, burst = [], [], []
-        for f in fresh[:runs]:  # a curator: click, look at the page and its count, click again
-            t, status, body = get("/", **f)
-            if status != 200:
-                raise SystemExit(f"facet {f}: HTTP {status}: {body[:300]}")
-            idle.append(t)
-            ready.append(t + until_counted(**f))
-        for f in fresh[runs:2 * runs]:  # clicks back to back, the counts of earlier ones still running
-            burst.append(get("/", **f)[0])
-        cases = [
-            ("grid, no filter, page 1", lambda i: get("/")),
-            ("grid, no filter, a random page", lambda i: get("/", page=rng.randrange(2, last))),
-            (f"grid, no filter, page {last:,} (last)", lambda i: get("/", page=last)),
-            ("grid, tag facet chase (counted), a random page", lambda i: get("/", tag="chase",
-                                                                             page=rng.randrange(1, 2000))),
-            ("grid, tag chase + duration 2-4 (counted), page 2", lambda i: get("/", tag="chase", dur="2-4", page=2)),
-            (f"grid, `{pred}` (user SQL, worker process), page 1", lambda i: get("/", q=pred)),
-            (f"grid, `{pred}`, a random page", lambda i: get("/", q=pred, page=rng.randrange(1, 4000))),
-            ("clip page", lambda i: get(f"/clip/{ids[i % len(ids)]}")),
-        ]
         print(f"| `de serve` HTTP request at {total:,} clips (new connection each) | n | p50 | p95 | max |")
         print("|---|---|---|---|---|")
-        _row("facet click: a fresh tag, duration or video filter, page 1", idle)
-        _row("... its count and facets on the page (the page's script fetches them)", ready)
-        _row("facet clicks back to back (earlier clicks still counting), page 1", burst)
-        for name, fn in cases:
-            if "random page" in name and "`" in name:
-                until_counted(q=pred)
-            if "counted" in name:
-                until_counted(tag="chase")
-                until_counted(tag="chase", dur="2-4")
-            ts = []
-            for i in range(runs):
-                got = fn(i)
-                if got is None:
-                    break
-                t, status, body = got
-                if status != 200:
-                    raise SystemExit(f"{name}: HTTP {status}: {body[:300]}")
-                ts.append(t)
-            _row(name, ts)
-        # the slow path: a filter no index serves
-        ilike = "caption ILIKE '%mouse%'"
-        t, status, body = get("/", q=ilike)
-        counted = until_counted(q=ilike)
-        print(f"| `{ilike}` (fresh), page 1 | 1 | {t * 1000:.0f} ms (HTTP {status}) | | |")
-        print(f"| `{ilike}`: count and facets ready after the click | 1 | {counted * 1000:.0f} ms | | |")
-        _row(f"`{ilike}`, page 9,000 (counted)", [get("/", q=ilike, page=9000)[0] for _ in range(5)])
-        for text in ("cat chases mouse", "scene 4242"):
-            t, status, body = get("/", search=text)
-            if status != 200:
-                raise SystemExit(f"search {text!r}: HTTP {status}: {body[:300]}")
-            print(f"| search box `{text}` (fresh), page 1 | 1 | {t * 1000:.0f} ms | | |")
-        _row("search box `scene 4242`, page 2 (ranked)", [get("/", search="scene 4242", page=2)[0] for _ in range(5)])
-        lab = "Qwen/Qwen2-VL-7B-Instruct@caption_v1-aaaa1111"
-        t, status, _ = get("/", tag="kitchen", labelling=lab)
-        t += until_counted(tag="kitchen", labelling=lab)
-        print(f"| tag facet with a labelling's captions (fresh): count and facets ready | 1 | {t * 1000:.0f} ms | | |")
+        _facet_clicks(srv, home, runs)
+        _page_requests(srv, pred, -(-total // 48), runs)
+        _unindexed(srv)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        srv.close()
+
+
+def _facet_clicks(srv: Served, home: str, runs: int) -> None:
+    """Fresh facet filters: a curator's clicks (each one's count awaited) and clicks back to back."""
+    import re
+
+    tags = re.findall(r'data-tag="([a-z0-9_]+)"', home)
+    durs = re.findall(r'href="\?dur=([0-9.]+-[0-9.]*)"', home.replace("&amp;", "&"))
+    vids = re.findall(r'href="\?video=([0-9a-f]+)"', home)
+    facets = [{"tag": t} for t in tags] + [{"dur": d} for d in durs] + [{"video": v} for v in vids]
+    # two rounds of fresh filters: a facet alone, then with a second facet on top
+    fresh = (facets + [{**a, **b} for a, b in zip(facets, facets[1:] + facets[:1]) if set(a) != set(b)])[:2 * runs]
+    idle, ready = [], []
+    for f in fresh[:runs]:  # a curator: click, look at the page and its count, click again
+        t = srv.ok(f"facet {f}", **f)
+        idle.append(t)
+        ready.append(t + srv.until_counted(**f))
+    burst = [srv.ok(f"facet {f}", **f) for f in fresh[runs:2 * runs]]  # earlier counts still running
+    _row("facet click: a fresh tag, duration or video filter, page 1", idle)
+    _row("... its count and facets on the page (the page's script fetches them)", ready)
+    _row("facet clicks back to back (earlier clicks still counting), page 1", burst)
+
+
+def _page_requests(srv: Served, pred: str, last: int, runs: int) -> None:
+    """Grid pages (first, random, last; facet and user-SQL filters, counted) and clip pages."""
+    import random
+    import re
+
+    rng = random.Random(0)
+    ids = re.findall(r'data-clip="([^"]+)"', srv.get("/", page=rng.randrange(1, last))[2])
+    srv.until_counted(q=pred)
+    srv.until_counted(tag="chase")
+    srv.until_counted(tag="chase", dur="2-4")
+    cases = [
+        ("grid, no filter, page 1", lambda i: {}),
+        ("grid, no filter, a random page", lambda i: {"page": rng.randrange(2, last)}),
+        (f"grid, no filter, page {last:,} (last)", lambda i: {"page": last}),
+        ("grid, tag facet chase (counted), a random page", lambda i: {"tag": "chase", "page": rng.randrange(1, 2000)}),
+        ("grid, tag chase + duration 2-4 (counted), page 2", lambda i: {"tag": "chase", "dur": "2-4", "page": 2}),
+        (f"grid, `{pred}` (user SQL, worker process, counted), page 1", lambda i: {"q": pred}),
+        (f"grid, `{pred}`, a random page", lambda i: {"q": pred, "page": rng.randrange(1, 4000)}),
+    ]
+    for name, params in cases:
+        _row(name, [srv.ok(name, **params(i)) for i in range(runs)])
+    _row("clip page", [srv.ok("clip page", f"/clip/{ids[i % len(ids)]}") for i in range(runs)])
+
+
+def _unindexed(srv: Served) -> None:
+    """Filters no index serves (ILIKE, the search box) and a labelling's tag facet."""
+    ilike = "caption ILIKE '%mouse%'"
+    t = srv.ok(ilike, q=ilike)
+    counted = srv.until_counted(q=ilike)
+    print(f"| `{ilike}` (fresh), page 1 | 1 | {t * 1000:.0f} ms | | |")
+    print(f"| `{ilike}`: count and facets ready after the click | 1 | {counted * 1000:.0f} ms | | |")
+    _row(f"`{ilike}`, page 9,000 (counted)", [srv.ok(ilike, q=ilike, page=9000) for _ in range(5)])
+    for text in ("cat chases mouse", "scene 4242"):
+        print(f"| search box `{text}` (fresh), page 1 | 1 | {srv.ok('search', search=text) * 1000:.0f} ms | | |")
+    _row("search box `scene 4242`, page 2 (ranked)", [srv.ok("search", search="scene 4242", page=2) for _ in range(5)])
+    lab = "Qwen/Qwen2-VL-7B-Instruct@caption_v1-aaaa1111"
+    t = srv.ok("labelling", tag="kitchen", labelling=lab) + srv.until_counted(tag="kitchen", labelling=lab)
+    print(f"| tag facet with a labelling's captions (fresh): count and facets ready | 1 | {t * 1000:.0f} ms | | |")
 
 
 def _row(name: str, ts: list[float]) -> None:

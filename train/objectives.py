@@ -14,6 +14,8 @@ objective owns its maths and its teacher, if any; the loop knows nothing of eith
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from . import flow
 
 
@@ -26,7 +28,7 @@ def predict(model, xt, embeds, mask, sigmas, weight_dtype, device):
                  return_dict=False)[0]
 
 
-class Objective:
+class Objective(ABC):
     """The interface. `prepare_base` may change the base model before the LoRA is added (a
     distillation fuses its teacher's LoRA into it); `bind` sees the adapted run (its unwrapped
     transformer, null text, dtype and device); `per_sample` returns a (batch,) fp32 loss."""
@@ -40,8 +42,9 @@ class Objective:
     def bind(self, run) -> None:
         pass
 
+    @abstractmethod
     def per_sample(self, model, batch: dict, x0, noise, sigmas, weight_dtype, device):
-        raise NotImplementedError
+        """The (batch,) fp32 loss of this micro-batch (an objective must define it)."""
 
     def metadata(self) -> dict:
         """Extra keys for the saved LoRA's lora_metadata.json."""

@@ -137,7 +137,7 @@ def summarize(con, f: Filter) -> dict:
     for n in counts:
         total += n
         cum.append(total)
-    videos = sorted(((vid, p, n) for vid, (p, n) in per_video.items()), key=lambda x: (-x[2], x[1]))[:40]
+    videos = _top_videos(per_video)
     if f.lab:
         tag_sql = (f"SELECT t, count(*) FROM (SELECT unnest(x.tag_list) AS t FROM captions x WHERE x.captioner = ? "
                    f"AND x.prompt_version = ? AND x.status = 'ok' AND x.clip_id IN (SELECT c.clip_id {rel.sql})) "
@@ -156,12 +156,24 @@ def summarize(con, f: Filter) -> dict:
         tags = con.execute(f"SELECT t, count(*) FROM (SELECT unnest(l.tag_list) AS t FROM clip_labels l WHERE "
                            f"l.clip_id IN (SELECT c.clip_id {rel.sql})) GROUP BY t ORDER BY 2 DESC, t LIMIT 40",
                            rel.params).fetchall()
+    return {"total": total, "tags": tags, "videos": videos, "durations": _durations(buckets), **_labellings(con),
+            "paths": paths, "cum": cum}
+
+
+def _durations(buckets: list[int]) -> list[tuple[str, int]]:
+    return [(f"{lo}-{hi if hi else ''}", buckets[i]) for i, (lo, hi) in enumerate(DURATION_BUCKETS)]
+
+
+def _top_videos(per_video: dict) -> list[tuple]:
+    return sorted(((vid, p, n) for vid, (p, n) in per_video.items()), key=lambda x: (-x[2], x[1]))[:40]
+
+
+def _labellings(con) -> dict:
+    """The labelling picker and the pin: the same for every filter."""
     labellings = con.execute("SELECT captioner, prompt_version, count(*) FILTER (WHERE status = 'ok'), "
                              "max(created_at) FROM captions GROUP BY 1, 2 ORDER BY 4 DESC").fetchall()
     pin = con.execute("SELECT value FROM settings WHERE key = 'caption_pin'").fetchone()
-    return {"total": total, "tags": tags, "videos": videos, "labellings": labellings,
-            "durations": [(f"{lo}-{hi if hi else ''}", buckets[i]) for i, (lo, hi) in enumerate(DURATION_BUCKETS)],
-            "pin": pin[0] if pin else None, "paths": paths, "cum": cum}
+    return {"labellings": labellings, "pin": pin[0] if pin else None}
 
 
 def summarize_search(con, f: Filter) -> dict:
@@ -190,13 +202,9 @@ def summarize_search(con, f: Filter) -> dict:
     else:
         tags = con.execute(f"SELECT t, count(*) FROM (SELECT unnest(tag_list) AS t FROM clip_labels WHERE clip_id IN "
                            f"({marks})) GROUP BY t ORDER BY 2 DESC, t LIMIT 40", ids).fetchall()
-    labellings = con.execute("SELECT captioner, prompt_version, count(*) FILTER (WHERE status = 'ok'), "
-                             "max(created_at) FROM captions GROUP BY 1, 2 ORDER BY 4 DESC").fetchall()
-    pin = con.execute("SELECT value FROM settings WHERE key = 'caption_pin'").fetchone()
-    return {"total": len(ids), "tags": tags, "labellings": labellings, "pin": pin[0] if pin else None,
-            "videos": sorted(((v, p, n) for v, (p, n) in per_video.items()), key=lambda x: (-x[2], x[1]))[:40],
-            "durations": [(f"{lo}-{hi if hi else ''}", buckets[i]) for i, (lo, hi) in enumerate(DURATION_BUCKETS)],
-            "ranked": ids, "scores": {r[0]: round(float(r[1]), 3) for r in ranked}, "limited": len(ids) == SEARCH_LIMIT}
+    return {"total": len(ids), "tags": tags, "videos": _top_videos(per_video), "durations": _durations(buckets),
+            **_labellings(con), "ranked": ids, "scores": {r[0]: round(float(r[1]), 3) for r in ranked},
+            "limited": len(ids) == SEARCH_LIMIT}
 
 
 def last_page(total: int) -> int:

@@ -210,7 +210,7 @@ def study(run_dir, *, budgets=(16, 8, 4), prompts: int = 4, seeds=(0, 1), device
         ev = None if v.kind == "steps" else eval_loss(tr, items, dev, next(tr.parameters()).dtype).get("eval_loss")
         rows.append({"variant": v.name, "kind": v.kind, "steps": v.steps, "nfe": v.nfe,
                      "seconds_per_video": float(np.median(secs)),
-                     "params": sum(p.numel() for p in tr.parameters() if "lora_" not in _pname(tr, p)),
+                     "params": sum(p.numel() for n, p in tr.named_parameters() if "lora_" not in n),
                      "peak_mem_mb": peak,
                      "latent_distance": float(((lat - ref_lat) ** 2).mean()),
                      "pixel_distance": float(np.mean((px - ref_px) ** 2)),
@@ -236,13 +236,6 @@ def study(run_dir, *, budgets=(16, 8, 4), prompts: int = 4, seeds=(0, 1), device
 
 def _u8(frames) -> np.ndarray:
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
-
-
-def _pname(module, p) -> str:
-    for n, q in module.named_parameters():
-        if q is p:
-            return n
-    return ""
 
 
 def _pipeline_for(v: Variant, base_pipe, ctx):
