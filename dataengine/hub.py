@@ -46,7 +46,14 @@ def local_files_only(repo: str, flag: str, marker: str = "config.json") -> bool:
     unreachable hub with the model not in the local cache is HubUnavailable saying what to do.
     `marker` is a file every snapshot of the repo has (model_index.json for a diffusers pipeline)."""
     from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
 
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise HubUnavailable(f"'{repo}' is neither a folder on this machine nor a hub model id (namespace/name): "
+                             f"check the path given to {flag}") from None
     cached = isinstance(try_to_load_from_cache(repo, marker), str)
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         if not cached:

@@ -81,3 +81,18 @@ def test_train_with_a_hub_base_model_offline_fails_within_10s(train_catalog, tmp
     assert "Traceback" not in out and "cannot reach the Hugging Face hub" in out
     assert "huggingface-cli download Efficient-Large-Model/SANA-Video_2B_480p_diffusers" in out
     assert "--base-model" in out
+
+
+@pytest.mark.parametrize("cli", ["caption", "train"])
+def test_a_model_path_that_does_not_exist_is_a_clear_error(train_catalog, tmp_path, cli):
+    """A mistyped local folder is neither loaded nor looked up on the hub: one line says so."""
+    missing = str(tmp_path / "models" / "no-such-model")
+    if cli == "caption":
+        cmd = ["-m", "dataengine", "caption", "--catalog", str(train_catalog), "--model", missing, *SMALL]
+    else:
+        cmd = ["-m", "train.cli", "--query", "1=1", "--catalog", str(train_catalog), "--base-model", missing,
+               "--output-dir", str(tmp_path / "run"), "--no-progress", "--frames", "9", "--height", "64", "--width", "64"]
+    r = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"'{missing}' is neither a folder on this machine nor a hub model id" in r.stdout + r.stderr
