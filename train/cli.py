@@ -202,7 +202,7 @@ def build_toy(out_dir, parts, seed, quick):
     The real classes, small: an AutoencoderKLWan, a SanaVideoTransformer3DModel (flow matching on
     the VAE's latents of mostly-day scenes) with a random frozen Gemma-2, and a Qwen2-VL captioner
     trained on the world's truth. `--base-model toy`, `--preset toy` and `de caption --model toy`
-    load what this writes. About 10 minutes on 2 cores; the outcomes it reaches are reproducible,
+    load what this writes. About 15 minutes on 2 cores; the outcomes it reaches are reproducible,
     the bits are not.
 
     \b
@@ -226,8 +226,10 @@ def build_toy(out_dir, parts, seed, quick):
     if "captioner" in parts:
         from dataengine.caption.toy import train_captioner
 
-        f = train_captioner(out / "qwen2-vl", steps=40 if quick else 600, seed=seed, echo=click.echo)
-        click.echo(f"toy captioner: {f['steps']} steps, {f['seconds']} s")
+        steps = dict(vision_steps=40, short_steps=20, steps=10) if quick else {}
+        f = train_captioner(out / "qwen2-vl", seed=seed, echo=click.echo, **steps)
+        click.echo(f"toy captioner: {f['vision_steps']} + {f['short_prompt_steps']} + {f['steps']} steps "
+                   f"(vision, short prompt, full prompt), {f['seconds']} s")
 
 
 from .cli_experiments import register as _register_experiments  # noqa: E402

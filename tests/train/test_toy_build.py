@@ -24,7 +24,7 @@ def toy_assets(tmp_path_factory):
     shutil.copytree(assets_dir(), root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("toy"))
     r = CliRunner().invoke(main, ["build-toy", "--out", str(root / "toy"), "--quick"])
     assert r.exit_code == 0, r.output
-    assert "VAE PSNR" in r.output and "toy captioner: 40 steps" in r.output
+    assert "VAE PSNR" in r.output and "toy captioner: 40 + 20 + 10 steps" in r.output
     return root
 
 
