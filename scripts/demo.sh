@@ -23,12 +23,21 @@ de synth raw_videos/ --truth-into "$DE_CATALOG"
 echo "== 4. caption with the toy Qwen2-VL (trained on the world; assets/toy), schema-constrained"
 de caption --model toy --no-progress
 de captions list
-echo "-- its tags against the truth (the toy reads setting and time of day; action and camera not yet)"
+echo "-- its tags against the truth"
 de captions diff synth-truth@world-v1 toy-qwen2-vl
 
-echo "== 5. train on a tag query with the toy SANA-Video (the truth labelling is pinned for the query)"
-de captions use synth-truth@world-v1
+echo "== 5. train on a tag query with the toy SANA-Video, on the toy captioner's labels"
+de captions use toy-qwen2-vl
 de query "tags LIKE '%chase%'" --columns clip_id,video_path,start_s,end_s,tags
+python - <<'EOF'
+import duckdb, os
+con = duckdb.connect(os.environ["DE_CATALOG"], read_only=True)
+sel = lambda cap: {r[0] for r in con.execute(
+    "SELECT clip_id FROM captions WHERE captioner = ? AND list_contains(tag_list, 'chase')", [cap]).fetchall()}
+toy, truth = sel("toy-qwen2-vl"), sel("synth-truth")
+print(f"the chase query selects {len(toy)} clips on the toy captioner's labels; {len(toy & truth)} of them are "
+      f"chase clips in the truth, which has {len(truth)}")
+EOF
 train --query "tags LIKE '%chase%'" --preset toy --max-steps 60 --validation-every 30 --output-dir runs/chase \
   --no-progress
 
