@@ -292,10 +292,15 @@ def test_train_eval_scores_the_night_lora_above_the_base(night_run, world_catalo
 CLASS_PROMPT_INDEX = 0  # validation_toy.toml's first prompt is the class prompt every clip trains on
 
 
-def heldout_night_loss(run_dir=None, n: int = 16) -> float:
-    """Flow-matching loss on held-out night clips under the class prompt, computed here with the
-    maths written out (not the trainer's functions, which the mutations break), on the base or on
-    the base plus the run's saved LoRA loaded by path as `train generate` loads it."""
+SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
+HIGH, LOW = (0.9, 0.95, 0.99), (0.1, 0.3)
+
+
+def heldout_night_losses(run_dir=None, n: int = 16) -> dict[float, float]:
+    """Flow-matching loss per noise level on held-out night clips under the class prompt, computed
+    here with the maths written out (not the trainer's functions, which the mutations break), on
+    the base or on the base plus the run's saved LoRA loaded by path as `train generate` loads it.
+    Each level draws its own noise, so the levels are independent of one another."""
     import random
     from pathlib import Path
 
@@ -313,32 +318,56 @@ def heldout_night_loss(run_dir=None, n: int = 16) -> float:
     prompt = validation_prompts(str(asset("prompts", "validation_toy.toml")))[CLASS_PROMPT_INDEX].prompt
     rng = random.Random(4242)
     scenes = [random_scene(rng, "night") for _ in range(n)]
+    losses = {}
     with torch.no_grad():
         z = pipe.vae.encode(to_tensor(world_batch(scenes, ToyConfig(), rng))).latent_dist.mode()
         mean = torch.tensor(pipe.vae.config.latents_mean).view(1, -1, 1, 1, 1)
         std = torch.tensor(pipe.vae.config.latents_std).view(1, -1, 1, 1, 1)
         x0 = (z - mean) / std
         e, m, _, _ = encode_text(pipe, [prompt] * n, 300, "cpu")
-        g = torch.Generator().manual_seed(0)
-        losses = []
-        for s in (0.3, 0.5, 0.7, 0.9, 0.97):
-            noise = torch.randn(x0.shape, generator=g)
+        for s in SIGMAS:
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1000 + round(s * 1000)))
             v = pipe.transformer((1 - s) * x0 + s * noise, encoder_hidden_states=e, encoder_attention_mask=m,
                                  timestep=torch.full((n,), s * 1000.0), return_dict=False)[0]
-            losses.append(float(((v - (noise - x0)) ** 2).mean()))
-    return sum(losses) / len(losses)
+            losses[s] = float(((v - (noise - x0)) ** 2).mean())
+    return losses
 
 
-def lora_fits_night(base_loss: float, lora_loss: float) -> bool:
-    return lora_loss <= 0.85 * base_loss
+def mean_over(losses: dict, sigmas=SIGMAS) -> float:
+    return sum(losses[s] for s in sigmas) / len(sigmas)
+
+
+def lora_fits_night(base: dict, lora: dict) -> bool:
+    return mean_over(lora) <= 0.85 * mean_over(base)
+
+
+def gain(base: dict, lora: dict, sigmas) -> float:
+    """The share of the base's held-out loss the LoRA removes at these noise levels."""
+    return 1 - mean_over(lora, sigmas) / mean_over(base, sigmas)
+
+
+def learned_where_the_sampler_works(base: dict, lora: dict) -> bool:
+    """The training shift (3) puts most training steps at high noise, where the sampler at shift 3
+    spends its steps and where a palette is decided: the LoRA's gain there is at least 2.5 times
+    its gain at low noise. (Measured: 0.41 against 0.11 at shift 3; trained on unshifted sigmas,
+    0.35 against 0.22.)"""
+    return gain(base, lora, HIGH) >= 2.5 * gain(base, lora, LOW)
+
+
+def loss_line(base: dict, lora: dict) -> str:
+    return (f"held-out night loss under the class prompt: base {mean_over(base):.4f}, base + saved LoRA "
+            f"{mean_over(lora):.4f}; by noise level " + ", ".join(f"{s}: {base[s]:.3f} -> {lora[s]:.3f}"
+                                                                  for s in SIGMAS)
+            + f"; gain at high noise {gain(base, lora, HIGH):.2f}, at low noise {gain(base, lora, LOW):.2f}")
 
 
 @needs_sana
 def test_the_saved_night_lora_fits_held_out_night_clips(night_run):
-    base, lora = heldout_night_loss(), heldout_night_loss(night_run["out"])
-    print(f"\nheld-out night loss under the class prompt: base {base:.4f}, base + saved LoRA {lora:.4f}")
+    base, lora = heldout_night_losses(), heldout_night_losses(night_run["out"])
+    print("\n" + loss_line(base, lora))
     FIGURES["heldout_base"] = base
     assert lora_fits_night(base, lora)
+    assert learned_where_the_sampler_works(base, lora)
 
 
 def regenerated_difference(run_dir, out) -> float:
@@ -423,9 +452,7 @@ def training_shift_lost(monkeypatch):
 @needs_sana
 @pytest.mark.parametrize("mutation", [
     "flow target sign", "latent normalisation",
-    pytest.param("training flow shift", marks=pytest.mark.xfail(
-        strict=True, reason="not caught: a LoRA trained on unshifted sigmas still darkens (68.6) and fits "
-                            "(held-out loss 0.518): 150 steps saturate what the toy can measure")),
+    "training flow shift",
 ])
 def test_the_night_lora_test_has_teeth(world_catalog, tmp_path, monkeypatch, mutation):
     """Break the maths the outcome depends on, in this test only: the outcome must fail."""
@@ -438,8 +465,9 @@ def test_the_night_lora_test_has_teeth(world_catalog, tmp_path, monkeypatch, mut
     else:
         training_shift_lost(monkeypatch)
     b_base, b_lora, night, progression = night_lora(world_catalog, tmp_path)
-    base = FIGURES.get("heldout_base") or heldout_night_loss()
-    lora = heldout_night_loss(tmp_path / "night")
+    base = FIGURES.get("heldout_base") or heldout_night_losses()
+    lora = heldout_night_losses(tmp_path / "night")
     print(f"\nwith the {mutation} broken: class-prompt brightness base {b_base:.1f} -> LoRA {b_lora:.1f} "
-          f"(night {night:.1f}), by step {progression}; held-out night loss base {base:.4f}, LoRA {lora:.4f}")
-    assert not (moved_half_way(b_base, b_lora, night) and lora_fits_night(base, lora))
+          f"(night {night:.1f}), by step {progression}; " + loss_line(base, lora))
+    assert not (moved_half_way(b_base, b_lora, night) and lora_fits_night(base, lora)
+                and learned_where_the_sampler_works(base, lora))
