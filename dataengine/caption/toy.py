@@ -94,7 +94,10 @@ def sample_clip(scene, rng: random.Random, sampling, size=(128, 96)) -> tuple[np
     from ..world import draw
 
     dur = rng.uniform(2.0, 4.0)
-    t0 = rng.uniform(0.0, 1.0)
+    # half start where the scene starts, as a clip `de ingest` cuts at a scene change does (trained
+    # only on later starts, the captioner got the action right on 70% of clips that start at 0 and
+    # on 98% of the others)
+    t0 = 0.0 if rng.random() < 0.5 else rng.uniform(0.0, 1.0)
     times = sample_times(0.0, dur, sampling.fps, sampling.max_frames)
     return np.stack([draw(scene, t0 + float(t), size[0], size[1]) for t in times]), [float(t) for t in times]
 
