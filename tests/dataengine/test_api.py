@@ -92,8 +92,11 @@ def test_rows_equal_the_in_process_backend_on_the_same_pixels(runner, cat, serve
 def test_500s_slow_answers_and_malformed_bodies_are_retried(runner, cat, server):
     from dataengine.caption.local_server import Faults
 
-    srv = server(Faults(fail_every=3, malformed_every=4, slow_every=7, slow_s=5))
-    r = api_caption(runner, cat, srv.url, "--concurrency", "3", "--request-timeout", "4", "--retries", "8",
+    # a slow answer takes 20 s and the client gives up after 10: a normal answer from the tiny
+    # model takes about a second, and on a loaded 2-core machine (the whole suite running) several,
+    # so a 4 s timeout against 5 s answers failed requests that were not slow
+    srv = server(Faults(fail_every=3, malformed_every=4, slow_every=7, slow_s=20))
+    r = api_caption(runner, cat, srv.url, "--concurrency", "3", "--request-timeout", "10", "--retries", "8",
                     "--retry-backoff", "0.05")
     assert r.exit_code == 0, (r.output, r.exception)
     n = rows(cat, "SELECT count(*) FROM clips")[0][0]
