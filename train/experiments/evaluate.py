@@ -1,7 +1,8 @@
 """`train eval RUN --query ...`: the video -> text -> video loop on held-out catalog clips.
 
 For each clip: its catalog caption and tags (the VLM's reading of the real clip) fill the run's
-prompt template; the base model and the LoRA generate from that prompt with the same seed; the
+prompt template; the base model and the LoRA generate from that prompt with the same seed (the
+run's validation seed plus the clip's index, so clips that share a prompt are distinct samples); the
 same captioner (same prompt version) re-captions both videos; we compare tags, style and
 temporal statistics against the real clip, and the held-out eval loss of base and LoRA.
 """
@@ -133,10 +134,12 @@ def evaluate(run_dir: str | Path, *, query: str, catalog: str | None = None, cap
     (ev_dir / "strips").mkdir(parents=True, exist_ok=True)
     clips = []
     readers: dict = {}
-    for w in tqdm(windows, desc="eval", unit="clip", disable=not progress):
+    for i, w in enumerate(tqdm(windows, desc="eval", unit="clip", disable=not progress)):
         real = read_window(w, cfg.height, cfg.width, readers)
-        base, t_base = generate(ctx, w.prompt, lora=False, seed=seed, steps=steps)
-        lora, t_lora = generate(ctx, w.prompt, lora=True, seed=seed, steps=steps)
+        # base and LoRA share clip i's seed (a paired comparison); clips get different seeds, so
+        # clips that share a prompt (a class-prompt run) are different samples, not N copies of one
+        base, t_base = generate(ctx, w.prompt, lora=False, seed=seed + i, steps=steps)
+        lora, t_lora = generate(ctx, w.prompt, lora=True, seed=seed + i, steps=steps)
         rec = _recaption(captioner, prompt, [base, lora], cfg.fps)
         src = src_tags.get(w.clip_id, [])
         row = {"clip_id": w.clip_id, "prompt": w.prompt, "source_tags": src, "in_training_set": w.clip_id in train_clips,
@@ -208,7 +211,7 @@ def write_report(ev_dir: Path, res: dict, clip_model: str | None) -> None:
     s = res["summary"]
     b, l = s["base"], s["lora"]
     md = [f"# Video -> text -> video evaluation: {Path(res['run']).name}", "",
-          f"Query: `{res['query']}`; {s['clips']} clips; seed {res['seed']}; {res['steps']} sampler steps; "
+          f"Query: `{res['query']}`; {s['clips']} clips; seeds {res['seed']}+clip index; {res['steps']} sampler steps; "
           f"re-captioned by `{res['captioner']}` @ `{res['prompt_version']}`.", ""]
     if res["random_models"]["base"] or res["random_models"]["captioner"]:
         md += ["**Random tiny models were used: the numbers below exercise the pipeline, they say nothing about "
