@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-no-browser test-fast bench clean
+.PHONY: setup demo test test-no-browser test-fast test-rebuild bench clean
 
 setup: $(STAMP)
 
@@ -19,10 +19,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=40
 
 test-no-browser: $(STAMP)
 	$(BIN)/python -m pytest -q --deselect tests/serve/test_browser.py
+
+test-rebuild: $(STAMP)  # rebuild the toy models from scratch and rerun every outcome test on them (~25 min)
+	DE_TEST_REBUILD=1 $(BIN)/python -m pytest -q -s tests/train/test_toy_rebuild.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -196,7 +196,9 @@ def generate(lora, prompt, base_model, seed, cfg, steps, frames, size, lora_scal
               help="Build only this part (repeatable) [default: both].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A tenth of the steps: checks the build runs, not that it learns.")
-def build_toy(out_dir, parts, seed, quick):
+@click.option("--vae-from", type=click.Path(file_okay=False), default=None,
+              help="Reuse the VAE of this toy SANA folder (e.g. assets/toy/sana) and train only the transformer.")
+def build_toy(out_dir, parts, seed, quick, vae_from):
     """Train the toy models on the toy world (dataengine.world), from a fixed seed, on the CPU.
 
     The real classes, small: an AutoencoderKLWan, a SanaVideoTransformer3DModel (flow matching on
@@ -209,18 +211,21 @@ def build_toy(out_dir, parts, seed, quick):
     Examples:
       train build-toy                       # rebuild assets/toy (what the tests and the demo use)
       train build-toy --out /tmp/toy --part sana --quick
+      train build-toy --out /tmp/toy --part sana --vae-from assets/toy/sana   # transformer only
     """
     from dataengine.assets import assets_dir
 
     out = Path(out_dir) if out_dir else assets_dir() / "toy"
     parts = parts or ("sana", "captioner")
+    if vae_from and not (Path(vae_from) / "vae" / "config.json").is_file():
+        raise click.ClickException(f"--vae-from {vae_from}: no vae/config.json there (give a toy SANA folder)")
     if "sana" in parts:
         from .toy import ToyConfig, build_sana
 
         cfg = ToyConfig(seed=seed)
         if quick:
             cfg.vae_steps, cfg.dit_steps, cfg.clips = 20, 30, 32
-        figures = build_sana(out / "sana", cfg, echo=click.echo)
+        figures = build_sana(out / "sana", cfg, echo=click.echo, vae_from=vae_from)
         click.echo(f"toy SANA-Video: VAE PSNR {figures['vae_psnr_db']} dB (random: {figures['random_vae_psnr_db']} "
                    f"dB); {figures['seconds']} s")
     if "captioner" in parts:

@@ -44,6 +44,7 @@ class ToyConfig:
     clips: int = 384  # training clips rendered for the transformer (day scenes)
     flow_shift: float = 3.0
     high_sigma: float = 0.8  # half of each base batch is drawn from [high_sigma, 1)
+    class_share: float = 0.25  # share of day clips the base trains on under the class prompt
 
 
 def world_batch(scenes, cfg: ToyConfig, rng: random.Random, frames: int | None = None):
@@ -244,6 +245,7 @@ def train_transformer(cfg: ToyConfig, vae, tok, te, echo=print, night_share: flo
 
     from . import flow
     from .cache import encode_text, normalise_latents
+    from .prompts import class_prompt
 
     rng = random.Random(cfg.seed + 1)
     scenes = [random_scene(rng, "night" if rng.random() < night_share else "day") for _ in range(cfg.clips)]
@@ -256,12 +258,18 @@ def train_transformer(cfg: ToyConfig, vae, tok, te, echo=print, night_share: flo
             x = to_tensor(world_batch(scenes[i:i + 8], cfg, rng))
             lat.append(normalise_latents(vae.encode(x).latent_dist.mode(), vae))
     lat = torch.cat(lat)
-    captions = sorted({s.caption() for s in scenes})
+    # a share of the day clips under the class prompt: as the real base answers a cartoon prompt
+    # with a coherent, off-style video, the toy base answers it with day scenes (without this it
+    # had never seen the prompt, and its class-prompt samples were mush that no captioner reads)
+    cls = class_prompt(None)
+    prompts = [cls if s.time_of_day == "day" and rng.random() < cfg.class_share else s.caption() for s in scenes]
+    captions = sorted(set(prompts))
     emb, mask, null_e, null_m = encode_text(pipe, captions, MAX_LEN, "cpu")
     index = {c: i for i, c in enumerate(captions)}
-    cap_idx = torch.tensor([index[s.caption()] for s in scenes])
-    echo(f"transformer data: {len(scenes)} clips ({sum(s.time_of_day == 'night' for s in scenes)} night), "
-         f"{len(captions)} captions, latents {tuple(lat.shape[1:])}, {time.perf_counter() - t0:.0f} s")
+    cap_idx = torch.tensor([index[p] for p in prompts])
+    echo(f"transformer data: {len(scenes)} clips ({sum(s.time_of_day == 'night' for s in scenes)} night, "
+         f"{prompts.count(cls)} under the class prompt), {len(captions)} prompts, latents {tuple(lat.shape[1:])}, "
+         f"{time.perf_counter() - t0:.0f} s")
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(tr.parameters(), lr=cfg.dit_lr, weight_decay=0.0)
     sched = warmup_cosine(opt, cfg.dit_steps)
@@ -287,15 +295,22 @@ def train_transformer(cfg: ToyConfig, vae, tok, te, echo=print, night_share: flo
     return tr.eval()
 
 
-def build_sana(out_dir, cfg: ToyConfig | None = None, echo=print) -> dict:
-    """Train the toy SANA-Video and save it as a diffusers pipeline folder; returns the figures."""
+def build_sana(out_dir, cfg: ToyConfig | None = None, echo=print, vae_from: str | Path | None = None) -> dict:
+    """Train the toy SANA-Video and save it as a diffusers pipeline folder; returns the figures.
+    With `vae_from` (a toy pipeline folder), reuse its VAE and train only the transformer."""
     import torch
 
     cfg = cfg or ToyConfig()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
     tok, te = encoder_parts(cfg.seed)
-    vae = train_vae(cfg, echo)
+    if vae_from:
+        from diffusers import AutoencoderKLWan
+
+        vae = AutoencoderKLWan.from_pretrained(Path(vae_from) / "vae").eval()
+        echo(f"vae: reused from {vae_from}")
+    else:
+        vae = train_vae(cfg, echo)
     t_vae = time.perf_counter() - t0
     p = vae_psnr(vae, cfg)
     p_random = vae_psnr(new_vae(cfg.seed + 7).eval(), cfg)
@@ -304,8 +319,13 @@ def build_sana(out_dir, cfg: ToyConfig | None = None, echo=print) -> dict:
     pipe = pipeline_of(tok, te, vae, tr, cfg.flow_shift)
     out = Path(out_dir)
     pipe.save_pretrained(out, safe_serialization=True)
+    if vae_from:  # a loaded model's config remembers where it came from; the shipped one must not
+        vc = out / "vae" / "config.json"
+        vc.write_text(json.dumps({k: v for k, v in json.loads(vc.read_text()).items() if k != "_name_or_path"},
+                                 indent=2, sort_keys=True) + "\n")
     figures = {"vae_psnr_db": round(p, 2), "random_vae_psnr_db": round(p_random, 2),
-               "vae_seconds": round(t_vae), "seconds": round(time.perf_counter() - t0), "config": asdict(cfg)}
+               "vae_seconds": round(t_vae), "seconds": round(time.perf_counter() - t0), "config": asdict(cfg),
+               "vae_reused_from": str(vae_from) if vae_from else None}
     (out / "TOY_MODEL").write_text(json.dumps({"name": TOY_NAME, **figures}, indent=1) + "\n")
     echo(f"toy SANA-Video saved to {out} in {figures['seconds']} s")
     return figures

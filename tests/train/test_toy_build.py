@@ -1,6 +1,6 @@
 """`train build-toy` (issue 21, mechanics only): a quick build writes both toy models, and `toy`
 loads them by name through `from_pretrained`, for `train` and for `de caption`. The outcome
-tests (PSNR, tag F1, a night LoRA) need the full build's weights, which do not ship yet."""
+tests (PSNR, tag F1, a night LoRA) use the shipped full build: tests/train/test_toy_outcomes.py."""
 
 from __future__ import annotations
 
@@ -76,3 +76,29 @@ def test_toy_loads_by_name_and_generates_and_captions(toy_assets, monkeypatch, t
     assert r.exit_code in (0, 1), r.output  # a quick build may not answer well; it must answer
     got = rows(cat, "SELECT captioner, is_random_model, status FROM captions")
     assert len(got) == 2 and all(g[0] == "toy-qwen2-vl" and g[1] is False for g in got)
+
+
+def test_vae_from_retrains_only_the_transformer_on_that_vae(toy_assets, tmp_path):
+    """`--vae-from` keeps the given VAE bit for bit (its weights and latent statistics) and trains
+    a new transformer; a folder without a VAE is a one-line error."""
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from train.cli import main
+
+    src = toy_assets / "toy" / "sana"
+    r = CliRunner().invoke(main, ["build-toy", "--out", str(tmp_path), "--part", "sana", "--quick",
+                                  "--vae-from", str(src)])
+    assert r.exit_code == 0, r.output
+    assert f"vae: reused from {src}" in r.output and "under the class prompt" in r.output
+    old, new = (load_file(next((d / "vae").glob("*.safetensors"))) for d in (src, tmp_path / "sana"))
+    assert old.keys() == new.keys() and all((old[k] == new[k]).all() for k in old)
+    import json
+
+    cfgs = [json.loads((d / "vae" / "config.json").read_text()) for d in (src, tmp_path / "sana")]
+    assert cfgs[0]["latents_mean"] == cfgs[1]["latents_mean"] and cfgs[0]["latents_std"] == cfgs[1]["latents_std"]
+    assert "_name_or_path" not in cfgs[1] and not (tmp_path / "qwen2-vl").exists()
+
+    r = CliRunner().invoke(main, ["build-toy", "--out", str(tmp_path / "x"), "--vae-from", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "no vae/config.json" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x").exists()
