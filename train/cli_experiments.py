@@ -66,7 +66,9 @@ def eval_cmd(run, query, catalog, captioner, source, prompt_name, caption_fps, c
         raise click.ClickException(str(e)) from e
     s = res["summary"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    click.echo(f"{s['clips']} clips; Jaccard base {fmt(s['base']['jaccard'])} vs LoRA {fmt(s['lora']['jaccard'])}; "
+    shared = f"shared tags ({', '.join(s['shared_tags'])}) recalled: base {fmt(s['base']['shared_tag_recall'])} vs " \
+             f"LoRA {fmt(s['lora']['shared_tag_recall'])}; " if s["shared_tags"] else ""
+    click.echo(f"{s['clips']} clips; Jaccard base {fmt(s['base']['jaccard'])} vs LoRA {fmt(s['lora']['jaccard'])}; {shared}"
                f"palette distance base {fmt(s['base']['palette_distance'])} vs LoRA {fmt(s['lora']['palette_distance'])}; "
                f"eval loss base {fmt(res['eval_loss']['base'])} vs LoRA {fmt(res['eval_loss']['lora'])}")
     click.echo(f"report: {run}/eval/report.md (and report.html)")

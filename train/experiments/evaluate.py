@@ -182,14 +182,26 @@ def _mean(xs):
     return float(np.mean(xs)) if xs else None
 
 
+def shared_tags(clips: list[dict]) -> list[str]:
+    """The tags every source clip carries: what the query selected on (night, chase ...), the style
+    a LoRA trained on these clips should reproduce whatever its prompt says."""
+    sets = [set(c["source_tags"]) for c in clips]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
 def summarise(clips: list[dict], uses_tags: bool) -> dict:
-    s: dict = {"clips": len(clips)}
+    shared = shared_tags(clips)
+    s: dict = {"clips": len(clips), "shared_tags": shared}
     for name in ("base", "lora"):
         rs = [c[name] for c in clips]
         ok = [r for r in rs if r["recaption_ok"]]
         s[name] = {
             "recaptioned": len(ok),
             "jaccard": _mean([r["jaccard"] for r in ok]),
+            # with a class prompt, setting and action are left to chance for both models; the
+            # shared tags are where a style LoRA should beat the base
+            "shared_tag_recall": _mean([sum(t in r["tags"] for t in shared) / len(shared) for r in ok])
+            if shared else None,
             "control_adherence": _mean([r.get("control_adherence") for r in ok]) if uses_tags else None,
             "palette_distance": _mean([r["palette_distance"] for r in rs]),
         }
@@ -222,6 +234,8 @@ def write_report(ev_dir: Path, res: dict, clip_model: str | None) -> None:
     md += table(["metric", "base", "LoRA"], [
         ["clips re-captioned (parsed)", b["recaptioned"], l["recaptioned"]],
         ["mean Jaccard", b["jaccard"], l["jaccard"]],
+        [f"recall of the tags every clip shares ({', '.join(s['shared_tags']) or 'none'})",
+         b["shared_tag_recall"], l["shared_tag_recall"]],
         ["control adherence", b["control_adherence"], l["control_adherence"]],
     ])
     tags = sorted(set(b["tag_recall"]) | set(l["tag_recall"]))
