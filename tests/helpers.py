@@ -44,7 +44,10 @@ def assert_same_training(a, b):
     wb = load_file(os.path.join(b, "pytorch_lora_weights.safetensors"))
     assert wa.keys() == wb.keys()
     for k in wa:
-        assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6), (k, (wa[k] - wb[k]).abs().max())
+        # atol 1e-5, a twentieth of one step at lr 2e-4: Adam divides by the gradient's own size,
+        # so where the gradient is ~0 the two reduction orders' rounding noise becomes a step of
+        # its own (1.1e-6 once, in a loaded full-suite run); different data moves whole tensors
+        assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-5), (k, (wa[k] - wb[k]).abs().max())
     la = [x["loss"] for x in metrics(a) if "loss" in x]
     lb = [x["loss"] for x in metrics(b) if "loss" in x]
     assert la == pytest.approx(lb, rel=1e-4)  # the logged loss is the global batch's on both

@@ -42,7 +42,7 @@ def test_the_step_distilled_student_beats_the_teacher_at_four_steps(night_run):
     from train.cli import main
 
     r = CliRunner().invoke(main, ["distill-steps", str(night_run), "--steps", "4", "--pairs", "1",
-                                  "--teacher-steps", "16", "--train-steps", "150", "--no-progress"])
+                                  "--teacher-steps", "16", "--train-steps", "300", "--no-progress"])
     assert r.exit_code == 0, r.output
     out = night_run / "distill" / "steps4"
     rec = json.loads((out / "distill.json").read_text())
