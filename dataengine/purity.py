@@ -101,23 +101,32 @@ def check_cuts(th: np.ndarray, d: np.ndarray, cuts: list[int], spans: list[Span]
     return kept, dropped
 
 
-def motion_floor(d: np.ndarray, half: int = 30, q: float = 30) -> np.ndarray:
-    """The shot's own change per frame: a low percentile of the change over +-half frames (low,
-    so a transition inside the window does not raise it)."""
+def _window_percentile(x: np.ndarray, half: int, q: float) -> np.ndarray:
+    """p[i] = the q-th percentile of x[i - half : i + half + 1] (the ends reuse the first and last
+    full window; a short x gets its own percentile throughout)."""
+    n = len(x)
+    if n <= 2 * half + 1:
+        return np.full(n, np.percentile(x, q) if n else 0.0, np.float32)
+    mid = np.percentile(np.lib.stride_tricks.sliding_window_view(x, 2 * half + 1), q, axis=1).astype(np.float32)
+    return np.concatenate([np.full(half, mid[0]), mid, np.full(half, mid[-1])]).astype(np.float32)
+
+
+def motion_floor(d: np.ndarray, half: int = 15, q: float = 30) -> np.ndarray:
+    """The shot's own change per frame: a low percentile of the change over the `half` frames
+    before and, separately, the `half` frames after each frame, and the lower of the two. Low, so
+    a transition inside the window does not raise it; one-sided, so a still shot next to a moving
+    one keeps its own (near zero) floor up to the transition."""
     n = len(d)
     if n < 2:
         return np.zeros(n, np.float32)
     body = d[1:]  # d[0] is no change
-    if len(body) <= 2 * half + 1:
-        return np.full(n, np.percentile(body, q), np.float32)
-    # windows of 2*half+1 around each frame (the ends reuse the first and last full window)
-    win = np.lib.stride_tricks.sliding_window_view(body, 2 * half + 1)
-    mid = np.percentile(win, q, axis=1).astype(np.float32)
+    w = _window_percentile(body, half // 2, q)  # centred windows of ~half frames ...
+    k = half // 2 + 1
+    left = np.concatenate([np.full(k, w[0]), w[:-k]]) if len(w) > k else np.full(len(w), w[0])
+    right = np.concatenate([w[k:], np.full(k, w[-1])]) if len(w) > k else np.full(len(w), w[-1])
     out = np.empty(n, np.float32)
-    out[1:half + 1] = mid[0]
-    out[half + 1:half + 1 + len(mid)] = mid
-    out[half + 1 + len(mid):] = mid[-1]
-    out[0] = mid[0]
+    out[1:] = np.minimum(left, right)  # ... ending just before the frame, or starting just after it
+    out[0] = out[1]
     return out
 
 
@@ -144,10 +153,106 @@ def betweenness(th: np.ndarray, a: int, b: int) -> float:
     return float(np.median(r)) / ab
 
 
+def _is_transition(th: np.ndarray, d: np.ndarray, base: np.ndarray, s: int, e: int, strict: bool = False) -> bool:
+    """Frames s..e-1 carry picture s-1 to picture e-1 on a (near) straight path: a dissolve or a
+    wipe, not motion inside a shot. `strict` (for a stretch picked out of a longer run, where
+    many are tried) asks for the pixel-wise test alone."""
+    path = float(d[s:e].sum())
+    excess = path - float(base[s:e].sum())
+    chord = _dist(th, s - 1, e - 1)
+    if chord <= MIN_CHORD or changed_share(th, s - 1, e - 1) < MIN_SHARE:
+        return False
+    straight = not strict and chord >= 0.6 * excess and chord >= 0.25 * path
+    between = betweenness(th, s - 1, e - 1)
+    if not (straight or between < BETWEEN):
+        return False
+    # two shots, not one: their colours differ (motion inside a shot keeps its palette), unless the
+    # frames lie so plainly between the two pictures that only a blend or a wipe explains them
+    return palette_distance(th[s - 1], th[e - 1]) >= MIN_PALETTE or between < SURE_BETWEEN
+
+
+MIN_PALETTE = 0.2  # colour-histogram distance (0-1) between the pictures before and after a transition
+SURE_BETWEEN = 0.12
+
+
+def palette_distance(a: np.ndarray, b: np.ndarray, bins: int = 4) -> float:
+    """Half the L1 distance between the colour histograms (bins^3 RGB cells) of two thumbnails."""
+    def hist(x):
+        q = np.clip(x.reshape(-1, 3) * (bins / 256.0), 0, bins - 1).astype(np.int64)
+        h = np.bincount((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2], minlength=bins ** 3)
+        return h / max(1, h.sum())
+    return float(0.5 * np.abs(hist(a) - hist(b)).sum())
+
+
+PAN_SHARE = 0.5  # a stretch whose frame-to-frame change a small shift of the picture explains by half is a pan
+SHIFT = 3  # thumbnail pixels per frame (a screen width in 8 frames)
+
+
+def shift_explained(th: np.ndarray, s: int, e: int) -> float:
+    """How much of the change over frames s..e-1 a shift of the whole picture explains (0: none, 1:
+    all): per frame, the change left once the previous frame is moved by the best shift of up to
+    SHIFT pixels (in half pixels: a slow pan moves a thumbnail by less than one), against the
+    change without moving it, both on the interior. A pan, or a camera following a character,
+    moves the picture; a dissolve, a wipe or a fade replaces it."""
+    m = SHIFT
+    h, w = th.shape[1:3]
+    cur = th[s:e, m:-m, m:-m]
+    shifted = {(dy, dx): th[s - 1:e - 1, m + dy:h - m + dy, m + dx:w - m + dx]
+               for dy in range(-m, m + 1) for dx in range(-m, m + 1)}
+    raw = np.abs(cur - shifted[0, 0]).mean(axis=(1, 2, 3))
+    best = raw.copy()
+    for (dy, dx), prev in shifted.items():
+        cands = [prev]
+        if dx < m:
+            cands.append(0.5 * (prev + shifted[dy, dx + 1]))
+        if dy < m:
+            cands.append(0.5 * (prev + shifted[dy + 1, dx]))
+        for c in cands:
+            best = np.minimum(best, np.abs(cur - c).mean(axis=(1, 2, 3)))
+    return float(1 - best.sum() / max(float(raw.sum()), 1e-6))
+
+
+def _transition_in_run(th, d, base, s: int, e: int, min_len: int, max_len: int) -> tuple[int, int] | None:
+    """The longest stretch of the run s..e-1 that is a transition: the whole run, else the longest
+    one starting where the run starts (a transition into a moving shot) or ending where it ends
+    (out of a moving shot), at most max_len frames."""
+    if min_len <= e - s <= max_len and _is_transition(th, d, base, s, e):
+        return s, e
+    best = None
+    for length in range(min(max_len, e - s - 1), min_len - 1, -1):
+        if _is_transition(th, d, base, s, s + length, strict=True):
+            best = (s, s + length)
+        elif _is_transition(th, d, base, e - length, e, strict=True):
+            best = (e - length, e)
+        if best:
+            return best
+    return None
+
+
+TIGHT = 0.92  # share of the way from the picture before a stretch to the one after it
+
+
+def tighten(th: np.ndarray, s: int, e: int) -> tuple[int, int]:
+    """Shrink the stretch s..e-1 to the frames that are on their way from one picture to the other.
+    A stretch found as a run of change can hold the still or moving frames of the shots on either
+    side; the transition begins after the last frame still (almost) as far from the end picture as
+    the farthest, and ends at the first frame (almost) as far from the start picture as the
+    farthest. One frame of margin stays on each side."""
+    pics = th[s - 1:e]
+    to_end = np.abs(pics - pics[-1]).mean(axis=(1, 2, 3))
+    from_start = np.abs(pics - pics[0]).mean(axis=(1, 2, 3))
+    a = int(np.flatnonzero(to_end >= TIGHT * to_end.max())[-1])  # last picture still "before"
+    b = int(np.flatnonzero(from_start >= TIGHT * from_start.max())[0])  # first picture already "after"
+    if b <= a:
+        return s, e
+    return max(s, s + a - 1), min(e, s + b + 1)  # frames (s - 1 + a) + 1 .. (s - 1 + b), with a frame of margin
+
+
 def gradual_spans(th: np.ndarray, d: np.ndarray, min_len: int = 4, max_len: int = 40) -> list[Span]:
     """Runs of steady change between two different pictures: each frame changes more than the
     shot's motion, and what the run travelled beyond that motion is mostly the straight distance
-    from the picture before it to the picture after it."""
+    from the picture before it to the picture after it. A run that goes on into a moving shot
+    (or comes out of one) is searched for such a stretch at its start (or end)."""
     n = len(th)
     spans: list[Span] = []
     base = motion_floor(d)
@@ -158,7 +263,7 @@ def gradual_spans(th: np.ndarray, d: np.ndarray, min_len: int = 4, max_len: int 
             t += 1
             continue
         s = t
-        while t < n and active[t] and t - s < max_len:
+        while t < n and active[t]:
             t += 1
         e = t  # frames s..e-1 changed; the run goes from picture s-1 to picture e-1
         run = d[s:e]
@@ -166,14 +271,9 @@ def gradual_spans(th: np.ndarray, d: np.ndarray, min_len: int = 4, max_len: int 
         if len(spike):  # a hard cut inside the run: the detector's business; look again after it
             e = s + int(spike[0])
             t = e + 1
-        if e - s >= min_len:
-            path = float(d[s:e].sum())
-            excess = path - float(base[s:e].sum())
-            chord = _dist(th, s - 1, e - 1)
-            straight = chord >= 0.6 * excess and chord >= 0.25 * path
-            if (chord > MIN_CHORD and changed_share(th, s - 1, e - 1) >= MIN_SHARE
-                    and (straight or betweenness(th, s - 1, e - 1) < BETWEEN)):
-                spans.append(Span(s, e, "gradual"))
+        found = _transition_in_run(th, d, base, s, e, min_len, max_len) if e - s >= min_len else None
+        if found:
+            spans.append(Span(*tighten(th, *found), "gradual"))
     return spans
 
 
@@ -202,22 +302,28 @@ def fade_spans(th: np.ndarray, dark: float = 14.0) -> list[Span]:
     return spans + dip_spans(luma)
 
 
-def dip_spans(luma: np.ndarray, min_ramp: int = 3, depth: float = 0.5) -> list[Span]:
+def dip_spans(luma: np.ndarray, min_ramp: int = 3, depth: float = 0.5, flat: int = 3) -> list[Span]:
     """A fast fade that never reaches black: luma falls steadily for at least `min_ramp` frames to
-    under half of where it started, then climbs steadily again."""
+    under half of where it started, may rest at the bottom for up to `flat` frames, then climbs
+    steadily again."""
     n = len(luma)
     spans = []
     for t in range(1, n - 1):
-        if not (luma[t] < luma[t - 1] and luma[t] <= luma[t + 1]):
+        if not (luma[t] < luma[t - 1] - 0.3):  # the last frame of a fall: the bottom starts here
             continue
+        lo = t
+        while lo + 1 < n and abs(luma[lo + 1] - luma[t]) <= 1.0 and lo - t < flat - 1:
+            lo += 1
         a = t
         while a > 0 and luma[a - 1] > luma[a] + 0.3:
             a -= 1
-        b = t
+        b = lo
         while b < n - 1 and luma[b + 1] > luma[b] + 0.3:
             b += 1
+        if b == lo or luma[t + 1] < luma[t] - 0.3:
+            continue  # no climb after the bottom, or the fall goes on
         top = min(luma[a], luma[b])
-        if t - a >= min_ramp and b - t >= min_ramp and luma[t] <= (1 - depth) * top:
+        if t - a >= min_ramp and b - lo >= min_ramp and max(luma[t:lo + 1]) <= (1 - depth) * top:
             spans.append(Span(a + 1, b, "fade"))
     return spans
 
@@ -229,7 +335,7 @@ def merge(spans: list[Span], gap: int = 4) -> list[Span]:
     for s in sorted(spans, key=lambda x: x.start):
         if out and s.start <= out[-1].end + gap:
             last = out[-1]
-            reason = last.reason if last.reason == s.reason else "gradual"
+            reason = "fade" if "fade" in (last.reason, s.reason) else last.reason  # a fade's ramps are gradual too
             out[-1] = Span(last.start, max(last.end, s.end), reason)
         else:
             out.append(s)

@@ -90,7 +90,7 @@ def split_key(det: DetectorOptions, split: SplitOptions, analysis_side: int, pur
 
     d = {"det": det.params(), "split": asdict(split), "side": analysis_side}
     if purity:  # keys of catalogs made before the purity stage stay what they were
-        d["purity"] = "v1"
+        d["purity"] = "v2"  # v2: one-sided motion floor, stretches inside runs, palette test, tightening
     blob = json.dumps(d, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
