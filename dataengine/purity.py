@@ -277,6 +277,9 @@ def gradual_spans(th: np.ndarray, d: np.ndarray, min_len: int = 4, max_len: int 
     return spans
 
 
+RAMP = 0.04
+
+
 def fade_spans(th: np.ndarray, dark: float = 14.0) -> list[Span]:
     """Dark runs (a fade or an iris through black) widened to the ramps on either side."""
     luma = th.mean(axis=(1, 2, 3))
@@ -291,11 +294,13 @@ def fade_spans(th: np.ndarray, dark: float = 14.0) -> list[Span]:
         while t < n and luma[t] < dark:
             t += 1
         e = t
+        # the ramps down and up: luma steps of more than RAMP of its level (a fade's are steep; a
+        # shot's own drift in brightness, which the walk must not follow, is slow)
         a = s
-        while a > 0 and luma[a - 1] > luma[a] + 0.5 and s - a < 30:  # the ramp down
+        while a > 0 and luma[a - 1] > luma[a] + max(0.5, RAMP * luma[a - 1]) and s - a < 30:
             a -= 1
         b = e
-        while b < n and luma[b] > luma[b - 1] + 0.5 and b - e < 30:  # the ramp up
+        while b < n and luma[b] > luma[b - 1] + max(0.5, RAMP * luma[b]) and b - e < 30:
             b += 1
         if a > 0 or b < n:  # a video that is dark throughout has no fade
             spans.append(Span(a, b, "fade"))
@@ -315,10 +320,10 @@ def dip_spans(luma: np.ndarray, min_ramp: int = 3, depth: float = 0.5, flat: int
         while lo + 1 < n and abs(luma[lo + 1] - luma[t]) <= 1.0 and lo - t < flat - 1:
             lo += 1
         a = t
-        while a > 0 and luma[a - 1] > luma[a] + 0.3:
+        while a > 0 and luma[a - 1] > luma[a] + max(0.3, RAMP * luma[a - 1]):
             a -= 1
         b = lo
-        while b < n - 1 and luma[b + 1] > luma[b] + 0.3:
+        while b < n - 1 and luma[b + 1] > luma[b] + max(0.3, RAMP * luma[b + 1]):
             b += 1
         if b == lo or luma[t + 1] < luma[t] - 0.3:
             continue  # no climb after the bottom, or the fall goes on
