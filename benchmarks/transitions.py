@@ -62,7 +62,7 @@ def table(rows: list[tuple[str, dict, float]]) -> str:
 
 
 def main(argv=None) -> int:
-    from dataengine.edits import build_set, load_truth, score
+    from dataengine.edits import build_set, coverage_ceiling, load_truth, score
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--media", default=str(ROOT.parent / "shared" / "media"),
@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     n_tr = sum(len(t.transitions) for t in truth)
     n_traps = sum(len(t.traps) for t in truth)
     print(f"{len(truth)} videos, {n_tr} transitions, {n_traps} traps, "
-          f"{sum(t.frames for t in truth)} frames (media: {a.media if Path(a.media).is_dir() else 'none'})")
+          f"{sum(t.frames for t in truth)} frames (media: {a.media if Path(a.media).is_dir() else 'none'}); "
+          f"coverage ceiling (perfect clips under the default clip policy) {coverage_ceiling(truth):.2f}")
     rows = []
     for d in a.detectors.split(","):
         for purity in (False, True):

@@ -276,3 +276,19 @@ def score(truth: list[EditTruth], clips: dict[str, list[tuple[int, int]]], tol: 
             "boundary_f1": 2 * prec * rec / max(1e-9, prec + rec), "found": {k: tuple(v) for k, v in found.items()},
             "false_boundaries": fp_b, "false_at_traps": at_traps, "clips": clips_n, "pure_clips": pure,
             "purity": pure / max(1, clips_n), "coverage": cover / max(1, clean_total)}
+
+
+def coverage_ceiling(truth: list[EditTruth], min_duration: float = 1.0, trim: int = 2) -> float:
+    """The coverage a perfect detector would reach under the clip policy (`de ingest`'s defaults):
+    every stretch between transitions becomes one clip, `trim` frames shorter at each transition,
+    and is dropped when shorter than min_duration. Short segments cap what any detector can do."""
+    covered = clean = 0
+    for t in truth:
+        edges = [0] + [x for sp in sorted(t.transitions, key=lambda sp: sp.start) for x in (sp.start, sp.end)]
+        edges.append(t.frames)
+        for a, b in zip(edges[::2], edges[1::2]):
+            clean += b - a
+            n = (b - a) - (trim if a > 0 else 0) - (trim if b < t.frames else 0)
+            if n >= round(min_duration * t.fps):
+                covered += n
+    return covered / max(1, clean)
