@@ -132,7 +132,7 @@ def motion_floor(d: np.ndarray, half: int = 15, q: float = 30) -> np.ndarray:
 
 BETWEEN = 0.35
 MIN_CHORD = 12.0  # mean change (0-255) from the picture before a transition to the one after it
-MIN_SHARE = 0.25  # ... over at least this share of the picture: a character moving on a flat set
+MIN_SHARE = 0.35  # ... over at least this share of the picture: a character moving on a flat set
 #                   is a small wipe of its own, but it changes a small part of the frame
 
 
@@ -277,6 +277,89 @@ def gradual_spans(th: np.ndarray, d: np.ndarray, min_len: int = 4, max_len: int 
     return spans
 
 
+WIPE_PEAK = 3.0  # the edge's column (or row) changes this many times the median one
+WIPE_SURE_PEAK = 6.0  # ... and over the whole sweep, the median frame's peak stands this far out
+WIPE_KEEP = 0.5  # what the edge sweeps stays changed by at least this share of the edge's change
+WIPE_KEEP_MAX = 2.5  # ... and at most this many times it
+
+
+def _one_way_pieces(peak: np.ndarray, i: int, j: int) -> list[tuple[int, int]]:
+    """Split peak[i..j] into maximal pieces that travel one way: each step forward by at most
+    WIPE_STEP places, or back by at most one (the peak of a noisy frame sits beside the edge)."""
+    pieces = []
+    for sign in (1, -1):
+        k = i
+        while k < j:
+            m = k
+            while m < j and -1 <= sign * (int(peak[m + 1]) - int(peak[m])) <= WIPE_STEP:
+                m += 1
+            if m > k:
+                pieces.append((k, m))
+            k = m + 1 if m == k else m
+    return pieces
+
+
+WIPE_STEP = 6
+WIPE_ACROSS = 0.35  # an edge runs across the picture: this share of its line changes (a car: ~0.2)
+
+
+def _edge_length(diff: np.ndarray, peak: np.ndarray, a: int, b: int, axis: int) -> float:
+    """The median share of the peak's column (or row) that changed, over frames a..b: a wipe's
+    edge crosses the whole picture; an object entering changes the part of the line it covers."""
+    shares = []
+    for k in range(a, b + 1):
+        line = diff[k][:, peak[k]] if axis == 2 else diff[k][peak[k], :]
+        shares.append(float((line > 0.25 * line.max()).mean()))
+    return float(np.median(shares))
+
+
+def wipe_spans(th: np.ndarray, min_len: int = 5, max_len: int = 40) -> list[Span]:
+    """Wipes the frame-change level cannot see: two shots alike (two moments of one scene), both
+    moving. The change concentrates in the column (or row) the wipe's edge crosses, the edge
+    travels one way across most of the picture, and what it swept stays changed (a character
+    running across a set also moves a peak of change, but the set behind it comes back)."""
+    n = len(th)
+    if n < min_len + 2:
+        return []
+    diff = np.abs(np.diff(th, axis=0)).mean(axis=3)  # (n-1, H, W): diff[i] is the change into frame i+1
+    spans = []
+    for axis in (2, 1):  # the edge's column (a left-right wipe), then its row (top-bottom)
+        prof = diff.mean(axis=1 if axis == 2 else 2)  # (n-1, size)
+        size = prof.shape[1]
+        peak = prof.argmax(axis=1)
+        ratio = prof.max(axis=1) / (np.median(prof, axis=1) + 0.5)
+        strong = ratio >= WIPE_PEAK
+        i = 0
+        while i < n - 1:
+            if not strong[i]:
+                i += 1
+                continue
+            j = i
+            while j + 1 < n - 1 and strong[j + 1]:
+                j += 1
+            for a, b in _one_way_pieces(peak, i, j):
+                sweep = abs(int(peak[b]) - int(peak[a]))
+                if not (min_len <= b - a + 1 <= max_len and sweep >= WIPE_SWEEP * size):
+                    continue
+                if np.abs(np.diff(peak[a:b + 1].astype(int))).max() > sweep / 3:
+                    continue  # an edge travels steadily; a peak that jumps is two things changing
+                lo, hi = sorted((int(peak[a]), int(peak[b])))
+                # the picture before the piece (frame a) and after it (frame b + 1), over what it swept
+                kept = np.abs(th[b + 1] - th[a]).mean(axis=2).mean(axis=0 if axis == 2 else 1)[lo:hi + 1]
+                edge = prof[a:b + 1].max(axis=1).mean()
+                # the swept part changed by about what the edge carried: far less is a character
+                # passing; far more is the whole picture changing (a fade, a move of the camera)
+                if (WIPE_KEEP * edge <= kept.mean() <= WIPE_KEEP_MAX * edge
+                        and np.median(ratio[a:b + 1]) >= WIPE_SURE_PEAK
+                        and _edge_length(diff, peak, a, b, axis) >= WIPE_ACROSS):
+                    spans.append(Span(a + 1, b + 2, "gradual"))
+            i = j + 1
+    return spans
+
+
+WIPE_SWEEP = 0.5  # the edge crosses at least half the picture
+
+
 RAMP = 0.04
 
 
@@ -350,6 +433,6 @@ def merge(spans: list[Span], gap: int = 4) -> list[Span]:
 def purify(th: np.ndarray, cuts: list[int]) -> PurityResult:
     """Cuts to keep and spans to exclude, from the thumbnails of every frame and the detector's cuts."""
     d = frame_changes(th)
-    spans = merge(gradual_spans(th, d) + fade_spans(th))
+    spans = merge(gradual_spans(th, d) + fade_spans(th) + wipe_spans(th))
     kept, dropped = check_cuts(th, d, cuts, spans)
     return PurityResult(kept, spans, dropped)

@@ -64,9 +64,9 @@ def test_the_edited_set_holds_what_its_truth_says(edited):
 def test_default_ingest_keeps_transitions_out_of_clips(scored):
     cat, s = scored["purity"]
     print(json.dumps({k: v for k, v in s.items()}, default=str))
-    # measured: purity 0.93 (13 of 14 clips), F1 1.00, coverage 0.68 (stage v1: 0.85 / 0.94 / 0.54);
+    # measured: purity 1.00 (14 of 14 clips), F1 1.00, coverage 0.73 (stage v1: 0.85 / 0.94 / 0.54);
     # issue 22 asks 0.98 / 0.90 / 0.75 (this set's ceiling, perfect clips under the clip policy: 0.80)
-    assert s["purity"] >= 0.9 and s["boundary_f1"] >= 0.95 and s["coverage"] >= 0.6
+    assert s["purity"] >= 0.95 and s["boundary_f1"] >= 0.95 and s["coverage"] >= 0.65
     assert s["found"]["cut"][0] == s["found"]["cut"][1]
     assert s["false_at_traps"] <= 1
 
@@ -146,3 +146,31 @@ def test_a_dissolve_into_a_moving_shot_is_kept_out_whole_and_a_pan_alone_is_not(
     assert spans[0].start <= start and spans[0].end >= start + m  # all of it
     assert spans[0].end - spans[0].start <= m + 6  # and little of the shots either side
     assert purify(_thumbs(pan), []).spans == []
+
+
+def test_a_wipe_between_two_moments_of_one_moving_shot_is_kept_out_and_a_runner_is_not():
+    """Two moments of one panning scene look alike and both move, so the wipe between them
+    hardly raises the frame change: the stage follows the wipe's edge across the picture. A
+    character running across a still set moves a peak of change the same way, but the set
+    behind it comes back, and its leading edge covers a part of the column only."""
+    from dataengine.edits import transition_frames
+    from dataengine.purity import purify
+    from dataengine.world import Scene, render
+
+    shot = render(Scene("garden", "day", "chase", "both", "pan", seed=2), 6.0, 24, 192, 108)
+    shot = np.stack([np.roll(f, 3 * i, axis=1) for i, f in enumerate(shot)])  # the camera moves on
+    a, b, m = shot[:60], shot[84:], 12  # 1 s of the scene is left out between the two moments
+    video = np.concatenate([a[:-m], transition_frames("wipe", a[-m:], b[:m]), b[m:]])
+    start = len(a) - m
+    spans = purify(_thumbs(video), []).spans
+    print("spans", spans)
+    assert any(s.start <= start + 1 and s.end >= start + m - 1 for s in spans), spans
+    assert sum(s.end - s.start for s in spans) <= m + 6
+    runner = render(Scene("kitchen", "day", "chase", "mouse", "static", seed=5), 4.0, 24, 192, 108)
+    assert purify(_thumbs(runner), []).spans == []
+    # a bright car drives into a still shot from the top: its front sweeps the rows one way and
+    # what it swept stays changed, as a wipe's would, but it covers a quarter of each row
+    car = render(Scene("kitchen", "night", "rest", "cat", "static", seed=5), 3.0, 24, 192, 108)
+    for i in range(20, len(car)):
+        car[i, :min(108, (i - 20) * 6), 80:128] = 235
+    assert purify(_thumbs(car), []).spans == []
