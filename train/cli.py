@@ -217,6 +217,8 @@ def build_toy(out_dir, parts, seed, quick, vae_from):
 
     out = Path(out_dir) if out_dir else assets_dir() / "toy"
     parts = parts or ("sana", "captioner")
+    if vae_from and "sana" not in parts:
+        raise click.ClickException("--vae-from reuses a VAE for the toy SANA-Video: add --part sana")
     if vae_from and not (Path(vae_from) / "vae" / "config.json").is_file():
         raise click.ClickException(f"--vae-from {vae_from}: no vae/config.json there (give a toy SANA folder)")
     if "sana" in parts:

@@ -322,7 +322,7 @@ def build_sana(out_dir, cfg: ToyConfig | None = None, echo=print, vae_from: str 
     if vae_from:  # a loaded model's config remembers where it came from; the shipped one must not
         vc = out / "vae" / "config.json"
         vc.write_text(json.dumps({k: v for k, v in json.loads(vc.read_text()).items() if k != "_name_or_path"},
-                                 indent=2, sort_keys=True) + "\n")
+                                 indent=2) + "\n")  # in the order diffusers wrote it
     figures = {"vae_psnr_db": round(p, 2), "random_vae_psnr_db": round(p_random, 2),
                "vae_seconds": round(t_vae), "seconds": round(time.perf_counter() - t0), "config": asdict(cfg),
                "vae_reused_from": str(vae_from) if vae_from else None}

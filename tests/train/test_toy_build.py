@@ -102,3 +102,7 @@ def test_vae_from_retrains_only_the_transformer_on_that_vae(toy_assets, tmp_path
     r = CliRunner().invoke(main, ["build-toy", "--out", str(tmp_path / "x"), "--vae-from", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "no vae/config.json" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "x").exists()
+    # a VAE to reuse with only the captioner to build would be silently ignored: an error instead
+    r = CliRunner().invoke(main, ["build-toy", "--out", str(tmp_path / "y"), "--part", "captioner",
+                                  "--vae-from", str(src)])
+    assert r.exit_code == 1 and "add --part sana" in r.output and not (tmp_path / "y").exists()
