@@ -68,6 +68,8 @@ def main(group_catalog) -> None:
 @click.option("--max-duration", type=float, default=10.2, show_default=True,
               help="Split longer scenes into equal windows (each >= max/2, so 81 frames @16 fps fit).")
 @click.option("--trim-frames", type=int, default=2, show_default=True, help="Frames trimmed at each cut.")
+@click.option("--trim-span-frames", type=int, default=1, show_default=True,
+              help="Frames trimmed at each span the purity stage keeps out (its spans have a frame of margin).")
 @click.option("--analysis-side", type=int, default=256, show_default=True,
               help="Long side (px) of the frames used for detection, stats and keyframes; downscaled as "
                    "PySceneDetect does (256 is its effective width).")
@@ -83,7 +85,8 @@ def main(group_catalog) -> None:
 @click.option("--retry-failed", is_flag=True, help="Try again videos that failed before.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min_duration, max_duration,
-           trim_frames, analysis_side, reader, no_purity, ray_address, resplit, retry_failed, no_progress):
+           trim_frames, trim_span_frames, analysis_side, reader, no_purity, ray_address, resplit, retry_failed,
+           no_progress):
     """Split videos (files or folders, recursive) into scene clips in the catalog.
 
     One decode pass per video feeds scene detection, per-clip stats and keyframes. Then the
@@ -109,7 +112,7 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
         opts_path = db.resolve_path(catalog_path)
         opts = IngestOptions(
             detector=DetectorOptions(detector, threshold, min_scene_len),
-            split=SplitOptions(min_duration, max_duration, trim_frames),
+            split=SplitOptions(min_duration, max_duration, trim_frames, trim_span_frames),
             analysis_side=analysis_side,
             keyframe_dir=str(db.cache_dir(opts_path) / "keyframes"),
             reader=reader,

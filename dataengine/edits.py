@@ -278,17 +278,19 @@ def score(truth: list[EditTruth], clips: dict[str, list[tuple[int, int]]], tol: 
             "purity": pure / max(1, clips_n), "coverage": cover / max(1, clean_total)}
 
 
-def coverage_ceiling(truth: list[EditTruth], min_duration: float = 1.0, trim: int = 2) -> float:
+def coverage_ceiling(truth: list[EditTruth], min_duration: float = 1.0, trim: int = 2, span_trim: int = 1) -> float:
     """The coverage a perfect detector would reach under the clip policy (`de ingest`'s defaults):
-    every stretch between transitions becomes one clip, `trim` frames shorter at each transition,
-    and is dropped when shorter than min_duration. Short segments cap what any detector can do."""
+    every stretch between transitions becomes one clip, `trim` frames shorter at a cut and
+    `span_trim` at a gradual transition (kept out as a span), and is dropped when shorter than
+    min_duration. Short segments cap what any detector can do."""
     covered = clean = 0
     for t in truth:
-        edges = [0] + [x for sp in sorted(t.transitions, key=lambda sp: sp.start) for x in (sp.start, sp.end)]
-        edges.append(t.frames)
-        for a, b in zip(edges[::2], edges[1::2]):
+        trs = sorted(t.transitions, key=lambda sp: sp.start)
+        bounds = [(0, 0, "")] + [(sp.start, sp.end, sp.kind) for sp in trs] + [(t.frames, t.frames, "")]
+        for (_, a, k0), (b, _, k1) in zip(bounds[:-1], bounds[1:]):
             clean += b - a
-            n = (b - a) - (trim if a > 0 else 0) - (trim if b < t.frames else 0)
+            cut = {"": 0, "cut": trim}
+            n = (b - a) - cut.get(k0, span_trim) - cut.get(k1, span_trim)
             if n >= round(min_duration * t.fps):
                 covered += n
     return covered / max(1, clean)

@@ -357,7 +357,7 @@ def wipe_spans(th: np.ndarray, min_len: int = 5, max_len: int = 40) -> list[Span
     return spans
 
 
-WIPE_SWEEP = 0.5  # the edge crosses at least half the picture
+WIPE_SWEEP = 0.7  # the edge crosses most of the picture (a character running across a set may cross half)
 
 
 RAMP = 0.04

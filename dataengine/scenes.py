@@ -58,14 +58,16 @@ class SplitOptions:
     # frames at 16 fps (5.06 s), SANA-Video's default clip, always fit in one window.
     max_duration: float = 10.2
     trim_frames: int = 2  # frames dropped on each side of a cut
+    # ... and of an excluded span (the purity stage's spans carry a frame of margin of their own)
+    span_trim_frames: int = 1
 
     def __post_init__(self) -> None:
         if self.min_duration < 0 or self.max_duration <= 0:
             raise ValueError("durations must be positive")
         if self.max_duration < self.min_duration:
             raise ValueError("--max-duration must be at least --min-duration")
-        if self.trim_frames < 0:
-            raise ValueError("--trim-frames must be >= 0")
+        if self.trim_frames < 0 or self.span_trim_frames < 0:
+            raise ValueError("--trim-frames and --trim-span-frames must be >= 0")
 
 
 @dataclass
@@ -89,6 +91,8 @@ def split_key(det: DetectorOptions, split: SplitOptions, analysis_side: int, pur
     import hashlib
 
     d = {"det": det.params(), "split": asdict(split), "side": analysis_side}
+    if not purity:  # without spans their trim decides nothing: keys made before it stay what they were
+        d["split"].pop("span_trim_frames")
     if purity:  # keys of catalogs made before the purity stage stay what they were
         d["purity"] = "v2"  # v2: one-sided motion floor, stretches inside runs, palette test, tightening
     blob = json.dumps(d, sort_keys=True)
@@ -147,18 +151,21 @@ def frame_end_time(times: np.ndarray) -> float:
     return float(times[-1]) + 1.0 / 24.0
 
 
-def shots_between(cuts: list[int], spans, n: int) -> list[tuple[int, int, bool, bool]]:
+def shots_between(cuts: list[int], spans, n: int) -> list[tuple[int, int, str, str]]:
     """The frame ranges between barriers: each cut (an empty barrier at its first new frame) and
-    each excluded span [start, end). (start, end, cut_before, cut_after) per range."""
-    barriers = sorted([(c, c) for c in cuts if 0 < c < n] + [(max(0, s.start), min(n, s.end)) for s in spans])
-    out, pos, after_barrier = [], 0, False
-    for a, b in barriers:
+    each excluded span [start, end). (start, end, before, after) per range, where before/after
+    is what bounds it on that side: "cut", "span" or "" (the video's start or end)."""
+    barriers = sorted([(c, c, "cut") for c in cuts if 0 < c < n]
+                      + [(max(0, s.start), min(n, s.end), "span") for s in spans])
+    out, pos, before = [], 0, ""
+    for a, b, kind in barriers:
         if a > pos:
-            out.append((pos, a, after_barrier, True))
+            out.append((pos, a, before, kind))
+        if b >= pos:  # the barrier that ends last bounds what follows
+            before = kind
         pos = max(pos, b)
-        after_barrier = True
     if pos < n:
-        out.append((pos, n, after_barrier, False))
+        out.append((pos, n, before, ""))
     return out
 
 
@@ -169,11 +176,10 @@ def split_scenes(cuts: list[int], times: np.ndarray, opts: SplitOptions, spans=(
     end_t = frame_end_time(times)
     t_at = lambda i: float(times[i]) if i < n else end_t  # noqa: E731
     res = SplitResult()
-    for si, (s, e, cut_before, cut_after) in enumerate(shots_between(cuts, spans, n)):
-        if cut_before:
-            s += opts.trim_frames
-        if cut_after:
-            e -= opts.trim_frames
+    trim = {"cut": opts.trim_frames, "span": opts.span_trim_frames, "": 0}
+    for si, (s, e, before, after) in enumerate(shots_between(cuts, spans, n)):
+        s += trim[before]
+        e -= trim[after]
         if e - s < 2 or t_at(e) - t_at(s) < opts.min_duration:
             res.dropped_short += 1
             continue
