@@ -50,7 +50,7 @@ def ingest_clips(videos: Path, detector: str, work: Path, purity: bool = True) -
 def table(rows: list[tuple[str, dict, float]]) -> str:
     from dataengine.edits import TRANSITIONS
 
-    head = ("| detector | boundary P / R / F1 | " + " | ".join(f"{k}s" for k in TRANSITIONS)
+    head = ("| detector | boundary P / R / F1 | " + " | ".join({"iris": "irises"}.get(k, k + "s") for k in TRANSITIONS)
             + " | false boundaries (at traps) | clips | purity | coverage | ingest s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, s, secs in rows:
