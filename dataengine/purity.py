@@ -184,34 +184,6 @@ def palette_distance(a: np.ndarray, b: np.ndarray, bins: int = 4) -> float:
     return float(0.5 * np.abs(hist(a) - hist(b)).sum())
 
 
-PAN_SHARE = 0.5  # a stretch whose frame-to-frame change a small shift of the picture explains by half is a pan
-SHIFT = 3  # thumbnail pixels per frame (a screen width in 8 frames)
-
-
-def shift_explained(th: np.ndarray, s: int, e: int) -> float:
-    """How much of the change over frames s..e-1 a shift of the whole picture explains (0: none, 1:
-    all): per frame, the change left once the previous frame is moved by the best shift of up to
-    SHIFT pixels (in half pixels: a slow pan moves a thumbnail by less than one), against the
-    change without moving it, both on the interior. A pan, or a camera following a character,
-    moves the picture; a dissolve, a wipe or a fade replaces it."""
-    m = SHIFT
-    h, w = th.shape[1:3]
-    cur = th[s:e, m:-m, m:-m]
-    shifted = {(dy, dx): th[s - 1:e - 1, m + dy:h - m + dy, m + dx:w - m + dx]
-               for dy in range(-m, m + 1) for dx in range(-m, m + 1)}
-    raw = np.abs(cur - shifted[0, 0]).mean(axis=(1, 2, 3))
-    best = raw.copy()
-    for (dy, dx), prev in shifted.items():
-        cands = [prev]
-        if dx < m:
-            cands.append(0.5 * (prev + shifted[dy, dx + 1]))
-        if dy < m:
-            cands.append(0.5 * (prev + shifted[dy + 1, dx]))
-        for c in cands:
-            best = np.minimum(best, np.abs(cur - c).mean(axis=(1, 2, 3)))
-    return float(1 - best.sum() / max(float(raw.sum()), 1e-6))
-
-
 def _transition_in_run(th, d, base, s: int, e: int, min_len: int, max_len: int) -> tuple[int, int] | None:
     """The longest stretch of the run s..e-1 that is a transition: the whole run, else the longest
     one starting where the run starts (a transition into a moving shot) or ending where it ends
@@ -281,6 +253,9 @@ WIPE_PEAK = 3.0  # the edge's column (or row) changes this many times the median
 WIPE_SURE_PEAK = 6.0  # ... and over the whole sweep, the median frame's peak stands this far out
 WIPE_KEEP = 0.5  # what the edge sweeps stays changed by at least this share of the edge's change
 WIPE_KEEP_MAX = 2.5  # ... and at most this many times it
+WIPE_SWEEP = 0.7  # the edge crosses most of the picture (a character running across a set may cross half)
+WIPE_STEP = 6  # places the peak may move forward in a frame
+WIPE_ACROSS = 0.35  # an edge runs across the picture: this share of its line changes (a car: ~0.2)
 
 
 def _one_way_pieces(peak: np.ndarray, i: int, j: int) -> list[tuple[int, int]]:
@@ -297,10 +272,6 @@ def _one_way_pieces(peak: np.ndarray, i: int, j: int) -> list[tuple[int, int]]:
                 pieces.append((k, m))
             k = m + 1 if m == k else m
     return pieces
-
-
-WIPE_STEP = 6
-WIPE_ACROSS = 0.35  # an edge runs across the picture: this share of its line changes (a car: ~0.2)
 
 
 def _edge_length(diff: np.ndarray, peak: np.ndarray, a: int, b: int, axis: int) -> float:
@@ -357,10 +328,7 @@ def wipe_spans(th: np.ndarray, min_len: int = 5, max_len: int = 40) -> list[Span
     return spans
 
 
-WIPE_SWEEP = 0.7  # the edge crosses most of the picture (a character running across a set may cross half)
-
-
-RAMP = 0.04
+RAMP = 0.04  # a fade's ramp: luma steps of at least this share of its level a frame
 
 
 def fade_spans(th: np.ndarray, dark: float = 14.0) -> list[Span]:
