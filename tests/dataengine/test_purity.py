@@ -174,3 +174,47 @@ def test_a_wipe_between_two_moments_of_one_moving_shot_is_kept_out_and_a_runner_
     for i in range(20, len(car)):
         car[i, :min(108, (i - 20) * 6), 80:128] = 235
     assert purify(_thumbs(car), []).spans == []
+
+
+def test_a_camera_jump_inside_one_shot_is_not_a_cut_and_a_cut_within_a_still_shot_is():
+    """A whip pan's first frame moves the whole picture at once, and PySceneDetect fires there (at
+    every pan trap of the edited sets). The picture after is the picture before, moved: no cut. A
+    cut between two moments of a still camera's shot is best explained by no move at all."""
+    from dataengine.purity import moved_picture, purify
+    from dataengine.world import Scene, render
+
+    wide = render(Scene("staircase", "day", "rest", "cat", "static", seed=7), 2.0, 24, 256, 108)
+    video = np.concatenate([wide[:24, :, :192], wide[24:, :, 37:229]])  # the view jumps 37 px right
+    th = _thumbs(video)
+    r = purify(th, [24])
+    assert r.cuts == [] and r.dropped_cuts == {24: "camera move"} and r.spans == []
+    still = render(Scene("kitchen", "day", "chase", "both", "static", seed=4), 4.0, 24, 192, 108)
+    jump = _thumbs(np.concatenate([still[:24], still[72:]]))  # two moments, 2 s apart
+    assert not moved_picture(jump, 23, 24)
+    other = render(Scene("garden", "night", "rest", "cat", "pan", seed=9), 1.0, 24, 192, 108)
+    assert purify(_thumbs(np.concatenate([still[:40], other])), [40]).cuts == [40]
+
+
+def test_a_dissolve_found_short_is_grown_to_where_the_picture_arrives():
+    """The last frames of a dissolve into a moving shot can change less than that shot's motion,
+    so the run that found it stops early (seeds 1 and 3 of the edited sets, 4-6 frames short).
+    `settle` grows it to where the pictures stop moving away from the first shot, and no further
+    when the next shot moves on (a flash in it, or a steady pan, does not drag the end along)."""
+    from dataengine.edits import transition_frames
+    from dataengine.purity import settle
+    from dataengine.world import Scene, render
+
+    a = render(Scene("kitchen", "day", "chase", "both", "static", seed=4), 2.0, 24, 192, 108)
+    b = render(Scene("garden", "night", "rest", "cat", "static", seed=9), 2.0, 24, 192, 108)
+    m = 14
+    video = np.concatenate([a[:-m], transition_frames("dissolve", a[-m:], b[:m]), b[m:]])
+    start, end = len(a) - m, len(a)  # the dissolve's frames: start .. end - 1
+    video[end + 5:end + 7] = (0, 0, 255)  # an impact flash in the next shot, farther from the first shot than it
+    th = _thumbs(video)
+    for found_end in (end - 6, end - 3, end):
+        s, e = settle(th, start, found_end)
+        assert s == start and end <= e <= end + 1, (found_end, e)
+    moving = np.stack([np.roll(f, 4 * i, axis=1) for i, f in enumerate(b)])  # a next shot that pans on
+    th = _thumbs(np.concatenate([a[:-m], transition_frames("dissolve", a[-m:], moving[:m]), moving[m:]]))
+    s, e = settle(th, start, end - 4)
+    assert end - 1 <= e <= end + 3, e
