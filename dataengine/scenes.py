@@ -94,7 +94,9 @@ def split_key(det: DetectorOptions, split: SplitOptions, analysis_side: int, pur
     if not purity:  # without spans their trim decides nothing: keys made before it stay what they were
         d["split"].pop("span_trim_frames")
     if purity:  # keys of catalogs made before the purity stage stay what they were
-        d["purity"] = "v2"  # v2: one-sided motion floor, stretches inside runs, palette test, tightening
+        # v2: one-sided motion floor, stretches inside runs, palette test, tightening; v3: camera moves
+        # are not cuts, gradual spans settle where the picture arrives
+        d["purity"] = "v3"
     blob = json.dumps(d, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
