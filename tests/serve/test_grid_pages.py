@@ -235,18 +235,35 @@ def test_the_read_connection_lingers_briefly_and_never_blocks_a_writer_for_long(
 
     cat = tmp_path / "linger.duckdb"
     shutil.copy(big, cat)
-    b = Browser(cat, isolate=False, summary_wait=None, read_linger=0.5)
+    linger = 2.0
+    b = Browser(cat, isolate=False, summary_wait=None, read_linger=linger)
+    # The other process imports duckdb once, up front, then tries a write on each request, so
+    # a probe costs only the connect: on a loaded machine a fresh interpreter can take longer
+    # than the linger to start, and would then not test the lingering at all.
+    code = ("import duckdb, sys\n"
+            "for _ in sys.stdin:\n"
+            "    try:\n"
+            "        c = duckdb.connect(sys.argv[1])\n"
+            "        c.execute(\"INSERT INTO settings VALUES ('probe', 'x') ON CONFLICT DO UPDATE SET value = 'y'\")\n"
+            "        c.close(); print('ok', flush=True)\n"
+            "    except Exception:\n"
+            "        print('refused', flush=True)\n")
+    other = subprocess.Popen([sys.executable, "-c", code, str(cat)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
 
     def other_process_can_write() -> bool:
-        code = ("import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
-                "c.execute(\"INSERT INTO settings VALUES ('probe', 'x') ON CONFLICT DO UPDATE SET value = 'y'\")")
-        return subprocess.run([sys.executable, "-c", code, str(cat)], capture_output=True).returncode == 0
+        other.stdin.write("go\n")
+        other.stdin.flush()
+        return other.stdout.readline().strip() == "ok"
 
     try:
+        assert other_process_can_write()  # warm: the probe works before any page
         b.grid()
+        t0 = time.monotonic()
         assert b.lock._con is not None  # lingering
         assert not other_process_can_write()
-        time.sleep(0.8)
+        assert time.monotonic() - t0 < linger, "the probe outlasted the linger; it tested nothing"
+        time.sleep(linger + 0.5)
         assert b.lock._con is None and other_process_can_write()
         b.grid(tag="chase")
         with b.lock:  # a write in this process (curation) closes it first
@@ -256,6 +273,8 @@ def test_the_read_connection_lingers_briefly_and_never_blocks_a_writer_for_long(
         b.grid(tag="night")
         assert b.lock._con is None
     finally:
+        other.stdin.close()
+        other.wait(timeout=30)
         b.close()
 
 
