@@ -8,10 +8,8 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(STAMP): pyproject.toml scripts/setup_venv.py  # uv with pip's configured sources; pip if uv fails
+	$(PYTHON) scripts/setup_venv.py $(VENV)
 	touch $(STAMP)
 
 demo: $(STAMP)
