@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-no-browser test-fast test-rebuild bench clean
+.PHONY: setup demo demo-study test test-no-browser test-fast test-rebuild bench clean
 
 setup: $(STAMP)
 
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml scripts/setup_venv.py  # uv with pip's configured sourc
 
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+
+demo-study: $(STAMP)  # the compression study on the demo's night run (after `make demo`)
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo_study.sh
 
 test: $(STAMP)
 	scripts/ensure-chromium

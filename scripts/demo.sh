@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README demo on the toy world: labelled synthetic cartoons -> catalog -> toy captioner ->
 # tag histogram against the truth -> a LoRA on a tag query and a night LoRA on the toy SANA-Video
-# -> experiments -> de serve. Everything lives in ./demo so it can be deleted in one go.
+# -> train eval and compare -> de serve. Everything lives in ./demo so it can be deleted in one go.
+# The compression study on the night run is `make demo-study` (scripts/demo_study.sh).
 set -euo pipefail
 mkdir -p demo
 cd demo
@@ -42,7 +43,8 @@ train --query "tags LIKE '%chase%'" --preset toy --max-steps 60 --validation-eve
   --no-progress
 
 echo "== 6. the seed experiment in small: a LoRA on the night clips pulls the mostly-day base to night"
-train --query "time_of_day = 'night'" --preset toy --output-dir runs/night --no-progress
+train --query "time_of_day = 'night'" --preset toy --max-steps 60 --validation-every 30 --output-dir runs/night \
+  --no-progress
 python - <<'EOF'
 import pathlib
 import numpy as np
@@ -64,16 +66,11 @@ echo "== 7. experiments on the night run"
 train eval runs/night --query "time_of_day = 'night'" --captioner toy --limit 2 --steps 6 --no-progress
 train compare runs/chase runs/night --output-dir runs/compare
 
-echo "== 7b. the compression study on the night run: pruning, rank, distillation, sampling budgets, one report"
-train prune runs/night --drop 1 --heal-steps 30 --no-progress
-train compress runs/night --ranks 4,2 --limit-prompts 1 --no-progress
-train distill-guidance runs/night --train-steps 60 --no-progress
-train distill-steps runs/night --steps 4 --pairs 1 --teacher-steps 16 --train-steps 150 --no-progress
-train distill-steps runs/night --steps 4 --dry-run     # its memory on the real 2B config
-train study runs/night --budgets 8,4 --prompts 2 --seeds 1 --captioner toy --no-progress
-echo "study: $PWD/runs/night/study/report.md"
 echo
 echo "done: everything is in $PWD (catalog.duckdb, catalog_cache/, runs/)"
+echo
+echo "== next: the compression study on the night run (pruning, rank, distillation, sampling budgets):"
+echo "   make demo-study      (about 4 more minutes; its report goes to $PWD/runs/night/study/report.md)"
 echo
 echo "== 8. browse it: clips, labellings, curation, and the runs' galleries and reports"
 echo "   cd $PWD && de serve --runs runs"
