@@ -52,6 +52,7 @@ TRAIN_OPTIONS = [
     ("--validation-seed", "validation_seed", int, "[default: 69420]"),
     ("--cfg", "cfg", float, "Guidance scale for validation. [default: 4]"),
     ("--validation-steps", "validation_steps", int, "Sampler steps for validation. [default: 50]"),
+    ("--validation-batch", "validation_batch", int, "Validation prompts sampled together when they share size, frames and cfg: the same videos in fewer passes, more memory. [default: 1]"),
     ("--checkpoint-every", "checkpoint_every", int, "[default: 500]"),
     ("--keep-checkpoints", "keep_checkpoints", int, "[default: 3]"),
     ("--log-every", "log_every", int, "Without a progress bar (--no-progress, or output not a terminal), print step, loss, lr, steps/s and ETA every N steps; 0 = never. [default: 10]"),

@@ -29,7 +29,7 @@ INT_RANGES = {
     "holdout": (0, 1_000_000), "rank": (1, 4096),
     "batch_size": (1, 65536), "grad_accum": (1, 65536),
     "max_steps": (1, 10**9), "warmup_steps": (0, 10**9), "max_nonfinite": (1, 10**9),
-    "validation_every": (0, 10**9), "validation_steps": (1, 1000), "checkpoint_every": (0, 10**9),
+    "validation_every": (0, 10**9), "validation_steps": (1, 1000), "validation_batch": (1, 64), "checkpoint_every": (0, 10**9),
     "keep_checkpoints": (1, 10**6), "log_every": (0, 10**9),
 }
 
@@ -91,6 +91,9 @@ class TrainConfig:
     validation_seed: int = 69420
     cfg: float = 4.0
     validation_steps: int = 50
+    # prompts sampled together (same size, frames and cfg): same videos, fewer passes; 1 on the real
+    # model, where each 480p video's VAE decode alone takes gigabytes
+    validation_batch: int = 1
     validation_flow_shift: float = 8.0  # the inference shift (diffusers' SANA-Video scheduler)
     # checkpoints / output
     output_dir: str | None = None

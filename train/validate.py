@@ -13,22 +13,45 @@ from dataengine.media import save_gif, save_mp4
 def generate(pipe, embeds: tuple, null: tuple, *, seed: int, cfg: float, steps: int, height: int, width: int,
              frames: int, device):
     """One video (T,H,W,3 float in [0,1]) from cached prompt embeddings, as the pipeline would."""
+    return generate_many(pipe, [embeds], null, seeds=[seed], cfg=cfg, steps=steps, height=height, width=width,
+                         frames=frames, device=device)[0]
+
+
+def generate_many(pipe, embeds: list[tuple], null: tuple, *, seeds: list[int], cfg: float, steps: int, height: int,
+                  width: int, frames: int, device) -> list:
+    """Videos for several prompts in one pipeline call, one generator per prompt: each video is the
+    one `generate` makes from its seed alone (the pipeline draws each sample's noise from its own
+    generator), up to float rounding."""
     import torch
 
-    pe, pm = embeds
     ne, nm = null
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    n = len(embeds)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        out = pipe(prompt=None, negative_prompt=None, prompt_embeds=pe[None].to(device),
-                   prompt_attention_mask=pm[None].to(device),
-                   negative_prompt_embeds=ne[None].to(device), negative_prompt_attention_mask=nm[None].to(device),
+        out = pipe(prompt=None, negative_prompt=None,
+                   prompt_embeds=torch.stack([e for e, _ in embeds]).to(device),
+                   prompt_attention_mask=torch.stack([m for _, m in embeds]).to(device),
+                   negative_prompt_embeds=ne[None].expand(n, *ne.shape).to(device),
+                   negative_prompt_attention_mask=nm[None].expand(n, *nm.shape).to(device),
                    guidance_scale=cfg, num_inference_steps=steps, height=height, width=width, frames=frames,
-                   generator=gen, use_resolution_binning=False, output_type="np")
-    return out.frames[0]
+                   generator=gens, use_resolution_binning=False, output_type="np")
+    return list(out.frames)
 
 
 def step_label(step: int) -> str:
     return "base" if step == 0 else f"step_{step:06d}"
+
+
+def batches(settings: list[dict], size: int) -> list[list[int]]:
+    """Prompt indices in groups of at most `size` that share size, frames and cfg, in prompt order."""
+    groups: dict[tuple, list[list[int]]] = {}
+    for i, st in enumerate(settings):
+        key = (st["height"], st["width"], st["frames"], st["cfg"])
+        runs = groups.setdefault(key, [[]])
+        if len(runs[-1]) >= size:
+            runs.append([])
+        runs[-1].append(i)
+    return sorted((g for runs in groups.values() for g in runs), key=lambda g: g[0])
 
 
 def run_validation(pipe, prompts, embeds: list[tuple], null: tuple, *, step: int, out_dir: Path, cfg, device,
@@ -40,14 +63,16 @@ def run_validation(pipe, prompts, embeds: list[tuple], null: tuple, *, step: int
     try:
         d = out_dir / "validation" / step_label(step)
         d.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for i, (vp, e) in enumerate(zip(prompts, embeds)):
-            st = vp.settings(cfg)  # a prompts file may set seed, size, frames and cfg per prompt
-            video = generate(pipe, e, null, seed=st["seed"], cfg=st["cfg"], steps=cfg.validation_steps,
-                             height=st["height"], width=st["width"], frames=st["frames"], device=device)
-            save_gif(video, d / f"p{i}.gif", cfg.fps)
-            save_mp4(video, d / f"p{i}.mp4", cfg.fps)
-            paths.append(d / f"p{i}.gif")
+        settings = [vp.settings(cfg) for vp in prompts]  # a prompts file may set seed, size, frames, cfg
+        for group in batches(settings, cfg.validation_batch):
+            st = settings[group[0]]
+            videos = generate_many(pipe, [embeds[i] for i in group], null, seeds=[settings[i]["seed"] for i in group],
+                                   cfg=st["cfg"], steps=cfg.validation_steps, height=st["height"],
+                                   width=st["width"], frames=st["frames"], device=device)
+            for i, video in zip(group, videos):
+                save_gif(video, d / f"p{i}.gif", cfg.fps)
+                save_mp4(video, d / f"p{i}.mp4", cfg.fps)
+        paths = [d / f"p{i}.gif" for i in range(len(prompts))]
         (d / "prompts.json").write_text(json.dumps([{"summary": p.summary, "prompt": p.prompt, **p.settings(cfg)}
                                                     for p in prompts], indent=1))
     finally:

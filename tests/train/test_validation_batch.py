@@ -1,0 +1,44 @@
+"""Validation prompts sampled together give the videos each prompt gives alone (--validation-batch)."""
+import numpy as np
+import pytest
+
+from train.validate import batches
+
+
+def st(h=64, w=64, frames=9, cfg=3.0, seed=0):
+    return {"height": h, "width": w, "frames": frames, "cfg": cfg, "seed": seed}
+
+
+def test_batches_group_only_prompts_that_share_size_frames_and_cfg():
+    s = [st(), st(), st(cfg=5.0), st(), st(w=96), st(), st(cfg=5.0)]
+    assert batches(s, 1) == [[0], [1], [2], [3], [4], [5], [6]]
+    assert batches(s, 2) == [[0, 1], [2, 6], [3, 5], [4]]
+    assert batches(s, 8) == [[0, 1, 3, 5], [2, 6], [4]]
+    got = sorted(i for g in batches(s, 3) for i in g)
+    assert got == list(range(len(s)))  # every prompt once
+    assert all(len(g) <= 3 for g in batches(s, 3))
+    assert batches([], 4) == []
+
+
+def test_a_batch_makes_the_same_videos_as_one_prompt_at_a_time():
+    torch = pytest.importorskip("torch")
+    from train.cache import encode_text
+    from train.models import build_tiny
+    from train.validate import generate, generate_many
+
+    c = build_tiny(0)
+    pipe = c.pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    pe, pm, ne, nm = encode_text(pipe, ["a cat runs", "a mouse hides in a hole", "night"], 32, "cpu")
+    null = (ne[0], nm[0])
+    kw = dict(cfg=3.0, steps=3, height=32, width=32, frames=5, device="cpu")
+    seeds = [7, 8, 7]
+    alone = [generate(pipe, (pe[i], pm[i]), null, seed=s, **kw) for i, s in enumerate(seeds)]
+    together = generate_many(pipe, [(pe[i], pm[i]) for i in range(3)], null, seeds=seeds, **kw)
+    assert len(together) == 3
+    for a, b in zip(alone, together):
+        assert a.shape == b.shape == (5, 32, 32, 3)
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    # the prompts and seeds do matter: different ones give different videos
+    assert np.abs(together[0] - together[1]).max() > 1e-3
+    assert np.abs(together[0] - together[2]).max() > 1e-3
