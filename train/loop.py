@@ -308,7 +308,7 @@ def validate(run: Run, at: int) -> None:
                        device=run.device, adapter=at > 0)
         if at == 0:
             unwrapped.disable_adapters()
-        ev = eval_loss(unwrapped, run.holdout_items, run.device, run.weight_dtype)
+        ev = eval_loss(unwrapped, run.holdout_items, run.device, run.weight_dtype, batch=cfg.batch_size)
         if at == 0:
             unwrapped.enable_adapters()
         run.model.train()

@@ -42,3 +42,30 @@ def test_a_batch_makes_the_same_videos_as_one_prompt_at_a_time():
     # the prompts and seeds do matter: different ones give different videos
     assert np.abs(together[0] - together[1]).max() > 1e-3
     assert np.abs(together[0] - together[2]).max() > 1e-3
+
+
+def test_eval_loss_in_batches_is_the_same_loss():
+    """eval_loss(batch=N) puts N sigmas of a window through the transformer at once: the losses
+    (overall and per sigma) are those of one sigma at a time, for every chunking."""
+    torch = pytest.importorskip("torch")
+    from train.models import build_tiny
+    from train.validate import eval_loss
+
+    c = build_tiny(0)
+    tr = c.transformer
+    g = torch.Generator().manual_seed(3)
+    cin = tr.config.in_channels
+    dim = tr.config.caption_channels
+    items = [{"key": f"w{i}", "latents": torch.randn(cin, 2, 4, 4, generator=g),
+              "embeds": torch.randn(12, dim, generator=g), "mask": torch.ones(12, dtype=torch.long)}
+             for i in range(3)]
+    one = eval_loss(tr, items, "cpu", torch.float32)
+    assert len(one["eval_loss_by_sigma"]) == 9
+    for b in (2, 4, 9, 64):
+        got = eval_loss(tr, items, "cpu", torch.float32, batch=b)
+        assert got["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+        for k, v in one["eval_loss_by_sigma"].items():
+            assert got["eval_loss_by_sigma"][k] == pytest.approx(v, rel=1e-5)
+    # and the noise is each window's own: another key gives another loss
+    other = eval_loss(tr, [{**items[0], "key": "other"}], "cpu", torch.float32)
+    assert other["eval_loss"] != pytest.approx(eval_loss(tr, items[:1], "cpu", torch.float32)["eval_loss"], rel=1e-6)

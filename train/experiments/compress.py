@@ -130,7 +130,7 @@ def compress(run_dir, *, ranks=None, device=None, seed=None, steps=None, limit_p
         if name == "full":
             refs = vids
         tr = pipe.transformer
-        ev = eval_loss(tr, items, ctx.device, next(tr.parameters()).dtype).get("eval_loss")
+        ev = eval_loss(tr, items, ctx.device, next(tr.parameters()).dtype, batch=ctx.cfg.batch_size).get("eval_loss")
         psnrs = [M.psnr(v, rf) for v, rf in zip(vids, refs)]
         fin = [p for p in psnrs if np.isfinite(p)]
         rows.append({"variant": name, "rank": k, "file_bytes": path.stat().st_size, "retained_energy": energy,

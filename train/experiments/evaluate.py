@@ -162,9 +162,9 @@ def evaluate(run_dir: str | Path, *, query: str, catalog: str | None = None, cap
     tr = ctx.pipe.transformer
     dtype = next(tr.parameters()).dtype
     tr.disable_adapters()
-    loss_base = eval_loss(tr, items, ctx.device, dtype)
+    loss_base = eval_loss(tr, items, ctx.device, dtype, batch=ctx.cfg.batch_size)
     tr.enable_adapters()
-    loss_lora = eval_loss(tr, items, ctx.device, dtype)
+    loss_lora = eval_loss(tr, items, ctx.device, dtype, batch=ctx.cfg.batch_size)
     result = {"run": str(ctx.out_dir), "query": query, "captioner": captioner.name, "prompt_version": prompt.version,
               "random_models": {"base": ctx.is_random, "captioner": captioner.is_random}, "seed": seed, "steps": steps,
               "clips": clips, "leaked_training_clips": leaked,

@@ -92,7 +92,7 @@ def prune_run(run_dir, *, drop: int, heal_steps: int = 100, random_draws: int = 
     least = sorted(order[:drop])
 
     def loss_of(t) -> float:
-        return float(eval_loss(t, items, ctx.device, dtype)["eval_loss"])
+        return float(eval_loss(t, items, ctx.device, dtype, batch=ctx.cfg.batch_size)["eval_loss"])
 
     full = loss_of(teacher)
     pruned = drop_blocks(teacher, least)

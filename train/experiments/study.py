@@ -207,7 +207,8 @@ def study(run_dir, *, budgets=(16, 8, 4), prompts: int = 4, seeds=(0, 1), device
         if ref_lat is None:
             ref_lat, ref_px = lat, px
         tr = pipe.transformer
-        ev = None if v.kind == "steps" else eval_loss(tr, items, dev, next(tr.parameters()).dtype).get("eval_loss")
+        ev = None if v.kind == "steps" else eval_loss(tr, items, dev, next(tr.parameters()).dtype,
+                                                         batch=cfg.batch_size).get("eval_loss")
         rows.append({"variant": v.name, "kind": v.kind, "steps": v.steps, "nfe": v.nfe,
                      "seconds_per_video": float(np.median(secs)),
                      "params": sum(p.numel() for n, p in tr.named_parameters() if "lora_" not in n),
