@@ -43,8 +43,7 @@ train --query "tags LIKE '%chase%'" --preset toy --max-steps 60 --validation-eve
   --no-progress
 
 echo "== 6. the seed experiment in small: a LoRA on the night clips pulls the mostly-day base to night"
-train --query "time_of_day = 'night'" --preset toy --max-steps 90 --validation-every 30 --output-dir runs/night \
-  --no-progress
+train --query "time_of_day = 'night'" --preset toy --output-dir runs/night --no-progress
 python - <<'EOF'
 import pathlib
 import numpy as np
