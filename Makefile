@@ -1,4 +1,4 @@
-# Two entry points: `make demo` and `make test`. Both create ./.venv on first use.
+# Entry points: `make demo` (then `make demo-study`) and `make test`. Each creates ./.venv on first use.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
