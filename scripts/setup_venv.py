@@ -67,8 +67,9 @@ def find_uv(python: str) -> str | None:
     venv_uv = Path(python).parent / "uv"
     if venv_uv.exists():
         return str(venv_uv)
-    if shutil.which("uv"):
-        return shutil.which("uv")
+    on_path = shutil.which("uv")
+    if on_path:
+        return on_path
     if run([python, "-m", "pip", "install", "--quiet", "uv"]) and venv_uv.exists():
         return str(venv_uv)
     return None
