@@ -6,7 +6,9 @@ defaults), freeze the manifest, then call train.loop.train. Heavy imports happen
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -199,14 +201,19 @@ def generate(lora, prompt, base_model, seed, cfg, steps, frames, size, lora_scal
 @click.option("--quick", is_flag=True, help="A tenth of the steps: checks the build runs, not that it learns.")
 @click.option("--vae-from", type=click.Path(file_okay=False), default=None,
               help="Reuse the VAE of this toy SANA folder (e.g. assets/toy/sana) and train only the transformer.")
-def build_toy(out_dir, parts, seed, quick, vae_from):
+@click.option("--one-process", is_flag=True,
+              help="Build the parts one after the other in this process [default: the captioner builds in a "
+                   "side process on one core while the toy SANA-Video trains on the other].")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, hidden=True)
+def build_toy(out_dir, parts, seed, quick, vae_from, one_process, threads):
     """Train the toy models on the toy world (dataengine.world), from a fixed seed, on the CPU.
 
     The real classes, small: an AutoencoderKLWan, a SanaVideoTransformer3DModel (flow matching on
     the VAE's latents of mostly-day scenes) with a random frozen Gemma-2, and a Qwen2-VL captioner
     trained on the world's truth. `--base-model toy`, `--preset toy` and `de caption --model toy`
-    load what this writes. About 15 minutes on 2 cores; the outcomes it reaches are reproducible,
-    the bits are not.
+    load what this writes. Under 15 minutes on 2 cores: the captioner builds in a side process on one
+    core while the toy SANA-Video trains on the other. The outcomes it reaches are reproducible, the
+    bits are not.
 
     \b
     Examples:
@@ -222,15 +229,29 @@ def build_toy(out_dir, parts, seed, quick, vae_from):
         raise click.ClickException("--vae-from reuses a VAE for the toy SANA-Video: add --part sana")
     if vae_from and not (Path(vae_from) / "vae" / "config.json").is_file():
         raise click.ClickException(f"--vae-from {vae_from}: no vae/config.json there (give a toy SANA folder)")
-    if "sana" in parts:
-        from .toy import ToyConfig, build_sana
+    if threads:
+        import torch
 
-        cfg = ToyConfig(seed=seed)
-        if quick:
-            cfg.vae_steps, cfg.dit_steps, cfg.clips = 20, 30, 32
-        figures = build_sana(out / "sana", cfg, echo=click.echo, vae_from=vae_from)
-        click.echo(f"toy SANA-Video: VAE PSNR {figures['vae_psnr_db']} dB (random: {figures['random_vae_psnr_db']} "
-                   f"dB); {figures['seconds']} s")
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    side = None
+    if "sana" in parts and "captioner" in parts and not one_process:
+        side = _side_build(out, seed, quick)
+        parts = ("sana",)
+    try:
+        if "sana" in parts:
+            _build_toy_sana(out, seed, quick, vae_from, side)
+    except BaseException:
+        if side is not None and side.poll() is None:
+            side.terminate()
+            side.wait()
+        raise
+    if side is not None:
+        code = side.wait()
+        side.relay.join()
+        if code != 0:
+            raise click.ClickException(f"the captioner's build failed (exit {code}); its output is above")
+        click.echo(f"toy models built in {out} in {time.perf_counter() - t0:.0f} s")
     if "captioner" in parts:
         from dataengine.caption.toy import train_captioner
 
@@ -238,6 +259,37 @@ def build_toy(out_dir, parts, seed, quick, vae_from):
         f = train_captioner(out / "qwen2-vl", seed=seed, echo=click.echo, **steps)
         click.echo(f"toy captioner: {f['vision_steps']} + {f['short_prompt_steps']} + {f['steps']} steps "
                    f"(vision, short prompt, full prompt), {f['seconds']} s")
+
+
+def _side_build(out: Path, seed: int, quick: bool):
+    """The captioner's build in a side process on one core (see `train.toy.CoreShare`); its output
+    is relayed line by line."""
+    import subprocess
+    import threading
+
+    cmd = [sys.executable, "-m", "train.cli", "build-toy", "--out", str(out), "--part", "captioner",
+           "--seed", str(seed), "--threads", "1"] + (["--quick"] if quick else [])
+    click.echo("toy captioner: building in a side process on one core")
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    relay = threading.Thread(target=lambda: [click.echo(line.rstrip("\n")) for line in proc.stdout], daemon=True)
+    relay.start()
+    proc.relay = relay  # joined after the process ends, so its last lines are printed first
+    return proc
+
+
+def _build_toy_sana(out: Path, seed: int, quick: bool, vae_from, side) -> None:
+    import torch
+
+    from .toy import CoreShare, ToyConfig, build_sana
+
+    cfg = ToyConfig(seed=seed)
+    if quick:
+        cfg.vae_steps, cfg.dit_steps, cfg.clips = 20, 30, 32
+    share = CoreShare(side, torch.get_num_threads()) if side is not None else None
+    figures = build_sana(out / "sana", cfg, echo=click.echo, vae_from=vae_from, between_steps=share)
+    click.echo(f"toy SANA-Video: VAE PSNR {figures['vae_psnr_db']} dB (random: {figures['random_vae_psnr_db']} "
+               f"dB); {figures['seconds']} s")
 
 
 from .cli_experiments import register as _register_experiments  # noqa: E402
