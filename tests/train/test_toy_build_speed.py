@@ -1,6 +1,8 @@
-"""The toy VAE's build trains with `single_frame_convs`: its causal convolutions keep only their
-current-frame tap while it trains on single frames, and get full-size kernels back after. That is
-only a speed-up if it is the same function, before and after, on clips of any length."""
+"""What makes `train build-toy` fit 15 minutes without changing what it computes:
+- the VAE trains with `single_frame_convs`: its causal convolutions keep only their current-frame
+  tap while it trains on single frames, and get full-size kernels back after;
+- the transformer trains on prompt embeddings trimmed of the padding no prompt uses.
+Each is only a speed-up if it is the same function, which is what these tests check."""
 
 from __future__ import annotations
 
@@ -89,3 +91,37 @@ def test_a_vae_with_earlier_frame_taps_is_refused():
         with thin:
             pass
     assert all(m.weight.shape[2] == 3 for m in thin.convs)  # refused before any was thinned
+
+
+def test_trimmed_prompts_give_the_transformer_the_same_prediction():
+    """The pipeline pads prompts to 300 tokens; the toy's captions use about 30. Trimmed, the
+    transformer predicts the same velocity (the cross-attention gives padding zero weight), and a
+    trim that cut a used token would not."""
+    import torch
+
+    from train import flow
+    from train.toy import MAX_LEN, encoder_parts, new_transformer, pipeline_of, new_vae, trim_padding
+    from train.cache import encode_text
+
+    tok, te = encoder_parts(0)
+    tr = new_transformer(0, te.config.hidden_size).eval()
+    pipe = pipeline_of(tok, te, new_vae(0), tr, 3.0)
+    prompts = ["A grey cat chases a small brown mouse in the kitchen at night; the camera is still.",
+               "A mouse rests on the porch during the day."]
+    emb, mask, ne, nm = encode_text(pipe, prompts, MAX_LEN, "cpu")
+    t_emb, t_mask, t_ne, t_nm = trim_padding(emb, mask, ne, nm)
+    assert emb.shape[1] == MAX_LEN and 10 < t_emb.shape[1] < 60 and t_ne.shape[1] == t_emb.shape[1]
+    assert int(t_mask.sum()) == int(mask.sum()) and int(t_nm.sum()) == int(nm.sum())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 3, 8, 8, generator=g)
+    sig = torch.tensor([0.9, 0.3])
+
+    def predict(e, m):
+        with torch.no_grad():
+            return tr(x, encoder_hidden_states=e, encoder_attention_mask=m, timestep=flow.timesteps(sig),
+                      return_dict=False)[0]
+
+    full = predict(emb, mask)
+    assert (predict(t_emb, t_mask) - full).abs().max() < 1e-4
+    cut = t_emb.shape[1] - 1  # one used token too few
+    assert (predict(t_emb[:, :cut], t_mask[:, :cut]) - full).abs().max() > 1e-3
