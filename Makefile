@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
 
 .PHONY: setup demo demo-study test test-no-browser test-fast test-rebuild bench clean
 
@@ -10,12 +11,16 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup_venv.py  # uv with pip's configured sources; pip if uv fails
 	$(PYTHON) scripts/setup_venv.py $(VENV)
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME)
 
-demo: $(STAMP)
+$(RUNTIME): pyproject.toml scripts/setup_venv.py  # what the demo needs: the project without the test tools
+	$(PYTHON) scripts/setup_venv.py $(VENV) --runtime
+	touch $(RUNTIME)
+
+demo: $(RUNTIME)
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
-demo-study: $(STAMP)  # the compression study on the demo's night run (after `make demo`)
+demo-study: $(RUNTIME)  # the compression study on the demo's night run (after `make demo`)
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo_study.sh
 
 test: $(STAMP)

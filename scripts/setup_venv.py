@@ -10,6 +10,7 @@ on a machine whose torch wheel lies on a local index, uv takes it from there, as
 When uv cannot be had, or fails, pip installs the project as before.
 
     python3 scripts/setup_venv.py .venv          # uv, falling back to pip
+    python3 scripts/setup_venv.py .venv --runtime  # without the test tools (what `make demo` needs)
     DE_INSTALLER=pip python3 scripts/setup_venv.py .venv
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = "-e", ".[dev]"
+RUNTIME_SPEC = "-e", "."  # no pytest, playwright (165 MB with its driver), tensorboard
 
 
 def run(cmd: list[str], env: dict | None = None) -> bool:
@@ -75,8 +77,9 @@ def find_uv(python: str) -> str | None:
     return None
 
 
-def main(venv: str) -> int:
+def main(venv: str, runtime: bool = False) -> int:
     t0 = time.monotonic()
+    spec = RUNTIME_SPEC if runtime else SPEC
     python = str(Path(venv).absolute() / "bin" / "python")
     if not Path(python).exists() and not run([sys.executable, "-m", "venv", venv]):
         return 1
@@ -87,16 +90,17 @@ def main(venv: str) -> int:
             print("uv is not available; installing with pip", flush=True)
         else:
             flags, env = uv_flags(pip_config(python))
-            done = run([uv, "pip", "install", "--python", python, "--quiet", "--compile-bytecode", *flags, *SPEC], env)
+            done = run([uv, "pip", "install", "--python", python, "--quiet", "--compile-bytecode", *flags, *spec], env)
             if not done:
                 print("uv failed (above); installing with pip instead", flush=True)
     if not done:
         done = (run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-                and run([python, "-m", "pip", "install", "--quiet", *SPEC]))
+                and run([python, "-m", "pip", "install", "--quiet", *spec]))
     print(f"{'installed' if done else 'install FAILED'} into {venv} in {time.monotonic() - t0:.0f} s",
           flush=True)
     return 0 if done else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else ".venv"))
+    args = [a for a in sys.argv[1:] if a != "--runtime"]
+    sys.exit(main(args[0] if args else ".venv", runtime="--runtime" in sys.argv[1:]))

@@ -264,12 +264,17 @@ def build_toy(out_dir, parts, seed, quick, vae_from, one_process, threads):
 def _side_build(out: Path, seed: int, quick: bool):
     """The captioner's build in a side process on one core (see `train.toy.CoreShare`); its output
     is relayed line by line."""
-    import subprocess
-    import threading
-
     cmd = [sys.executable, "-m", "train.cli", "build-toy", "--out", str(out), "--part", "captioner",
            "--seed", str(seed), "--threads", "1"] + (["--quick"] if quick else [])
     click.echo("toy captioner: building in a side process on one core")
+    return _relayed(cmd)
+
+
+def _relayed(cmd: list[str]):
+    """A one-thread side process whose output lines are echoed as they come."""
+    import subprocess
+    import threading
+
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     relay = threading.Thread(target=lambda: [click.echo(line.rstrip("\n")) for line in proc.stdout], daemon=True)

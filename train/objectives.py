@@ -19,10 +19,24 @@ from abc import ABC, abstractmethod
 from . import flow
 
 
+def used_tokens(mask) -> int:
+    """How many leading token columns some row of `mask` (batch, tokens) uses: the pipeline pads
+    every prompt to max_sequence_length (300), and after SANA cuts the complex human instruction
+    a prompt keeps its own few dozen tokens. At least 1."""
+    used = mask.bool().any(0).nonzero()
+    return int(used.max()) + 1 if len(used) else 1
+
+
 def predict(model, xt, embeds, mask, sigmas, weight_dtype, device):
     """The transformer's velocity prediction. Latents and text go in the weight dtype; the timestep
     (sigma * 1000) stays fp32, as the pipeline passes it at inference: in bf16 it would round to
-    multiples of 4 above 512 (and of 2 above 256)."""
+    multiples of 4 above 512 (and of 2 above 256).
+
+    The text goes in without the trailing padding no prompt of the batch uses: the cross-attention
+    gives masked tokens zero weight, so it is the same prediction (to float rounding; tested) with
+    the cross-attention's keys cut from 300 to the longest prompt's."""
+    n = used_tokens(mask)
+    embeds, mask = embeds[:, :n], mask[:, :n]
     return model(xt.to(device, weight_dtype), encoder_hidden_states=embeds.to(device, weight_dtype),
                  encoder_attention_mask=mask.to(device), timestep=flow.timesteps(sigmas).to(device).float(),
                  return_dict=False)[0]

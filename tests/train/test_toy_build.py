@@ -106,3 +106,21 @@ def test_vae_from_retrains_only_the_transformer_on_that_vae(toy_assets, tmp_path
     r = CliRunner().invoke(main, ["build-toy", "--out", str(tmp_path / "y"), "--part", "captioner",
                                   "--vae-from", str(src)])
     assert r.exit_code == 1 and "add --part sana" in r.output and not (tmp_path / "y").exists()
+
+
+def test_a_failing_side_build_fails_the_build_and_its_output_is_shown(tmp_path, monkeypatch):
+    """The captioner builds in a side process; if it dies, `build-toy` still finishes the toy
+    SANA-Video, shows the side process's last words, and exits 1 naming the captioner."""
+    import sys
+
+    from click.testing import CliRunner
+
+    import train.cli as cli
+
+    monkeypatch.setattr(cli, "_side_build", lambda out, seed, quick: cli._relayed(
+        [sys.executable, "-c", "print('captioner: out of memory (planted)'); raise SystemExit(3)"]))
+    r = CliRunner().invoke(cli.main, ["build-toy", "--out", str(tmp_path), "--quick"])
+    assert r.exit_code == 1, r.output
+    assert "captioner: out of memory (planted)" in r.output
+    assert "the captioner's build failed (exit 3)" in r.output and "Traceback" not in r.output
+    assert (tmp_path / "sana" / "model_index.json").exists()  # the other part is not lost

@@ -69,3 +69,39 @@ def test_eval_loss_in_batches_is_the_same_loss():
     # and the noise is each window's own: another key gives another loss
     other = eval_loss(tr, [{**items[0], "key": "other"}], "cpu", torch.float32)
     assert other["eval_loss"] != pytest.approx(eval_loss(tr, items[:1], "cpu", torch.float32)["eval_loss"], rel=1e-6)
+
+
+def test_the_trainer_predicts_without_unused_padding_and_gets_the_same_velocity():
+    """`objectives.predict` (training, distillation, eval loss) cuts the prompt padding that no row
+    of the batch uses. The prediction is the model's on the full, padded text; a cut into a used
+    token would change it."""
+    torch = pytest.importorskip("torch")
+    from train.cache import encode_text
+    from train.models import build_tiny
+    from train.objectives import predict, used_tokens
+
+    c = build_tiny(0)
+    tr = c.transformer.eval()
+    pipe = c.pipeline()
+    pe, pm, _, _ = encode_text(pipe, ["a cat runs", "a mouse hides in a hole under the stairs"], 64, "cpu")
+    n = used_tokens(pm)
+    assert pe.shape[1] == 64 and 1 < n < 64 and int(pm[:, n:].sum()) == 0 and int(pm[:, n - 1].sum()) > 0
+    assert used_tokens(torch.zeros(2, 5)) == 1
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, tr.config.in_channels, 2, 4, 4, generator=g)
+    sig = torch.tensor([0.8, 0.2])
+    seen = []
+    hook = tr.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["encoder_hidden_states"].shape[1]),
+                                        with_kwargs=True)
+    with torch.no_grad():
+        got = predict(tr, x, pe, pm, sig, torch.float32, "cpu")
+        hook.remove()
+        from train import flow
+
+        full = tr(x, encoder_hidden_states=pe, encoder_attention_mask=pm, timestep=flow.timesteps(sig),
+                  return_dict=False)[0]
+        cut = tr(x, encoder_hidden_states=pe[:, :n - 1], encoder_attention_mask=pm[:, :n - 1],
+                 timestep=flow.timesteps(sig), return_dict=False)[0]
+    assert seen == [n]
+    assert (got - full).abs().max() < 1e-5
+    assert (cut - full).abs().max() > 1e-3
