@@ -236,7 +236,7 @@ def language_stage(cap, text: str, sampling, rng: random.Random, *, steps: int, 
 SHORT_PROMPT = "Label the clip."
 
 
-def train_captioner(out_dir, *, steps: int = 80, short_steps: int = 400, vision_steps: int = 750, batch: int = 8,
+def train_captioner(out_dir, *, steps: int = 80, short_steps: int = 400, vision_steps: int = 900, batch: int = 8,
                     lr: float = 2e-3, seed: int = 0, echo=print) -> dict:
     """Three stages from a fixed seed: the vision tower on the truth (`pretrain_vision`), the
     language model reading it under a one-line instruction (cheap steps in which the visual
