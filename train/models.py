@@ -161,7 +161,7 @@ def toy_dir() -> str:
 
     d = assets_dir() / "toy" / "sana"
     if not (d / "model_index.json").exists():
-        raise ModelLoadError(f"the toy SANA-Video is not in {d}: build it with `train build-toy` (about 14 minutes "
+        raise ModelLoadError(f"the toy SANA-Video is not in {d}: build it with `train build-toy` (about 15 minutes "
                              "on 2 CPU cores)")
     return str(d)
 
