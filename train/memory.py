@@ -8,7 +8,9 @@ frozen weights left out since they are counted once as weights).
 
 Activations grow linearly in the number of tokens (SANA-Video's self-attention is linear, and the
 cross-attention scores are tokens x 300): two small token counts fit `bytes = a * tokens + b`,
-which then projects to the run's real token count. `benchmarks/memory.py --full` checks the fit
+which then projects to the run's real token count. The trainer cuts prompt padding no row of a
+batch uses (`objectives.predict`), so planning for all 300 text tokens is the worst case: a batch
+whose longest prompt fills `max_sequence_length`. `benchmarks/memory.py --full` checks the fit
 against a direct measurement at 4,116 tokens.
 
 Projected peak = bf16 weights + LoRA (fp32 weights, grads and two Adam moments) + activations:

@@ -20,10 +20,10 @@ def _clip(frames: int, seed: int = 0):
     return to_tensor(world_batch([random_scene(rng) for _ in range(2)], ToyConfig(size=32), rng, frames))
 
 
-def _code(vae, x):
+def _code(vae, x, grad: bool = False):
     import torch
 
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         return vae.decode(vae.encode(x).latent_dist.mode()).sample
 
 
@@ -61,7 +61,7 @@ def test_training_inside_moves_only_the_current_frame_taps_and_the_clip_code_sta
         opt = torch.optim.AdamW(vae.parameters(), lr=1e-2)
         for _ in range(2):
             x = _clip(1, seed=5)
-            loss = (_code_grad(vae, x) - x).pow(2).mean()
+            loss = (_code(vae, x, grad=True) - x).pow(2).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -73,10 +73,6 @@ def test_training_inside_moves_only_the_current_frame_taps_and_the_clip_code_sta
     whole = _code(vae, clip)
     one = torch.cat([_code(vae, clip[:, :, t:t + 1]) for t in range(9)], dim=2)
     assert (whole - one).abs().max() < 1e-5
-
-
-def _code_grad(vae, x):
-    return vae.decode(vae.encode(x).latent_dist.mode()).sample
 
 
 def test_a_vae_with_earlier_frame_taps_is_refused():
