@@ -30,7 +30,7 @@ test: $(STAMP)
 test-no-browser: $(STAMP)
 	$(BIN)/python -m pytest -q --deselect tests/serve/test_browser.py
 
-test-rebuild: $(STAMP)  # rebuild the toy models from scratch and rerun every outcome test on them (~32 min)
+test-rebuild: $(STAMP)  # rebuild the toy models from scratch and rerun every outcome test on them (~21-25 min)
 	DE_TEST_REBUILD=1 $(BIN)/python -m pytest -q -s tests/train/test_toy_rebuild.py
 
 test-fast: $(STAMP)
