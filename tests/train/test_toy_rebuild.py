@@ -1,5 +1,5 @@
 """Issue 21's rebuild check: `train build-toy` from scratch, then every outcome test on the new
-weights instead of the shipped ones. It takes about 32 minutes on 2 cores (build plus outcome
+weights instead of the shipped ones. It takes about 21-25 minutes on 2 cores (build plus outcome
 tests), which the CI budget cannot hold beside the rest of the suite, so it runs on request:
 
     make test-rebuild        # DE_TEST_REBUILD=1 pytest tests/train/test_toy_rebuild.py
@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.environ.get("DE_TEST_REBUILD") != "1",
-    reason="rebuilds the toy models from scratch (~32 min on 2 cores); run `make test-rebuild`")]
+    reason="rebuilds the toy models from scratch (~21-25 min on 2 cores); run `make test-rebuild`")]
 
 ROOT = Path(__file__).resolve().parents[2]
 
