@@ -212,8 +212,8 @@ def build_toy(out_dir, parts, seed, quick, vae_from, one_process, threads):
     the VAE's latents of mostly-day scenes) with a random frozen Gemma-2, and a Qwen2-VL captioner
     trained on the world's truth. `--base-model toy`, `--preset toy` and `de caption --model toy`
     load what this writes. 12-15 minutes on 2 cores (11 min 52 s idle): the captioner builds in a
-    side process on one core while the toy SANA-Video trains on the other. The outcomes it reaches are reproducible, the
-    bits are not.
+    side process on one core while the toy SANA-Video trains on the other. The outcomes it reaches
+    are reproducible, the bits are not.
 
     \b
     Examples:

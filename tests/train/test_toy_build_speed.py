@@ -1,4 +1,4 @@
-"""What makes `train build-toy` faster (22 minutes before, 13-16 now) without changing what it
+"""What makes `train build-toy` faster (22 minutes before, 12-15 now) without changing what it
 computes:
 - the VAE trains with `single_frame_convs`: its causal convolutions keep only their current-frame
   tap while it trains on single frames, and get full-size kernels back after;
