@@ -181,8 +181,10 @@ def compare_cmd(runs, output_dir, k, window, smooth):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None)
 @click.option("--dry-run", is_flag=True, help="Print the projected GPU memory on the real 2B config and stop.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted healing run (RUN/prune/dropK/heal) from its "
+                                             "newest checkpoint.")
 @click.option("--no-progress", is_flag=True)
-def prune_cmd(run, drop, heal_steps, random_draws, seed, device, dry_run, no_progress):
+def prune_cmd(run, drop, heal_steps, random_draws, seed, device, dry_run, resume, no_progress):
     """Depth pruning: drop the K least important transformer blocks of RUN's model, then heal.
 
     Block importance is 1 - cos(block input, block output) on the run's held-out windows (Minitron,
@@ -210,7 +212,7 @@ def prune_cmd(run, drop, heal_steps, random_draws, seed, device, dry_run, no_pro
         return
     try:
         r = prune_run(run, drop=drop, heal_steps=heal_steps, random_draws=random_draws, device=device, seed=seed,
-                      progress=not no_progress, echo=click.echo)
+                      progress=not no_progress, echo=click.echo, resume=resume)
     except (ExperimentError, RunError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"pruned model: {run}/prune/drop{drop}/model ({r['params_pruned']:,} of {r['params_full']:,} "
@@ -226,8 +228,10 @@ def prune_cmd(run, drop, heal_steps, random_draws, seed, device, dry_run, no_pro
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate [default: the run's].")
 @click.option("--dry-run", is_flag=True, help="Print the projected GPU memory on the real 2B config and stop.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted student run (RUN/distill/guidance) from its "
+                                             "newest checkpoint, with the settings it was started with.")
 @click.option("--no-progress", is_flag=True)
-def distill_guidance_cmd(run, scale, train_steps, lr, dry_run, no_progress):
+def distill_guidance_cmd(run, scale, train_steps, lr, dry_run, resume, no_progress):
     """Guidance distillation: one conditional pass that gives the teacher's CFG output.
 
     The teacher is RUN's base model plus its LoRA; the student adds a new LoRA on top and learns the
@@ -252,7 +256,8 @@ def distill_guidance_cmd(run, scale, train_steps, lr, dry_run, no_progress):
             click.echo(line)
         return
     try:
-        distill_guidance(run, scale=scale, train_steps=train_steps, lr=lr, progress=not no_progress, echo=click.echo)
+        distill_guidance(run, scale=scale, train_steps=train_steps, lr=lr, progress=not no_progress, echo=click.echo,
+                         resume=resume)
     except (ExperimentError, RunError, ValueError) as e:
         raise click.ClickException(str(e)) from e
 
@@ -270,8 +275,10 @@ def distill_guidance_cmd(run, scale, train_steps, lr, dry_run, no_progress):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate [default: the run's].")
 @click.option("--dry-run", is_flag=True, help="Print the projected GPU and host memory on the real 2B config and stop.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted student run (RUN/distill/stepsN) from its "
+                                             "newest checkpoint, with the settings it was started with.")
 @click.option("--no-progress", is_flag=True)
-def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, dry_run, no_progress):
+def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, dry_run, resume, no_progress):
     """Step distillation by reflow: a few-step student of RUN's model plus LoRA.
 
     The teacher samples every training prompt from fixed noises (CFG, --teacher-steps); the student,
@@ -297,7 +304,7 @@ def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, dry_run
         return
     try:
         distill_steps(run, steps=steps, teacher_steps=teacher_steps, pairs=pairs, train_steps=train_steps, lr=lr,
-                      progress=not no_progress, echo=click.echo)
+                      progress=not no_progress, echo=click.echo, resume=resume)
     except (ExperimentError, RunError, ValueError) as e:
         raise click.ClickException(str(e)) from e
 

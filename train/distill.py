@@ -210,20 +210,32 @@ def sample_latents(pipe, text: tuple, null: tuple, z, *, cfg_scale: float, steps
 
 # ---- the commands ------------------------------------------------------------------------------
 def _distill_run(run_dir: Path, out_dir: Path, objective: Objective, train_steps: int, lr: float | None,
-                 progress: bool, echo) -> Path:
+                 progress: bool, echo, *, resume: bool, maker: dict) -> Path:
+    """The student's LoRA run in `out_dir`, or its continuation (`resume`): the same objective
+    with the settings it was started with (train.run refuses anything else), from its newest
+    checkpoint."""
     from .config import TrainConfig
     from .lora import WEIGHTS_NAME
-    from .run import start_training
+    from .run import RunError, start_training
 
     cfg = TrainConfig.load(run_dir / "config.json")
-    keep = {k: v for k, v in cfg.to_dict().items() if k not in ("query", "preset", "config_file", "output_dir",
-                                                               "name", "max_steps")}
-    keep.update(max_steps=train_steps, validation_every=0, checkpoint_every=0,
-                warmup_steps=min(cfg.warmup_steps, max(1, train_steps // 10)))
-    if lr is not None:
-        keep["lr"] = lr
-    rc = start_training(query=cfg.query, preset=None, overrides=keep, output_dir=str(out_dir), resume=None,
-                        dry_run=False, progress=progress, echo=echo, objective=objective)
+    if resume:
+        if not (out_dir / "config.json").exists():
+            raise RunError(f"nothing to resume in {out_dir}: run `{maker['command']} {run_dir}` without --resume")
+        rc = start_training(query=None, preset=None, overrides={"max_steps": train_steps}, output_dir=str(out_dir),
+                            resume="latest", dry_run=False, progress=progress, echo=echo, objective=objective,
+                            maker=maker)
+    else:
+        keep = {k: v for k, v in cfg.to_dict().items() if k not in ("query", "preset", "config_file", "output_dir",
+                                                                   "name", "max_steps")}
+        # checkpoints as often as the teacher's run kept them (a kill -9 loses at most that much)
+        keep.update(max_steps=train_steps, validation_every=0,
+                    checkpoint_every=min(cfg.checkpoint_every or train_steps, train_steps),
+                    warmup_steps=min(cfg.warmup_steps, max(1, train_steps // 10)))
+        if lr is not None:
+            keep["lr"] = lr
+        rc = start_training(query=cfg.query, preset=None, overrides=keep, output_dir=str(out_dir), resume=None,
+                            dry_run=False, progress=progress, echo=echo, objective=objective, maker=maker)
     p = out_dir / WEIGHTS_NAME
     if rc != 0 or not p.exists():
         from .experiments.runctx import ExperimentError
@@ -249,7 +261,7 @@ def _teacher_lora(run_dir: Path) -> Path:
 
 
 def distill_guidance(run_dir, *, scale: float | None = None, train_steps: int = 200, lr: float | None = None,
-                     progress: bool = True, echo=print) -> dict:
+                     progress: bool = True, echo=print, resume: bool = False) -> dict:
     from .config import TrainConfig
 
     run_dir = Path(run_dir)
@@ -257,7 +269,10 @@ def distill_guidance(run_dir, *, scale: float | None = None, train_steps: int = 
     cfg = TrainConfig.load(run_dir / "config.json")
     scale = cfg.cfg if scale is None else scale
     out = run_dir / "distill" / "guidance"
-    lora = _distill_run(run_dir, out, GuidanceDistillation(teacher, scale), train_steps, lr, progress, echo)
+    maker = {"command": "train distill-guidance",
+             "resume": f"train distill-guidance {run_dir} --resume" + (f" --scale {scale:g}" if scale != cfg.cfg else "")}
+    lora = _distill_run(run_dir, out, GuidanceDistillation(teacher, scale), train_steps, lr, progress, echo,
+                        resume=resume, maker=maker)
     rec = evaluate_guidance(run_dir, lora, scale)
     (out / "distill.json").write_text(json.dumps(rec, indent=1) + "\n")
     echo(f"guidance-distilled student: velocity distance to the teacher's CFG velocity {rec['student_to_cfg']:.4f}, "
@@ -267,7 +282,7 @@ def distill_guidance(run_dir, *, scale: float | None = None, train_steps: int = 
 
 
 def distill_steps(run_dir, *, steps: int = 4, teacher_steps: int = 32, pairs: int = 4, train_steps: int = 300,
-                  lr: float | None = None, progress: bool = True, echo=print) -> dict:
+                  lr: float | None = None, progress: bool = True, echo=print, resume: bool = False) -> dict:
     from .config import TrainConfig
 
     run_dir = Path(run_dir)
@@ -275,7 +290,10 @@ def distill_steps(run_dir, *, steps: int = 4, teacher_steps: int = 32, pairs: in
     cfg = TrainConfig.load(run_dir / "config.json")
     out = run_dir / "distill" / f"steps{steps}"
     obj = Reflow(teacher, cfg.cfg, teacher_steps, pairs, steps)
-    lora = _distill_run(run_dir, out, obj, train_steps, lr, progress, echo)
+    maker = {"command": "train distill-steps",
+             "resume": f"train distill-steps {run_dir} --steps {steps} --teacher-steps {teacher_steps} --pairs {pairs} "
+                       "--resume"}
+    lora = _distill_run(run_dir, out, obj, train_steps, lr, progress, echo, resume=resume, maker=maker)
     rec = evaluate_steps(run_dir, lora, steps, REFERENCE_STEPS)
     rec["pair_teacher_steps"] = teacher_steps
     (out / "distill.json").write_text(json.dumps(rec, indent=1) + "\n")

@@ -174,16 +174,59 @@ def resolve_video_paths(manifest: Manifest, catalog: str) -> int:
     return changed
 
 
-def _os_error(e: OSError, where: Path) -> RunError:
+def plain_maker(out: Path) -> dict:
+    """Who wrote a run folder, and the command that continues it: a plain `train` run."""
+    return {"command": "train", "resume": f"train --resume latest --output-dir {out}"}
+
+
+def _os_error(e: OSError, where: Path, maker: dict | None = None) -> RunError:
     import errno
 
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return RunError(f"no space left on the device holding {where}; free space and rerun (`train --resume latest "
-                        f"--output-dir {where}` continues from the last complete checkpoint)")
+        hint = (maker or plain_maker(where))["resume"]
+        return RunError(f"no space left on the device holding {where}; free space and rerun (`{hint}` continues "
+                        "from the last complete checkpoint)")
     return RunError(f"cannot write {where}: {e.strerror or e}")
 
 
-def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=None):
+def objective_record(objective) -> dict:
+    """What a run folder records of its objective: the objective's metadata (its name and the
+    settings its loss depends on), compared on resume."""
+    from .objectives import FlowMatching
+
+    return json.loads(json.dumps((objective or FlowMatching()).metadata(), default=str))
+
+
+def _read_run_json(out: Path) -> dict:
+    try:
+        meta = json.loads((out / "run.json").read_text())
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def check_same_objective(out: Path, objective, maker: dict) -> None:
+    """A resume continues the objective the folder was started with, by the command that started
+    it: `train --resume` on a distillation folder would train plain flow matching and save it as
+    the student."""
+    meta = _read_run_json(out)
+    was = meta.get("objective") or {"objective": "flow_matching"}  # folders from before this record
+    was_maker = meta.get("made_by") or {"command": "train"}
+    now = objective_record(objective)
+    if was_maker.get("command") != maker["command"] or was.get("objective") != now.get("objective"):
+        how = was_maker.get("resume") or f"train --resume latest --output-dir {out}"
+        raise RunError(f"{out} holds a {was.get('objective')} run made by `{was_maker.get('command')}`; "
+                       f"`{maker['command']}` cannot continue it as {now.get('objective')}. Continue it with "
+                       f"`{how}`, or remove the folder to start again")
+    # the teacher's path is where the parent run is now; the folder sits inside it, wherever it moved
+    diff = sorted(k for k in set(was) | set(now) if k != "teacher_lora" and was.get(k) != now.get(k))
+    if diff:
+        raise RunError(f"{out} was started with other settings ("
+                       + ", ".join(f"{k} {was.get(k)!r}, now {now.get(k)!r}" for k in diff)
+                       + f"); resume it with the settings it was started with, or remove the folder to start again")
+
+
+def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=None, objective=None, maker=None):
     from catalog import db
 
     cfg = resolve_config(query, preset, overrides, config_file)
@@ -213,19 +256,22 @@ def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=No
         echo(f"dry run: would write {out}/ (manifest, config, LoRA, gallery); no model loaded")
         return None
     check_trackers(cfg.report_to)
+    maker = maker or plain_maker(out)
     if out.exists() and any(out.iterdir()):
-        raise RunError(f"{out} already holds a run; pass --resume latest to continue it, or choose "
-                       "another --output-dir / --name")
+        was = _read_run_json(out).get("made_by") or plain_maker(out)
+        raise RunError(f"{out} already holds a run; continue it with `{was['resume']}`, or choose "
+                       "another output folder (or remove this one to start again)")
     run_id = f"train-{cfg.name}"
     try:
         out.mkdir(parents=True, exist_ok=True)
         # run.json first and atomically: from here on the folder is a run that --resume accepts
-        write_json_atomic(out / "run.json", {"run_id": run_id, "catalog": cfg.catalog, "state": "starting"})
+        write_json_atomic(out / "run.json", {"run_id": run_id, "catalog": cfg.catalog, "state": "starting",
+                                             "objective": objective_record(objective), "made_by": maker})
         manifest.write(out / "manifest.jsonl")
         cfg.save(out / "config.json")
         write_sigma_plot(cfg, out)
     except OSError as e:
-        raise _os_error(e, out) from e
+        raise _os_error(e, out, maker) from e
     try:
         record_start(cfg, run_id, manifest)
     except Exception as e:  # noqa: BLE001 - a read-only or busy catalog must not stop training
@@ -234,13 +280,15 @@ def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=No
     return cfg, manifest, out, run_id
 
 
-def _resumed_run(overrides, output_dir, echo):
+def _resumed_run(overrides, output_dir, echo, objective=None, maker=None):
     if not output_dir:
         raise RunError("--resume needs --output-dir (the run folder to continue)")
     out = Path(output_dir)
     if not (out / "config.json").exists() or not (out / "manifest.jsonl").exists():
         raise RunError(f"nothing to resume in {out}: it holds no config.json and manifest.jsonl (the run stopped "
                        "before it was frozen); remove the folder or use a new --output-dir")
+    maker = maker or plain_maker(out)
+    check_same_objective(out, objective, maker)
     cfg = TrainConfig.load(out / "config.json")
     if "max_steps" in overrides:  # extending a run is the one change a resume allows to what is trained
         cfg.max_steps = overrides["max_steps"]
@@ -263,9 +311,10 @@ def _resumed_run(overrides, output_dir, echo):
         return None  # done: exit 0 without loading any model
     if _rank() == 0:
         try:
-            write_json_atomic(out / "run.json", {**meta, "run_id": run_id, "catalog": cfg.catalog, "state": "resuming"})
+            write_json_atomic(out / "run.json", {**meta, "run_id": run_id, "catalog": cfg.catalog, "state": "resuming",
+                                                 "objective": objective_record(objective), "made_by": maker})
         except OSError as e:
-            raise _os_error(e, out) from e
+            raise _os_error(e, out, maker) from e
         try:
             record_start(cfg, run_id, manifest)
         except Exception as e:  # noqa: BLE001
@@ -304,15 +353,17 @@ def cache_summary(out: Path) -> dict:
 
 
 def start_training(*, query, preset, overrides, output_dir, resume, dry_run, progress, echo,
-                   config_file=None, objective=None) -> int:
+                   config_file=None, objective=None, maker: dict | None = None) -> int:
     """A training run from the CLI's arguments. `objective` (train.objectives) replaces flow
-    matching (the distillation commands pass theirs)."""
+    matching (the distillation commands pass theirs); `maker` names the command that writes the
+    folder and the command line that continues it ({"command", "resume"}), recorded in run.json
+    so that a resume continues the same objective through the same command."""
     if resume and (config_file or preset or query) and _rank() == 0:
         given = [n for n, v in (("--config", config_file), ("--preset", preset), ("--query", query)) if v]
         echo(f"note: a resume trains what {output_dir}/config.json froze; {' and '.join(given)} "
              f"{'is' if len(given) == 1 else 'are'} not read", err=True)
     if resume:
-        resumed = _resumed_run(overrides, output_dir, echo)
+        resumed = _resumed_run(overrides, output_dir, echo, objective, maker)
         if resumed is None:
             return 0
         cfg, manifest, out, run_id = resumed
@@ -321,7 +372,7 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
             output_dir = read_config_file(config_file).get("output_dir")
         cfg, manifest, out, run_id = _other_rank_run(output_dir)
     else:
-        made = _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file)
+        made = _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file, objective, maker)
         if made is None:
             return 0
         cfg, manifest, out, run_id = made
@@ -345,7 +396,7 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
             _mark(out, run_id, cfg, "failed", error=str(e))
         raise RunError(str(e)) from e
     except OSError as e:
-        err = _os_error(e, out)
+        err = _os_error(e, out, maker)
         if _rank() == 0:
             record_end(cfg, run_id, {"error": str(err)}, False, echo)
         raise err from e

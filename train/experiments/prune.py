@@ -67,7 +67,7 @@ def drop_blocks(transformer, drop: list[int]):
 
 
 def prune_run(run_dir, *, drop: int, heal_steps: int = 100, random_draws: int = 4, device: str | None = None,
-              seed: int = 0, progress: bool = True, echo=print) -> dict:
+              seed: int = 0, progress: bool = True, echo=print, resume: bool = False) -> dict:
     from ..data import Manifest
     from ..validate import eval_loss
     from .runctx import ExperimentError, eval_items, open_run
@@ -113,7 +113,9 @@ def prune_run(run_dir, *, drop: int, heal_steps: int = 100, random_draws: int = 
               "eval_loss_pruned": pruned_loss, "random": rand,
               "params_full": sum(p.numel() for p in teacher.parameters()),
               "params_pruned": sum(p.numel() for p in pruned.parameters())}
-    healed = heal(cfg, model_dir, out / "heal", heal_steps, progress, echo) if heal_steps > 0 else None
+    maker = {"command": "train prune", "resume": f"train prune {run_dir} --drop {drop} --resume"}
+    healed = heal(cfg, model_dir, out / "heal", heal_steps, progress, echo, resume=resume,
+                  maker=maker) if heal_steps > 0 else None
     if healed is not None:
         from ..generate import load_pipeline
 
@@ -127,17 +129,27 @@ def prune_run(run_dir, *, drop: int, heal_steps: int = 100, random_draws: int = 
     return record
 
 
-def heal(cfg, model_dir: Path, out_dir: Path, steps: int, progress: bool, echo) -> Path | None:
-    """A short LoRA run on the pruned model with the run's own query and settings."""
+def heal(cfg, model_dir: Path, out_dir: Path, steps: int, progress: bool, echo, *, resume: bool = False,
+         maker: dict | None = None) -> Path | None:
+    """A short LoRA run on the pruned model with the run's own query and settings (continued from
+    its newest checkpoint with `resume`)."""
     from ..lora import WEIGHTS_NAME
     from ..run import start_training
 
+    quiet = lambda *a, **k: None  # noqa: E731
+    if resume and (out_dir / "config.json").exists():
+        rc = start_training(query=None, preset=None, overrides={"max_steps": steps}, output_dir=str(out_dir),
+                            resume="latest", dry_run=False, progress=progress, echo=quiet, maker=maker)
+        p = out_dir / WEIGHTS_NAME
+        return p if rc == 0 and p.exists() else None
+
     keep = {k: v for k, v in cfg.to_dict().items() if k not in ("query", "preset", "config_file", "output_dir",
                                                                "name", "base_model", "max_steps")}
-    keep.update(base_model=str(model_dir), max_steps=steps, validation_every=0, checkpoint_every=0,
+    keep.update(base_model=str(model_dir), max_steps=steps, validation_every=0,
+                checkpoint_every=min(cfg.checkpoint_every or steps, steps),
                 warmup_steps=min(cfg.warmup_steps, max(1, steps // 10)))
     rc = start_training(query=cfg.query, preset=None, overrides=keep, output_dir=str(out_dir), resume=None,
-                        dry_run=False, progress=progress, echo=lambda *a, **k: None)
+                        dry_run=False, progress=progress, echo=quiet, maker=maker)
     p = out_dir / WEIGHTS_NAME
     return p if rc == 0 and p.exists() else None
 
