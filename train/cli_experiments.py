@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from dataengine.options import SEED, Float, Int
+
 
 
 def _floats(s: str) -> list[float]:
@@ -23,15 +25,15 @@ def _floats(s: str) -> list[float]:
 @click.option("--source", default=None, help="Labelling giving the source captions/tags: CAPTIONER[@VERSION] "
                                              "(default: what the clips view shows).")
 @click.option("--prompt", "prompt_name", default="caption_v1", show_default=True, help="Caption prompt template.")
-@click.option("--caption-fps", type=float, default=2.0, show_default=True)
-@click.option("--caption-max-frames", type=int, default=16, show_default=True)
-@click.option("--caption-max-pixels", type=int, default=360 * 420, show_default=True)
-@click.option("--max-new-tokens", type=int, default=None,
+@click.option("--caption-fps", type=Float(0, 240, min_open=True), default=2.0, show_default=True)
+@click.option("--caption-max-frames", type=Int(1, 10_000), default=16, show_default=True)
+@click.option("--caption-max-pixels", type=Int(16 * 16, 10**8), default=360 * 420, show_default=True)
+@click.option("--max-new-tokens", type=Int(1, 32768), default=None,
               help="Re-caption token cap [default: the schema's bound; 256 with --free].")
 @click.option("--free", is_flag=True, help="Re-caption without constraining to the caption schema.")
-@click.option("--limit", type=int, default=8, show_default=True, help="At most N clips.")
-@click.option("--seed", type=int, default=None, help="Default: the run's validation seed.")
-@click.option("--steps", type=int, default=None, help="Sampler steps (default: the run's validation steps).")
+@click.option("--limit", type=Int(1, 10**6), default=8, show_default=True, help="At most N clips.")
+@click.option("--seed", type=SEED, default=None, help="Default: the run's validation seed.")
+@click.option("--steps", type=Int(1, 1000), default=None, help="Sampler steps (default: the run's validation steps).")
 @click.option("--clip-model", type=click.Path(exists=True), default=None,
               help="Local CLIP weights for a text-video CLIP score (none are downloaded).")
 @click.option("--device", default=None)
@@ -81,8 +83,8 @@ def eval_cmd(run, query, catalog, captioner, source, prompt_name, caption_fps, c
 @click.option("--cfg-list", "--cfg", "cfgs", default="4", show_default=True,
               help="CFG values, comma-separated. (--cfg is the old name.)")
 @click.option("--prompts", "prompts_file", default=None, help="Prompt file (default: the run's validation prompts).")
-@click.option("--limit-prompts", type=int, default=None)
-@click.option("--seed", type=int, default=None)
+@click.option("--limit-prompts", type=Int(1, 10**6), default=None)
+@click.option("--seed", type=SEED, default=None)
 @click.option("--device", default=None)
 @click.option("--no-progress", is_flag=True)
 def sweep_steps_cmd(run, steps, cfgs, prompts_file, limit_prompts, seed, device, no_progress):
@@ -116,9 +118,9 @@ def sweep_steps_cmd(run, steps, cfgs, prompts_file, limit_prompts, seed, device,
 @click.command("compress")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--ranks", default=None, help="Target ranks, comma-separated (default: r/2, r/4, ... down to 1).")
-@click.option("--limit-prompts", type=int, default=None)
-@click.option("--steps", type=int, default=None, help="Sampler steps for the comparison videos.")
-@click.option("--seed", type=int, default=None)
+@click.option("--limit-prompts", type=Int(1, 10**6), default=None)
+@click.option("--steps", type=Int(1, 1000), default=None, help="Sampler steps for the comparison videos.")
+@click.option("--seed", type=SEED, default=None)
 @click.option("--device", default=None)
 @click.option("--no-progress", is_flag=True)
 def compress_cmd(run, ranks, limit_prompts, steps, seed, device, no_progress):
@@ -146,9 +148,9 @@ def compress_cmd(run, ranks, limit_prompts, steps, seed, device, no_progress):
 @click.command("compare")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--output-dir", default="runs/compare", show_default=True)
-@click.option("--k", type=float, default=3.0, show_default=True, help="Explosion: loss > k x running median.")
-@click.option("--window", type=int, default=20, show_default=True, help="Running-median window (steps).")
-@click.option("--smooth", type=float, default=0.1, show_default=True, help="EMA factor for smoothed curves.")
+@click.option("--k", type=Float(1, 1e6, min_open=True), default=3.0, show_default=True, help="Explosion: loss > k x running median.")
+@click.option("--window", type=Int(1, 10**6), default=20, show_default=True, help="Running-median window (steps).")
+@click.option("--smooth", type=Float(0, 1, min_open=True), default=0.1, show_default=True, help="EMA factor for smoothed curves.")
 def compare_cmd(runs, output_dir, k, window, smooth):
     """Stability study: overlay the runs' curves, mark early loss explosions and grad-norm spikes.
 
@@ -173,12 +175,12 @@ def compare_cmd(runs, output_dir, k, window, smooth):
 
 @click.command("prune")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--drop", type=click.IntRange(min=1), required=True, help="How many transformer blocks to drop.")
-@click.option("--heal-steps", type=click.IntRange(min=0), default=100, show_default=True,
+@click.option("--drop", type=Int(1, 10_000), required=True, help="How many transformer blocks to drop.")
+@click.option("--heal-steps", type=Int(0, 10**9), default=100, show_default=True,
               help="Steps of the healing LoRA run on the pruned model (0: no healing).")
-@click.option("--random-draws", type=click.IntRange(min=0), default=4, show_default=True,
+@click.option("--random-draws", type=Int(0, 1000), default=4, show_default=True,
               help="Random K-block drops measured beside the least important K (the baseline).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default=None)
 @click.option("--dry-run", is_flag=True, help="Print the projected GPU memory on the real 2B config and stop.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted healing run (RUN/prune/dropK/heal) from its "
@@ -221,11 +223,11 @@ def prune_cmd(run, drop, heal_steps, random_draws, seed, device, dry_run, resume
 
 @click.command("distill-guidance")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--scale", type=click.FloatRange(min=1.0), default=None,
+@click.option("--scale", type=Float(1.0, 100), default=None,
               help="The CFG scale to distil [default: the run's --cfg].")
-@click.option("--train-steps", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--train-steps", type=Int(1, 10**9), default=200, show_default=True,
               help="Steps of the student's LoRA run.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=Float(0, 1, min_open=True), default=None,
               help="Learning rate [default: the run's].")
 @click.option("--dry-run", is_flag=True, help="Print the projected GPU memory on the real 2B config and stop.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted student run (RUN/distill/guidance) from its "
@@ -266,13 +268,13 @@ def distill_guidance_cmd(run, scale, train_steps, lr, dry_run, resume, no_progre
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--steps", type=click.IntRange(min=1, max=16), default=4, show_default=True,
               help="The student's sampling steps (Euler, no CFG).")
-@click.option("--teacher-steps", type=click.IntRange(min=2), default=32, show_default=True,
+@click.option("--teacher-steps", type=Int(2, 1000), default=32, show_default=True,
               help="The teacher's sampling steps for the pairs it makes.")
 @click.option("--pairs", type=click.IntRange(min=1, max=64), default=4, show_default=True,
               help="Teacher samples (noise, output) per training window.")
-@click.option("--train-steps", type=click.IntRange(min=1), default=300, show_default=True,
+@click.option("--train-steps", type=Int(1, 10**9), default=300, show_default=True,
               help="Steps of the student's LoRA run.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=Float(0, 1, min_open=True), default=None,
               help="Learning rate [default: the run's].")
 @click.option("--dry-run", is_flag=True, help="Print the projected GPU and host memory on the real 2B config and stop.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted student run (RUN/distill/stepsN) from its "
