@@ -13,6 +13,21 @@ import os
 log = logging.getLogger(__name__)
 
 
+def load_errors() -> tuple:
+    """What `from_pretrained` raises for a model folder that is damaged rather than absent: a cut
+    config.json (JSONDecodeError, a ValueError), a truncated safetensors file (safetensors'
+    SafetensorError, which is no OSError), missing keys or shapes that do not match
+    (KeyError, TypeError, RuntimeError). Every model loader turns these into one line."""
+    errs: list = [OSError, ValueError, KeyError, TypeError, RuntimeError, EnvironmentError]
+    try:
+        from safetensors import SafetensorError
+
+        errs.append(SafetensorError)
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        pass
+    return tuple(errs)
+
+
 class HubUnavailable(Exception):
     """The model is not in the local cache and the hub cannot be used; the message says what to do."""
 

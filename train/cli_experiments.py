@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import click
 
 from dataengine.options import SEED, Float, Int
 
+
+
+@contextmanager
+def clean_errors(run):
+    """Every experiment command's failures as one line (exit 1): the run folder's door
+    (train.runfolder) raises ExperimentError for damaged, missing, foreign or non-finite inputs;
+    a full or read-only disk gives the one disk-full message."""
+    from .run import RunError
+    from .runfolder import ExperimentError, write_error
+
+    try:
+        yield
+    except (ExperimentError, RunError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    except OSError as e:
+        raise click.ClickException(str(write_error(e, run))) from e
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":  # safetensors' write errors (disk full) are not OSErrors
+            raise
+        import errno
+
+        raise click.ClickException(str(write_error(OSError(errno.ENOSPC if "space" in str(e).lower() else errno.EIO,
+                                                           str(e)), run))) from e
 
 
 def _floats(s: str) -> list[float]:
@@ -55,17 +80,14 @@ def eval_cmd(run, query, catalog, captioner, source, prompt_name, caption_fps, c
     from dataengine.caption.prompts import SamplingParams
 
     from .experiments.evaluate import evaluate
-    from .experiments.runctx import ExperimentError
 
-    try:
+    with clean_errors(run):
         sampling = SamplingParams(fps=caption_fps, max_frames=caption_max_frames, max_pixels=caption_max_pixels,
                                   max_new_tokens=max_new_tokens or 256)
         res = evaluate(run, query=query, catalog=catalog, captioner_model=captioner, source=source,
                        prompt_name=prompt_name, sampling=sampling, seed=seed, steps=steps, limit=limit, device=device,
                        clip_model=clip_model, progress=not no_progress, constrained=not free,
                        max_new_tokens=max_new_tokens)
-    except (ExperimentError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
     s = res["summary"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     shared = f"shared tags ({', '.join(s['shared_tags'])}) recalled: base {fmt(s['base']['shared_tag_recall'])} vs " \
@@ -98,17 +120,14 @@ def sweep_steps_cmd(run, steps, cfgs, prompts_file, limit_prompts, seed, device,
     The -list options take several values, where `train eval --steps` and `train generate
     --steps/--cfg` take one.
     """
-    from .experiments.runctx import ExperimentError
     from .experiments.sweep import sweep_steps
 
     st = [int(x) for x in _floats(steps)]
     if not st or min(st) < 1:
         raise click.BadParameter("--steps-list must be positive integers")
-    try:
+    with clean_errors(run):
         res = sweep_steps(run, steps=st, cfgs=_floats(cfgs), prompts_file=prompts_file, seed=seed, device=device,
                           limit_prompts=limit_prompts, progress=not no_progress)
-    except (ExperimentError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
     for r in res["summary"]:
         click.echo(f"cfg {r['cfg']:g} steps {r['steps']:3d}: {r['seconds_per_video']:.2f} s/video, "
                    f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
@@ -132,13 +151,10 @@ def compress_cmd(run, ranks, limit_prompts, steps, seed, device, no_progress):
       train compress runs/lora64 --ranks 32,16,8 --steps 20
     """
     from .experiments.compress import compress
-    from .experiments.runctx import ExperimentError
 
-    try:
+    with clean_errors(run):
         res = compress(run, ranks=[int(x) for x in _floats(ranks)] if ranks else None, device=device, seed=seed,
                        steps=steps, limit_prompts=limit_prompts, progress=not no_progress)
-    except (ExperimentError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
     for v in res["variants"]:
         click.echo(f"{v['variant']:>8}: {v['file_bytes']:>10,} bytes, energy {v['retained_energy']:.4f}, "
                    f"eval loss {v['eval_loss']}, PSNR vs full {v['psnr_vs_full']:.2f}")
@@ -200,23 +216,17 @@ def prune_cmd(run, drop, heal_steps, random_draws, seed, device, dry_run, resume
       train prune runs/night --drop 1 --heal-steps 30      # the toy model has 4 blocks
     """
     from .experiments.prune import prune_run
-    from .experiments.runctx import ExperimentError
-    from .run import RunError
 
     if dry_run:
         from .experiments.prune import dry_run as project
 
-        try:
+        with clean_errors(run):
             for line in project(run, drop):
                 click.echo(line)
-        except ExperimentError as e:
-            raise click.ClickException(str(e)) from e
         return
-    try:
+    with clean_errors(run):
         r = prune_run(run, drop=drop, heal_steps=heal_steps, random_draws=random_draws, device=device, seed=seed,
                       progress=not no_progress, echo=click.echo, resume=resume)
-    except (ExperimentError, RunError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
     click.echo(f"pruned model: {run}/prune/drop{drop}/model ({r['params_pruned']:,} of {r['params_full']:,} "
                f"parameters); report: {run}/prune/drop{drop}/pruned.json")
 
@@ -248,20 +258,17 @@ def distill_guidance_cmd(run, scale, train_steps, lr, dry_run, resume, no_progre
       train distill-guidance runs/night --scale 4.5 --train-steps 100
     """
     from .distill import distill_guidance
-    from .experiments.runctx import ExperimentError
-    from .run import RunError
 
     if dry_run:
         from .distill import dry_run as project
 
-        for line in project(run, "guidance"):
-            click.echo(line)
+        with clean_errors(run):
+            for line in project(run, "guidance"):
+                click.echo(line)
         return
-    try:
+    with clean_errors(run):
         distill_guidance(run, scale=scale, train_steps=train_steps, lr=lr, progress=not no_progress, echo=click.echo,
                          resume=resume)
-    except (ExperimentError, RunError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
 
 
 @click.command("distill-steps")
@@ -295,20 +302,17 @@ def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, dry_run
       train distill-steps runs/night --steps 4 --teacher-steps 32 --pairs 8 --train-steps 400
     """
     from .distill import distill_steps
-    from .experiments.runctx import ExperimentError
-    from .run import RunError
 
     if dry_run:
         from .distill import dry_run as project
 
-        for line in project(run, "steps", pairs=pairs):
-            click.echo(line)
+        with clean_errors(run):
+            for line in project(run, "steps", pairs=pairs):
+                click.echo(line)
         return
-    try:
+    with clean_errors(run):
         distill_steps(run, steps=steps, teacher_steps=teacher_steps, pairs=pairs, train_steps=train_steps, lr=lr,
                       progress=not no_progress, echo=click.echo, resume=resume)
-    except (ExperimentError, RunError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
 
 
 @click.command("study")
@@ -341,7 +345,6 @@ def study_cmd(run, budgets, prompts, seeds, captioner, device, dry_run, no_progr
       train study runs/chase-r16
       train study runs/night --budgets 8,4 --prompts 2 --seeds 1 --captioner toy
     """
-    from .experiments.runctx import ExperimentError
     from .experiments.study import study
 
     try:
@@ -353,14 +356,13 @@ def study_cmd(run, budgets, prompts, seeds, captioner, device, dry_run, no_progr
     if dry_run:
         from .experiments.study import dry_run as project
 
-        for line in project(run, steps):
-            click.echo(line)
+        with clean_errors(run):
+            for line in project(run, steps):
+                click.echo(line)
         return
-    try:
+    with clean_errors(run):
         study(run, budgets=steps, prompts=prompts, seeds=tuple(range(seeds)), device=device, captioner=captioner,
               progress=not no_progress, echo=click.echo)
-    except (ExperimentError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
 
 
 def register(group) -> None:

@@ -37,8 +37,14 @@ from .objectives import Objective, predict
 
 def fuse_lora_file(comps, lora_file: Path) -> None:
     """Merge a diffusers LoRA into comps.transformer's weights (the teacher, as plain weights)."""
+    from .models import ModelLoadError
+    from .runfolder import ExperimentError, load_lora
+
     pipe = comps.pipeline()
-    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name="teacher")
+    try:
+        load_lora(pipe, lora_file, "teacher", "the run's base model")
+    except ExperimentError as e:  # the loop turns a model that cannot load into the run's one-line failure
+        raise ModelLoadError(str(e)) from e
     pipe.fuse_lora(adapter_names=["teacher"], lora_scale=1.0)
     pipe.unload_lora_weights()
 
@@ -245,30 +251,26 @@ def _distill_run(run_dir: Path, out_dir: Path, objective: Objective, train_steps
 
 
 def _teacher_lora(run_dir: Path) -> Path:
-    from .experiments.runctx import ExperimentError
-    from .lora import WEIGHTS_NAME, NonFiniteLoRA, check_finite
+    from . import runfolder
+    from .lora import WEIGHTS_NAME
 
-    p = Path(run_dir) / WEIGHTS_NAME
-    if not (Path(run_dir) / "config.json").exists():
-        raise ExperimentError(f"{run_dir} is not a run folder (no config.json)")
-    if not p.exists():
-        raise ExperimentError(f"no LoRA at {p}: the run has not finished")
-    try:
-        check_finite(p)
-    except NonFiniteLoRA as e:
-        raise ExperimentError(str(e)) from e
-    return p
+    runfolder.read_config(run_dir)
+    runfolder.read_manifest(run_dir)
+    return runfolder.check_lora(Path(run_dir) / WEIGHTS_NAME)
 
 
 def distill_guidance(run_dir, *, scale: float | None = None, train_steps: int = 200, lr: float | None = None,
                      progress: bool = True, echo=print, resume: bool = False) -> dict:
     from .config import TrainConfig
 
+    from . import runfolder
+
     run_dir = Path(run_dir)
     teacher = _teacher_lora(run_dir)
     cfg = TrainConfig.load(run_dir / "config.json")
     scale = cfg.cfg if scale is None else scale
     out = run_dir / "distill" / "guidance"
+    runfolder.ensure_writable(out.parent)  # before the teacher loads, not after the student trained
     maker = {"command": "train distill-guidance",
              "resume": f"train distill-guidance {run_dir} --resume" + (f" --scale {scale:g}" if scale != cfg.cfg else "")}
     lora = _distill_run(run_dir, out, GuidanceDistillation(teacher, scale), train_steps, lr, progress, echo,
@@ -285,10 +287,13 @@ def distill_steps(run_dir, *, steps: int = 4, teacher_steps: int = 32, pairs: in
                   lr: float | None = None, progress: bool = True, echo=print, resume: bool = False) -> dict:
     from .config import TrainConfig
 
+    from . import runfolder
+
     run_dir = Path(run_dir)
     teacher = _teacher_lora(run_dir)
     cfg = TrainConfig.load(run_dir / "config.json")
     out = run_dir / "distill" / f"steps{steps}"
+    runfolder.ensure_writable(out.parent)  # before the teacher loads, not after the student trained
     obj = Reflow(teacher, cfg.cfg, teacher_steps, pairs, steps)
     maker = {"command": "train distill-steps",
              "resume": f"train distill-steps {run_dir} --steps {steps} --teacher-steps {teacher_steps} --pairs {pairs} "
@@ -309,7 +314,9 @@ def student_pipeline(run_dir: Path, student_lora: Path, device: str | None = Non
     from .experiments.runctx import open_run
 
     ctx = open_run(run_dir, device=device, adapter="style")
-    ctx.pipe.load_lora_weights(str(student_lora.parent), weight_name=student_lora.name, adapter_name="student")
+    from .runfolder import check_lora, load_lora
+
+    load_lora(ctx.pipe, check_lora(student_lora), "student", ctx.cfg.base_model)
     return ctx
 
 
@@ -408,7 +415,9 @@ def dry_run(run_dir, kind: str, *, pairs: int = 4, windows: int | None = None) -
     from .memory import at_real_shape, describe, latent_shape, project_config
 
     run_dir = Path(run_dir)
-    cfg, note = at_real_shape(TrainConfig.load(run_dir / "config.json"), run_dir)
+    from .runfolder import read_config
+
+    cfg, note = at_real_shape(read_config(run_dir), run_dir)
     lines = [note] if note else []
     p = project_config(cfg)
     passes = 2 if kind == "guidance" else 0
@@ -432,4 +441,6 @@ def dry_run(run_dir, kind: str, *, pairs: int = 4, windows: int | None = None) -
 def _train_windows(run_dir: Path) -> int:
     from .data import Manifest
 
-    return sum(1 for w in Manifest.read(run_dir / "manifest.jsonl").windows if w.role == "train")
+    from .runfolder import read_manifest
+
+    return sum(1 for w in read_manifest(run_dir).windows if w.role == "train")

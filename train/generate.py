@@ -22,13 +22,13 @@ def resolve_lora(lora: str | None) -> tuple[Path | None, dict]:
         f, meta = p, p.parent / "lora_metadata.json"
     if not f.exists():
         raise GenerateError(f"no LoRA at {f} (a run folder holds pytorch_lora_weights.safetensors once training ends)")
-    from .lora import NonFiniteLoRA, check_finite
+    from . import runfolder
 
     try:
-        check_finite(f)
-    except NonFiniteLoRA as e:
+        runfolder.check_lora(f)
+        return f, runfolder.read_metadata(f.parent) if meta.exists() else {}
+    except runfolder.ExperimentError as e:
         raise GenerateError(str(e)) from e
-    return f, (json.loads(meta.read_text()) if meta.exists() else {})
 
 
 def load_pipeline(base_model: str, lora_file: Path | None, lora_scale: float, device: str,
@@ -42,7 +42,12 @@ def load_pipeline(base_model: str, lora_file: Path | None, lora_scale: float, de
         comps.scheduler = with_flow_shift(comps.scheduler, flow_shift)
     pipe = comps.pipeline()
     if lora_file is not None:
-        pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name="style")
+        from .runfolder import ExperimentError, load_lora
+
+        try:
+            load_lora(pipe, lora_file, "style", base_model)
+        except ExperimentError as e:
+            raise GenerateError(str(e)) from e
         pipe.set_adapters(["style"], adapter_weights=[lora_scale])
     pipe.to(device)
     return pipe, comps

@@ -129,13 +129,15 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
                 local_only = local_files_only(base_model, "--base-model", marker="model_index.json")
             except HubUnavailable as e:
                 raise ModelLoadError(str(e)) from e
+        from dataengine.hub import load_errors
+
         try:
             from diffusers import SanaVideoPipeline
 
             # per-component dtypes at load time, so no fp32 copy of the big models ever exists
             pipe = SanaVideoPipeline.from_pretrained(base_model, torch_dtype={"default": dtype, "vae": torch.float32},
                                                      local_files_only=local_only)
-        except (OSError, ValueError, EnvironmentError) as e:
+        except load_errors() as e:
             if local:
                 raise ModelLoadError(f"cannot load SANA-Video from directory {base_model}: "
                                      f"{str(e).splitlines()[0]}") from e
@@ -170,10 +172,12 @@ def _load_folder(folder: str, dtype, name: str) -> Components:
     import torch
     from diffusers import SanaVideoPipeline
 
+    from dataengine.hub import load_errors
+
     try:
         pipe = SanaVideoPipeline.from_pretrained(folder, torch_dtype={"default": dtype, "vae": torch.float32},
                                                  local_files_only=True)
-    except (OSError, ValueError, EnvironmentError) as e:
+    except load_errors() as e:
         raise ModelLoadError(f"cannot load SANA-Video from directory {folder}: {str(e).splitlines()[0]}") from e
     return Components(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler, name,
                       is_random=False, weights_id=weights_fingerprint(folder))

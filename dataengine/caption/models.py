@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..hub import load_errors
+
 log = logging.getLogger(__name__)
 
 ALIASES = {
@@ -104,7 +106,7 @@ def processor_geometry(model: str) -> tuple[int, int]:
     local_only = False if os.path.isdir(repo) else hub_mode(repo)
     try:
         vp = AutoProcessor.from_pretrained(repo, local_files_only=local_only).video_processor
-    except OSError as e:
+    except load_errors() as e:
         raise CaptionModelError(f"cannot load the processor of '{model}': {str(e).splitlines()[0]}") from e
     return int(getattr(vp, "patch_size", 14) or 14), int(getattr(vp, "merge_size", 2) or 2)
 
@@ -265,9 +267,11 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
 
         proc = AutoProcessor.from_pretrained(repo, local_files_only=local_only)
         m = AutoModelForImageTextToText.from_pretrained(repo, dtype=torch_dtype, local_files_only=local_only)
-    except OSError as e:
-        if local:
-            raise CaptionModelError(f"cannot load a model from directory {repo}: {str(e).splitlines()[0]}") from e
+    except load_errors() as e:
+        if local or not isinstance(e, OSError):
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CaptionModelError(f"cannot load a model from directory {repo}: it is damaged or incomplete "
+                                    f"({type(e).__name__}: {first[:200]})") from e
         raise CaptionModelError(
             f"cannot find model '{repo}'"
             + (f" (alias '{model}')" if repo != model else "")

@@ -74,3 +74,92 @@ def test_the_disk_full_message_names_the_command_that_continues_the_run(tmp_path
     maker = {"command": "train distill-steps", "resume": "train distill-steps runs/a --steps 4 --resume"}
     msg = str(_os_error(OSError(errno.ENOSPC, "No space left on device"), Path("runs/a/distill/steps4"), maker))
     assert "train distill-steps runs/a --steps 4 --resume" in msg and "train --resume" not in msg
+
+
+# --- 9-13: one door for run folders: damaged, missing, foreign, non-finite, unwritable ----------------
+
+READERS = [["compress"], ["study", "--prompts", "1", "--seeds", "1", "--budgets", "2"], ["prune", "--drop", "1"],
+           ["sweep-steps", "--steps-list", "1,2"], ["distill-guidance", "--train-steps", "1"],
+           ["distill-steps", "--steps", "1", "--teacher-steps", "2", "--pairs", "1", "--train-steps", "1"]]
+
+
+def _one_line_error(r, *needles):
+    assert r.exit_code == 1, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert "Traceback" not in r.output
+    for n in needles:
+        assert n in r.output, r.output
+
+
+@pytest.mark.parametrize("cmd", READERS, ids=lambda c: c[0])
+def test_a_truncated_lora_is_one_line_for_every_reader(teacher, cmd):
+    w = teacher / "pytorch_lora_weights.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    _one_line_error(_invoke(cmd[0], teacher, *cmd[1:], "--no-progress"), "damaged")
+
+
+def test_generate_with_a_truncated_lora_is_one_line(teacher, tmp_path):
+    w = teacher / "pytorch_lora_weights.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    r = _invoke("generate", "--lora", teacher, "--prompt", "a cat", "--steps", "1", "--output", tmp_path / "o.mp4")
+    _one_line_error(r, "damaged")
+
+
+def test_compress_refuses_a_nan_lora_before_the_svd(teacher):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    w = teacher / "pytorch_lora_weights.safetensors"
+    sd = load_file(str(w))
+    k = next(iter(sd))
+    sd[k] = torch.full_like(sd[k], float("nan"))
+    save_file(sd, str(w))
+    _one_line_error(_invoke("compress", teacher, "--no-progress"), "non-finite")
+
+
+@pytest.mark.parametrize("cmd", [["distill-guidance"], ["distill-steps"], ["study"], ["prune", "--drop", "1"]],
+                         ids=lambda c: c[0])
+def test_dry_run_on_an_empty_or_damaged_folder_is_one_line(tmp_path, teacher, cmd):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _one_line_error(_invoke(cmd[0], empty, *cmd[1:], "--dry-run"), "not a run folder")
+    cfg = teacher / "config.json"
+    cfg.write_text(cfg.read_text()[:40])
+    _one_line_error(_invoke(cmd[0], teacher, *cmd[1:], "--dry-run"), "config.json is damaged")
+
+
+@pytest.mark.parametrize("cmd", READERS[:4] + [["generate"]], ids=lambda c: c[0])
+def test_a_lora_for_another_base_model_is_one_line(teacher, cmd, tmp_path):
+    from catalog.assets import assets_dir
+
+    toy = assets_dir() / "toy" / "sana"
+    cfg = json.loads((teacher / "config.json").read_text())
+    cfg["base_model"] = str(toy)
+    (teacher / "config.json").write_text(json.dumps(cfg))
+    meta = json.loads((teacher / "lora_metadata.json").read_text())
+    meta["base_model"] = str(toy)
+    (teacher / "lora_metadata.json").write_text(json.dumps(meta))
+    if cmd == ["generate"]:
+        r = _invoke("generate", "--lora", teacher, "--prompt", "a cat", "--steps", "1", "--output", tmp_path / "o.mp4")
+    else:
+        r = _invoke(cmd[0], teacher, *cmd[1:], "--no-progress")
+    _one_line_error(r, "does not fit the base model")
+
+
+@pytest.mark.parametrize("cmd", READERS[:3], ids=lambda c: c[0])
+def test_an_unwritable_run_folder_fails_before_the_work(teacher, cmd):
+    # root ignores permission bits, so the command's output folder is made impossible: a file holds its name
+    name = {"compress": "compress", "study": "study", "prune": "prune"}[cmd[0]]
+    (teacher / name).write_text("in the way")
+    _one_line_error(_invoke(cmd[0], teacher, *cmd[1:], "--no-progress"), "cannot write")
+
+
+def test_a_full_disk_before_the_work_gives_the_one_disk_full_message(teacher, monkeypatch):
+    import errno
+    import tempfile
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    _one_line_error(_invoke("compress", teacher, "--no-progress"), "no space left on the device")

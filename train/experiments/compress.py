@@ -90,11 +90,13 @@ def compress(run_dir, *, ranks=None, device=None, seed=None, steps=None, limit_p
     from .runctx import ExperimentError, eval_items, generate, open_run
 
     run_dir = Path(run_dir)
-    meta = json.loads((run_dir / "lora_metadata.json").read_text()) if (run_dir / "lora_metadata.json").exists() else {}
+    from .. import runfolder
+
+    runfolder.read_config(run_dir)
+    runfolder.ensure_writable(run_dir / "compress")
+    meta = runfolder.read_metadata(run_dir)
     full_path = run_dir / WEIGHTS_NAME
-    if not full_path.exists():
-        raise ExperimentError(f"no LoRA at {full_path}")
-    sd = load_file(str(full_path))
+    sd = runfolder.lora_state(full_path)  # whole, readable and finite before the SVD
     r, alpha = int(meta.get("rank", 0)), float(meta.get("alpha", 0))
     if not r:
         raise ExperimentError(f"{run_dir}/lora_metadata.json does not give the rank")
@@ -120,7 +122,7 @@ def compress(run_dir, *, ranks=None, device=None, seed=None, steps=None, limit_p
     pipe = ctx.pipe
     for name, k, path, energy in tqdm(variants, desc="compress", unit="rank", disable=not progress):
         if name != "full":
-            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+            runfolder.load_lora(pipe, path, name, ctx.cfg.base_model)
         pipe.set_adapters(["lora" if name == "full" else name], [1.0])
         vids = []
         for i, vp in enumerate(vps):

@@ -72,7 +72,10 @@ def prune_run(run_dir, *, drop: int, heal_steps: int = 100, random_draws: int = 
     from ..validate import eval_loss
     from .runctx import ExperimentError, eval_items, open_run
 
-    run_dir = Path(run_dir)
+    from ..runfolder import ensure_writable, folder
+
+    run_dir = folder(run_dir)
+    ensure_writable(run_dir / "prune" / f"drop{drop}")
     ctx = open_run(run_dir, device=device)
     pipe, cfg = ctx.pipe, ctx.cfg
     n = len(pipe.transformer.transformer_blocks)
@@ -164,7 +167,9 @@ def dry_run(run_dir, drop: int) -> list[str]:
     from .runctx import ExperimentError
 
     run_dir = Path(run_dir)
-    cfg, note = at_real_shape(TrainConfig.load(run_dir / "config.json"), run_dir)
+    from ..runfolder import read_config
+
+    cfg, note = at_real_shape(read_config(run_dir), run_dir)
     blocks = REAL_TRANSFORMER.get("num_layers", 20)
     if not 1 <= drop < blocks:
         raise ExperimentError(f"--drop must be between 1 and {blocks - 1} (the real transformer has {blocks} blocks)")

@@ -13,8 +13,7 @@ from ..config import TrainConfig
 from ..lora import WEIGHTS_NAME
 
 
-class ExperimentError(Exception):
-    pass
+from ..runfolder import ExperimentError  # noqa: F401 - the experiments' error type lives with the run-folder door
 
 
 @dataclass
@@ -51,22 +50,14 @@ def open_run(run_dir: str | Path, *, device: str | None = None, base_model: str 
 
     from ..models import ModelLoadError, load_components, with_flow_shift
 
-    out = Path(run_dir)
-    if not (out / "config.json").exists():
-        raise ExperimentError(f"{out} is not a run folder (no config.json)")
-    lp = Path(lora_file) if lora_file else out / WEIGHTS_NAME
-    if not lp.exists():
-        raise ExperimentError(f"no LoRA at {lp}: the run has not finished (resume it with `train --resume latest "
-                              f"--output-dir {out}`)")
-    from ..lora import NonFiniteLoRA, check_finite
+    from .. import runfolder
 
-    try:
-        check_finite(lp)
-    except NonFiniteLoRA as e:
-        raise ExperimentError(str(e)) from e
-    cfg = TrainConfig.load(out / "config.json")
-    meta_p = out / "lora_metadata.json"
-    meta = json.loads(meta_p.read_text()) if meta_p.exists() else {}
+    out = runfolder.folder(run_dir)
+    cfg = runfolder.read_config(out)
+    runfolder.read_manifest(out)
+    lp = Path(lora_file) if lora_file else out / WEIGHTS_NAME
+    runfolder.check_lora(lp)
+    meta = runfolder.read_metadata(out)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         comps = load_components(base_model or cfg.base_model,
@@ -75,7 +66,7 @@ def open_run(run_dir: str | Path, *, device: str | None = None, base_model: str 
         raise ExperimentError(str(e)) from e
     comps.scheduler = with_flow_shift(comps.scheduler, meta.get("validation_flow_shift", cfg.validation_flow_shift))
     pipe = comps.pipeline()
-    pipe.load_lora_weights(str(lp.parent), weight_name=lp.name, adapter_name=adapter)
+    runfolder.load_lora(pipe, lp, adapter, base_model or cfg.base_model)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return RunCtx(out, cfg, lp, meta, comps, pipe, device)

@@ -50,6 +50,7 @@ class Variant:
 def variants(run_dir: Path, cfg, budgets=(16, 8, 4)) -> tuple[list[Variant], list[str]]:
     """The grid for this run, from what exists under it; and what is missing."""
     from ..lora import WEIGHTS_NAME
+    from ..runfolder import ExperimentError, check_lora
 
     out = [Variant(f"teacher@{REFERENCE_STEPS}", "teacher", REFERENCE_STEPS, cfg.cfg)]
     out += [Variant(f"teacher@{s}", "teacher", s, cfg.cfg) for s in budgets]
@@ -77,6 +78,12 @@ def variants(run_dir: Path, cfg, budgets=(16, 8, 4)) -> tuple[list[Variant], lis
     for p in ranks:
         out.append(Variant(f"{p.parent.name}@{REFERENCE_STEPS}", "rank", REFERENCE_STEPS, cfg.cfg, [("rank", p)],
                            style=False))
+    for v in out:  # a damaged variant stops the study before any work, naming the file
+        for _, p in v.adapters:
+            try:
+                check_lora(p)
+            except ExperimentError as e:
+                raise ExperimentError(f"variant {v.name}: {e}; remove it or rerun the command that wrote it") from e
     if not ranks:
         missing.append("LoRA ranks (run `train compress RUN`)")
     return out, missing
@@ -180,7 +187,10 @@ def study(run_dir, *, budgets=(16, 8, 4), prompts: int = 4, seeds=(0, 1), device
     from . import metrics as M
     from .runctx import open_run
 
-    run_dir = Path(run_dir)
+    from ..runfolder import ensure_writable, folder
+
+    run_dir = folder(run_dir)
+    ensure_writable(run_dir / "study")  # before minutes of sampling whose report could not be saved
     ctx = open_run(run_dir, device=device, adapter="style")
     cfg, pipe, dev = ctx.cfg, ctx.pipe, ctx.device
     grid, missing = variants(run_dir, cfg, budgets)
@@ -241,6 +251,8 @@ def _u8(frames) -> np.ndarray:
 
 def _pipeline_for(v: Variant, base_pipe, ctx):
     """The pipeline of a variant: the run's pipeline with its adapters set, or a pruned model's."""
+    from ..runfolder import load_lora
+
     if v.model_dir is not None:
         from ..generate import load_pipeline
 
@@ -253,7 +265,7 @@ def _pipeline_for(v: Variant, base_pipe, ctx):
     for name, path in v.adapters:
         key = f"{name}_{abs(hash(str(path))) % 10**8}"
         if key not in loaded:
-            base_pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=key)
+            load_lora(base_pipe, path, key, ctx.cfg.base_model)
         names.append(key)
     active = (["style"] if v.style else []) + names
     base_pipe.set_adapters(active, [1.0] * len(active))
@@ -334,7 +346,9 @@ def dry_run(run_dir, budgets=(16, 8, 4)) -> list[str]:
     from ..memory import GIB, REAL_TRANSFORMER, RESERVE_GIB, at_real_shape, count_params, measured, tokens_for
 
     run_dir = Path(run_dir)
-    cfg, note = at_real_shape(TrainConfig.load(run_dir / "config.json"), run_dir)
+    from ..runfolder import read_config
+
+    cfg, note = at_real_shape(read_config(run_dir), run_dir)
     m, n_params, _ = measured(cfg.rank, cfg.lora_targets)
     per = m.saved(tokens_for(cfg.frames, cfg.height, cfg.width))
     lines = [note] if note else []
