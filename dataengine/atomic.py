@@ -34,3 +34,32 @@ def atomic_write(path: str | Path, mode: str = "wb"):
 def atomic_text(path: str | Path, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)
+
+
+@contextmanager
+def atomic_dir(path: str | Path):
+    """`with atomic_dir(final) as tmp: write everything into tmp`: `final` then holds the whole new
+    folder, or, if the block fails or the process dies, what it held before. Never a mix of the two:
+    a model folder that is half new and half old loads as complete.
+
+    The new folder is built beside `final` (same filesystem, so the swap is two renames); the old
+    one is renamed aside, the new one into place, and the old one removed. A kill between the two
+    renames leaves `final` absent and the old folder whole beside it (`.NAME.old-*`), never mixed."""
+    import shutil
+
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
+            os.rmdir(old)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -225,8 +225,17 @@ def build_toy(out_dir, parts, seed, quick, vae_from, one_process, threads):
     """
     from dataengine.assets import assets_dir
 
+    if quick and not out_dir:  # a quick build learns nothing: it must never replace the shipped models
+        raise click.UsageError("--quick builds models that learn nothing; give --out DIR (it never replaces the "
+                               "shipped assets/toy)")
     out = Path(out_dir) if out_dir else assets_dir() / "toy"
     parts = parts or ("sana", "captioner")
+    from .runfolder import ExperimentError, ensure_writable
+
+    try:  # minutes of training must not end in a folder that cannot be written
+        ensure_writable(out)
+    except ExperimentError as e:
+        raise click.ClickException(str(e)) from e
     if vae_from and "sana" not in parts:
         raise click.ClickException("--vae-from reuses a VAE for the toy SANA-Video: add --part sana")
     if vae_from and not (Path(vae_from) / "vae" / "config.json").is_file():

@@ -407,15 +407,18 @@ def build_sana(out_dir, cfg: ToyConfig | None = None, echo=print, vae_from: str 
         echo(f"vae: held-out PSNR {p:.1f} dB (a random VAE of the same shape: {p_random:.1f} dB); {t_vae:.0f} s")
         tr = train_transformer(cfg, vae, tok, te, echo, between_steps=between_steps)
     pipe = pipeline_of(tok, te, vae, tr, cfg.flow_shift)
-    out = Path(out_dir)
-    pipe.save_pretrained(out, safe_serialization=True)
-    if vae_from:  # a loaded model's config remembers where it came from; the shipped one must not
-        vc = out / "vae" / "config.json"
-        vc.write_text(json.dumps({k: v for k, v in json.loads(vc.read_text()).items() if k != "_name_or_path"},
-                                 indent=2) + "\n")  # in the order diffusers wrote it
+    final = Path(out_dir)
     figures = {"vae_psnr_db": round(p, 2), "random_vae_psnr_db": round(p_random, 2),
                "vae_seconds": round(t_vae), "seconds": round(time.perf_counter() - t0), "config": asdict(cfg),
                "vae_reused_from": str(vae_from) if vae_from else None}
-    (out / "TOY_MODEL").write_text(json.dumps({"name": TOY_NAME, **figures}, indent=1) + "\n")
-    echo(f"toy SANA-Video saved to {out} in {figures['seconds']} s")
+    from dataengine.atomic import atomic_dir
+
+    with atomic_dir(final) as out:  # built aside and swapped whole: an interrupted build leaves the old model
+        pipe.save_pretrained(out, safe_serialization=True)
+        if vae_from:  # a loaded model's config remembers where it came from; the shipped one must not
+            vc = out / "vae" / "config.json"
+            vc.write_text(json.dumps({k: v for k, v in json.loads(vc.read_text()).items() if k != "_name_or_path"},
+                                     indent=2) + "\n")  # in the order diffusers wrote it
+        (out / "TOY_MODEL").write_text(json.dumps({"name": TOY_NAME, **figures}, indent=1) + "\n")
+    echo(f"toy SANA-Video saved to {final} in {figures['seconds']} s")
     return figures

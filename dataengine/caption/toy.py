@@ -262,10 +262,12 @@ def train_captioner(out_dir, *, steps: int = 80, short_steps: int = 400, vision_
                        name="short-prompt", echo=echo)
     loss = language_stage(cap, text, prompt.sampling, rng, steps=steps, batch=batch, lr=lr, name="full-prompt",
                           echo=echo)
-    out_dir = Path(out_dir)
-    cap.model.save_pretrained(out_dir, safe_serialization=True)
-    proc.save_pretrained(out_dir)
+    from ..atomic import atomic_dir
+
     figures = {"name": TOY_NAME, "vision_steps": vision_steps, "short_prompt_steps": short_steps, "steps": steps,
                "vision_probe": vision, "final_loss": round(loss, 4), "seconds": round(time.perf_counter() - t_start)}
-    (out_dir / "TOY_MODEL").write_text(json.dumps(figures, indent=1) + "\n")
+    with atomic_dir(Path(out_dir)) as out:  # built aside and swapped whole: never half new, half old
+        cap.model.save_pretrained(out, safe_serialization=True)
+        proc.save_pretrained(out)
+        (out / "TOY_MODEL").write_text(json.dumps(figures, indent=1) + "\n")
     return figures

@@ -163,3 +163,47 @@ def test_a_full_disk_before_the_work_gives_the_one_disk_full_message(teacher, mo
 
     monkeypatch.setattr(tempfile, "mkstemp", full)
     _one_line_error(_invoke("compress", teacher, "--no-progress"), "no space left on the device")
+
+
+# --- 5. build-toy: a whole model or the old one, never a mix; --quick never replaces the shipped one --
+
+KILLED_BUILD = r"""
+import os, signal, sys
+from pathlib import Path
+from dataengine.atomic import atomic_dir
+with atomic_dir(Path(sys.argv[1])) as d:
+    (d / "config.json").write_text("new")
+    (d / "TOY_MODEL").write_text("new")
+    os.kill(os.getpid(), signal.SIGKILL)   # as the first weights file lands
+"""
+
+
+def test_a_build_killed_mid_write_leaves_the_old_model_whole(tmp_path):
+    import subprocess
+    import sys
+
+    final = tmp_path / "sana"
+    final.mkdir()
+    for n in ("config.json", "TOY_MODEL", "model.safetensors"):
+        (final / n).write_text("old")
+    r = subprocess.run([sys.executable, "-c", KILLED_BUILD, str(final)], capture_output=True)
+    assert r.returncode == -9
+    assert {p.name: p.read_text() for p in final.iterdir()} == {"config.json": "old", "TOY_MODEL": "old",
+                                                                 "model.safetensors": "old"}
+    from dataengine.atomic import atomic_dir
+
+    with atomic_dir(final) as d:  # a build that completes replaces the folder whole
+        (d / "config.json").write_text("new")
+    assert [p.name for p in final.iterdir()] == ["config.json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".sana.old")]
+
+
+def test_build_toy_quick_without_out_is_refused(tmp_path):
+    r = _invoke("build-toy", "--quick", "--part", "captioner")
+    assert r.exit_code == 2 and "--out" in r.output
+
+
+def test_build_toy_into_an_unwritable_folder_fails_before_training(tmp_path):
+    (tmp_path / "f").write_text("x")
+    r = _invoke("build-toy", "--quick", "--part", "captioner", "--out", tmp_path / "f" / "toy")
+    _one_line_error(r, "cannot write")
