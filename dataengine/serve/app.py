@@ -436,7 +436,7 @@ class Browser:
         """p's real path if it lies under the real --runs folder (symlinks resolved), else None."""
         try:
             real = p.resolve(strict=True)
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ValueError):  # ValueError: an embedded NUL byte
             return None
         return real if self.runs_dir and real.is_relative_to(self.runs_dir) else None
 
@@ -481,8 +481,8 @@ class Browser:
         """One file of a run, by the same rule as the listing, without walking the folder (a
         gallery page asks for dozens of videos)."""
         parts = rel.split("/")
-        if not rel or any(x in ("", ".", "..") for x in parts):
-            return None
+        if not rel or "\x00" in rel or "\x00" in name or any(x in ("", ".", "..") for x in parts):
+            return None  # a NUL byte is no file name (pathlib raises on it)
         return self._servable(self.run_dir(name).resolve(), rel)
 
     def _servable(self, d: Path, rel: str) -> Path | None:

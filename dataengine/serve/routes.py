@@ -20,6 +20,14 @@ from .app import PAGE_SIZE, BadRequest, Browser, qs
 
 HERE = Path(__file__).parent
 COOKIE = "de_token"
+
+
+def cookie_name(request) -> str:
+    """The login cookie's name for the port this server listens on: cookies are not port-scoped,
+    so two `de serve` on one host would otherwise overwrite each other's (as Jupyter names its
+    cookies per port)."""
+    server = request.scope.get("server") or (None, None)
+    return f"{COOKIE}_{server[1]}" if server[1] else COOKIE
 FILTER_KEYS = ("q", "tag", "video", "dur", "labelling", "search")
 RUN_FILE_CSP = ("sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; "
                 "frame-ancestors 'self'")
@@ -38,7 +46,7 @@ class Pages:
 
     def reader_token(self, request):
         """The secret as a page request carries it (cookie, or the header for scripts)."""
-        return request.headers.get("x-de-token") or request.cookies.get(COOKIE)
+        return request.headers.get("x-de-token") or request.cookies.get(cookie_name(request))
 
     def page(self, request, name, ctx, status=200):
         writable = self.browser.authorised(self.reader_token(request))
@@ -59,7 +67,7 @@ class Pages:
                 rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
                 resp = RedirectResponse(request.url.path + ("?" + urlencode(rest) if rest else ""), status_code=303)
                 if self.browser.token and self.browser.authorised(t):
-                    resp.set_cookie(COOKIE, t, httponly=True, samesite="strict")
+                    resp.set_cookie(cookie_name(request), t, httponly=True, samesite="strict")
                 return resp
             return await handler(request)
         return wrapped
