@@ -322,11 +322,17 @@ class Browser:
         span = None
         if summary is not None:
             page, span = plan(summary, page)
-        if f.q and self.workers is not None:
-            rows = self._isolated(page_job, f, span, summary is None)
+        # Without a summary only page 1 can be read (a later page's place in the order needs the
+        # count): a later page then shows no rows and says it is still counting, never page 1's rows.
+        first = summary is None and page == 1
+        counting = summary is None and page > 1
+        if counting:
+            rows = []
+        elif f.q and self.workers is not None:
+            rows = self._isolated(page_job, f, span, first)
         else:
-            rows = self._read(page_rows, f, span, summary is None)
-        out = {"rows": rows, "page": page, "summary_error": None}
+            rows = self._read(page_rows, f, span, first)
+        out = {"rows": rows, "page": page, "summary_error": None, "counting": counting}
         if summary is None:
             wait = None if self.summary_wait is None else max(0.0, self.summary_wait - (time.monotonic() - t0))
             try:

@@ -39,3 +39,23 @@ def test_two_servers_on_two_ports_keep_their_own_login(app_on, served):
     for c, tok in ((a, "token-a"), (b, "token-b")):
         page = c.get(f"/clip/{cid}", cookies=jar).text
         assert f'name="de-token" content="{tok}"' in page and "read-only" not in page
+
+
+def test_page_two_never_shows_page_ones_clips_while_the_summary_is_counting(served, monkeypatch):
+    from catalog import db
+    from dataengine.serve import app as app_mod
+    from dataengine.serve.app import Browser
+
+    db.connect(served["catalog"]).close()
+    b = Browser(served["catalog"], served["runs"], read_linger=0)
+    try:
+        first = b.grid(page=1)
+        assert first["rows"]
+        monkeypatch.setattr(b.summaries, "result", lambda *a, **k: None)  # the count is not ready
+        monkeypatch.setattr(b.summaries, "peek", lambda *a, **k: None)
+        two = b.grid(page=2)
+        assert two["page"] == 2 and two["counting"] is True
+        assert not ({r["clip_id"] for r in two["rows"]} & {r["clip_id"] for r in first["rows"]})
+    finally:
+        b.close()
+    assert app_mod  # the module under test
