@@ -53,6 +53,14 @@ def _wait_s() -> float:
         return LOCK_WAIT_S
 
 
+def is_lock_error(e: BaseException) -> bool:
+    """DuckDB's own words for another process holding the file ("Could not set lock on file ...:
+    Conflicting lock is held in ..."); not any message that happens to contain "lock" (a damaged
+    file's "block" does)."""
+    msg = str(e)
+    return "Could not set lock on file" in msg or "Conflicting lock is held" in msg
+
+
 def open_duckdb(p: Path, *, read_only: bool, config: dict | None = None) -> duckdb.DuckDBPyConnection:
     """duckdb.connect that waits out another process's lock for a few seconds.
 
@@ -72,8 +80,8 @@ def open_duckdb(p: Path, *, read_only: bool, config: dict | None = None) -> duck
                 con.execute("SET lock_configuration = true")  # nothing after this can change a setting
             return con
         except duckdb.Error as e:
-            if "lock" not in str(e).lower() or time.monotonic() >= deadline:
-                if "lock" in str(e).lower():
+            if not is_lock_error(e) or time.monotonic() >= deadline:
+                if is_lock_error(e):
                     raise CatalogError(f"catalog {p} is busy: another process has held it for more than "
                                        f"{_wait_s():g} s (set DE_LOCK_WAIT to wait longer): "
                                        f"{str(e).splitlines()[0]}") from e

@@ -32,7 +32,22 @@ def catalog_option(f):
                         help=CATALOG_HELP)(f)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class CatalogGroup(click.Group):
+    """`de`: a DuckDB error that escapes a command (a catalog cut short, zeroed, or not DuckDB's) is
+    one line naming the catalog, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            if not type(e).__module__.startswith(("duckdb", "_duckdb")):
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise click.ClickException(f"cannot read the catalog: {first} (the file may be damaged: restore it from a "
+                                       "copy, or rebuild it with `de ingest`)") from e
+
+
+@click.group(cls=CatalogGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="cartoon-dataengine")
 @click.option("--catalog", "group_catalog", type=click.Path(dir_okay=False), default=None,
               help=CATALOG_HELP + " Given here, it applies to the command (`de --catalog X ingest ...`); a "

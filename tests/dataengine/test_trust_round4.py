@@ -28,3 +28,40 @@ def test_a_damaged_captioner_folder_is_one_line(train_catalog, tiny_vlm_dir, tmp
     assert r.exit_code == 1, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     assert "cannot load" in r.output and str(model) in r.output
+
+
+@pytest.fixture(scope="module")
+def small_catalog(tmp_path_factory):
+    from dataengine import synth
+    from helpers import ingest_cli
+
+    d = tmp_path_factory.mktemp("cat")
+    synth.make_cartoon(d / "v" / "a.mp4", size=(160, 120), duration_s=3.0, fps=24, cuts=[1.5])
+    cat = d / "c.duckdb"
+    r = ingest_cli(CliRunner(), cat, d / "v")
+    assert r.exit_code == 0, r.output
+    return cat
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed"])
+@pytest.mark.parametrize("cmd", [["stats"], ["captions", "list"], ["query", "1=1"], ["dedup"]])
+def test_a_damaged_catalog_is_one_line_and_not_busy(small_catalog, tmp_path, damage, cmd, monkeypatch):
+    import time
+
+    b = small_catalog.read_bytes()
+    bad = tmp_path / "bad.duckdb"
+    bad.write_bytes(b[: 3 * 4096 + 100] if damage == "truncated" else b"\0" * len(b))
+    monkeypatch.setenv("DE_LOCK_WAIT", "10")
+    t0 = time.monotonic()
+    r = CliRunner().invoke(main, [*cmd, "--catalog", str(bad)])
+    assert r.exit_code == 1, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert "busy" not in r.output and time.monotonic() - t0 < 5  # a damaged file is not a lock to wait out
+
+
+def test_only_duckdbs_lock_message_counts_as_busy():
+    from catalog.db import is_lock_error
+
+    assert is_lock_error(Exception('IO Error: Could not set lock on file "/x.duckdb": Conflicting lock is held in '
+                                   'python (PID 1)'))
+    assert not is_lock_error(Exception("IO Error: Could not read block 12 of file /x.duckdb"))
