@@ -6,7 +6,7 @@ must match the installed DuckDB exactly and is downloaded on first use, which a 
 network (and our sandbox, which forbids extension loading) cannot do; so the scoring is plain SQL,
 with no index to keep in step with label edits. The query's words are bound parameters, never SQL.
 
-Words are lowercase runs of letters and digits; a few English stop words are dropped, and a
+Words are lowercase runs of letters and digits (any script: "ŞİMDİ" and "café" are words); a few English stop words are dropped, and a
 light suffix rule (-ing, -ed, -es, -s on words of five letters or more) is applied the same way to
 the captions and to the query, so "chases", "chased" and "chasing" meet "chase" half-way.
 """
@@ -22,7 +22,7 @@ STOP = frozenset("a an and are as at be by for from has have in into is it its o
                  "there they this to was were while with".split())
 K1, B = 1.2, 0.75
 MAX_TERMS = 32
-_WORD = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"[^\W_]+")  # Unicode letters and digits: the SQL below splits on [^\p{L}\p{N}]
 _SUFFIX = r"(ing|ed|es|s)$"
 
 
@@ -30,15 +30,25 @@ def stem(w: str) -> str:
     return re.sub(_SUFFIX, "", w) if len(w) > 4 else w
 
 
-def terms(text: str) -> list[str]:
-    """The query's distinct search terms, in order."""
-    out: list[str] = []
-    for w in _WORD.findall(text.lower()):
+def terms(text: str, lowered: str | None = None) -> list[str]:
+    """The query's distinct search terms, in order. `lowered` is the text as DuckDB's lower()
+    gives it (search() asks the catalog's connection), so the query and the captions are
+    lowercased by the same function: Python's str.lower and DuckDB's differ on letters such as
+    "İ". More than MAX_TERMS distinct terms is an error, not a silent cut."""
+    from .query import QueryError
+
+    seen: dict[str, None] = {}  # ordered and O(1) per word: term extraction stays linear in the query
+    for w in _WORD.findall(text.lower() if lowered is None else lowered):
         if w not in STOP:
-            s = stem(w)
-            if s not in out:
-                out.append(s)
-    return out[:MAX_TERMS]
+            seen.setdefault(stem(w), None)
+    if len(seen) > MAX_TERMS:
+        raise QueryError(f"--search has {len(seen)} distinct words; at most {MAX_TERMS} are searched: shorten it")
+    return list(seen)
+
+
+def db_lower(con, text: str) -> str:
+    """`text` lowercased by DuckDB, as the captions are in search_sql."""
+    return con.execute("SELECT lower(?)", [text]).fetchone()[0]
 
 
 # the same tokenisation in SQL: split on anything that is not a-z0-9, drop stop words, stem
@@ -54,7 +64,7 @@ def search_sql(where: str | None, n_terms: int) -> str:
     filt = f"WHERE ({where}\n)" if where else ""
     return f"""
 WITH docs AS (SELECT clip_id, {_DOC} AS t FROM clips {filt}),
-raw AS (SELECT clip_id, unnest(regexp_split_to_array(t, '[^a-z0-9]+')) AS w FROM docs),
+raw AS (SELECT clip_id, unnest(regexp_split_to_array(t, '[^\\p{{L}}\\p{{N}}]+')) AS w FROM docs),
 toks AS (SELECT clip_id, {_STEM} AS w FROM raw WHERE w <> '' AND w NOT IN ({stop})),
 dl AS (SELECT d.clip_id, count(t.w) AS len FROM docs d LEFT JOIN toks t USING (clip_id) GROUP BY d.clip_id),
 stats AS (SELECT count(*) AS n, greatest(avg(len), 1) AS avgdl FROM dl),
@@ -84,6 +94,9 @@ def search(text: str, catalog: str | os.PathLike | None = None, *, where: str | 
         raise QueryError("--limit must be at least 1 for --search")
     con = open_sandboxed(catalog)
     try:
+        words = terms(text, db_lower(con, text))
+        if not words:
+            raise QueryError(f"--search {text[:80]!r} has no word to search for (only stop words or punctuation)")
         try:
             cols = view_columns(con)
         except duckdb.Error as e:

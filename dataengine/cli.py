@@ -192,7 +192,7 @@ def query(where, query_opt, catalog_path, as_json, as_csv, limit, columns, searc
         if search_text is not None:
             from catalog.search import search
 
-            rows = search(search_text, catalog_path, where=where, limit=limit or 20, timeout=query_timeout)
+            rows = search(search_text, catalog_path, where=where, limit=20 if limit is None else limit, timeout=query_timeout)
         else:
             rows = run_query(where, catalog_path, limit=limit, timeout=query_timeout)
     except CatalogError as e:

@@ -56,7 +56,13 @@ class Filter:
 
             if len(self.search) > 500:
                 raise BadRequest("a search is at most 500 characters")
-            if not terms(self.search):
+            from catalog.query import QueryError
+
+            try:
+                words = terms(self.search)
+            except QueryError as e:
+                raise BadRequest(str(e)) from e
+            if not words:
                 raise BadRequest(f"the search {self.search[:80]!r} has no word to search for (only stop words or "
                                  "punctuation)")
         return self
@@ -179,9 +185,9 @@ def _labellings(con) -> dict:
 def summarize_search(con, f: Filter) -> dict:
     """BM25 over the clips the rest of the filter selects (catalog.search's scoring), best
     SEARCH_LIMIT first; the facets count those results."""
-    from catalog.search import search_sql, terms
+    from catalog.search import db_lower, search_sql, terms
 
-    words = terms(f.search)
+    words = terms(f.search, db_lower(con, f.search))
     inner = relation(con, Filter(f.q, f.tag, f.video, f.dur, f.lab).check())
     where = f"clip_id IN (SELECT c.clip_id {inner.sql})"
     ranked = con.execute(search_sql(where, len(words)), [*inner.params, *words, SEARCH_LIMIT]).fetchall()

@@ -65,3 +65,42 @@ def test_only_duckdbs_lock_message_counts_as_busy():
     assert is_lock_error(Exception('IO Error: Could not set lock on file "/x.duckdb": Conflicting lock is held in '
                                    'python (PID 1)'))
     assert not is_lock_error(Exception("IO Error: Could not read block 12 of file /x.duckdb"))
+
+
+@pytest.fixture()
+def captioned(small_catalog, tmp_path):
+    import duckdb
+
+    from catalog import labels
+
+    cat = tmp_path / "c.duckdb"
+    shutil.copy(small_catalog, cat)
+    con = duckdb.connect(str(cat))
+    ids = [r[0] for r in con.execute("SELECT clip_id FROM clips ORDER BY start_s").fetchall()]
+    texts = ["ŞİMDİ the cat runs across the café", "a mouse sleeps under the table"]
+    for cid, text in zip(ids, texts):
+        con.execute("INSERT INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields, "
+                    "raw_output, is_random_model, created_at) VALUES (?, 'seed', 'v1', 'ok', ?, ['chase'], '{}', ?, "
+                    "false, current_timestamp)", [cid, text, text])
+    labels.refresh(con)
+    con.close()
+    return cat, ids
+
+
+def test_search_finds_words_outside_ascii_lowercased_as_the_captions_are(captioned):
+    from catalog.search import search
+
+    cat, ids = captioned
+    for q in ("ŞİMDİ", "şimdi cat", "CAFÉ"):
+        got = search(q, cat)
+        assert got and got[0]["clip_id"] == ids[0], (q, got)
+
+
+def test_search_refuses_more_words_than_it_searches_and_limit_zero(captioned):
+    cat, _ = captioned
+    many = " ".join(f"word{i}" for i in range(40))
+    r = CliRunner().invoke(main, ["query", "--search", many, "--catalog", str(cat)])
+    assert r.exit_code == 1 and "at most 32" in r.output, r.output
+    r = CliRunner().invoke(main, ["query", "--search", "cat", "--limit", "0", "--catalog", str(cat)])
+    assert r.exit_code == 2 and "--limit" in r.output
+
