@@ -171,29 +171,67 @@ def shots_between(cuts: list[int], spans, n: int) -> list[tuple[int, int, str, s
     return out
 
 
+def time_gaps(times: np.ndarray, longest: float) -> list[int]:
+    """Frames that start after a jump in time longer than `longest` (the longest clip): a broken
+    timestamp, or a frame no clip could hold. They bound clips like cuts, so no clip spans them."""
+    if len(times) < 2:
+        return []
+    return [int(i) + 1 for i in np.nonzero(np.diff(times) > longest)[0]]
+
+
+def _windows(times: np.ndarray, s: int, e: int, t_end: float, longest: float,
+             slack: float) -> list[tuple[int, int]]:
+    """[s, e) cut into windows of near-equal real duration, none longer than `longest` (plus
+    `slack`, the frame step that snapping an edge to a frame may add) by the frames' own times: a
+    long-held frame of a VFR file can make an equal split uneven, and such a window is split again."""
+    t = lambda i: float(times[i]) if i < e else t_end  # noqa: E731
+    dur = t_end - float(times[s])
+    k = max(1, math.ceil(dur / longest - 1e-9))
+    edges = [s] + [int(np.searchsorted(times, float(times[s]) + dur * j / k - 1e-6)) for j in range(1, k)] + [e]
+    edges = sorted({min(max(x, s), e) for x in edges})
+    out: list[tuple[int, int]] = []
+    todo = list(zip(edges[:-1], edges[1:]))[::-1]
+    while todo:
+        a, b = todo.pop()
+        if t(b) - t(a) > longest + slack and b - a >= 2:
+            mid = int(np.searchsorted(times, (t(a) + t(b)) / 2, side="right"))
+            mid = min(max(mid, a + 1), b - 1)
+            todo += [(mid, b), (a, mid)]
+            continue
+        out.append((a, b))
+    return out
+
+
 def split_scenes(cuts: list[int], times: np.ndarray, opts: SplitOptions, spans=()) -> SplitResult:
     """Turn cut frame numbers (and excluded spans: dataengine.purity) into clips: trim at cuts and
-    spans, drop short ones, window long ones. No clip contains a frame of an excluded span."""
+    spans, drop short ones, window long ones. No clip contains a frame of an excluded span, and
+    no clip spans a jump in the frames' times longer than a clip may be (time_gaps)."""
     n = len(times)
     end_t = frame_end_time(times)
-    t_at = lambda i: float(times[i]) if i < n else end_t  # noqa: E731
+    gaps = time_gaps(times, opts.max_duration)
+    step = float(np.median(np.diff(times))) if n >= 2 else 1.0 / 24.0
+    gap_set = set(gaps)
+
+    def t_end(e: int) -> float:
+        """When the range ending before frame e ends: e's start, or, across a gap, the last frame's
+        own step."""
+        if e >= n:
+            return end_t
+        return float(times[e - 1]) + step if e in gap_set else float(times[e])
+
     res = SplitResult()
-    trim = {"cut": opts.trim_frames, "span": opts.span_trim_frames, "": 0}
-    for si, (s, e, before, after) in enumerate(shots_between(cuts, spans, n)):
+    trim = {"cut": opts.trim_frames, "span": opts.span_trim_frames, "": 0, "gap": 0}
+    barriers = sorted(set(cuts) | gap_set)
+    for si, (s, e, before, after) in enumerate(shots_between(barriers, spans, n)):
+        before = "gap" if before == "cut" and s in gap_set else before
+        after = "gap" if after == "cut" and e in gap_set else after
         s += trim[before]
         e -= trim[after]
-        if e - s < 2 or t_at(e) - t_at(s) < opts.min_duration:
+        if e - s < 2 or t_end(e) - float(times[s]) < opts.min_duration:
             res.dropped_short += 1
             continue
-        dur = t_at(e) - t_at(s)
-        k = max(1, math.ceil(dur / opts.max_duration - 1e-9))
-        edges = [s]
-        for j in range(1, k):
-            target = t_at(s) + dur * j / k
-            edges.append(int(np.searchsorted(times, target - 1e-6)))
-        edges.append(e)
-        for wi, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        for wi, (a, b) in enumerate(_windows(times, s, e, t_end(e), opts.max_duration, 1.5 * step)):
             if b - a < 1:
                 continue
-            res.clips.append(ClipRange(si, wi, a, b, t_at(a), t_at(b)))
+            res.clips.append(ClipRange(si, wi, a, b, float(times[a]), float(times[b]) if b < e else t_end(e)))
     return res

@@ -104,3 +104,32 @@ def test_search_refuses_more_words_than_it_searches_and_limit_zero(captioned):
     r = CliRunner().invoke(main, ["query", "--search", "cat", "--limit", "0", "--catalog", str(cat)])
     assert r.exit_code == 2 and "--limit" in r.output
 
+
+
+# --- 3. a jump in the frames' times bounds clips like a cut ---------------------------------------------
+
+def test_a_timestamp_gap_never_makes_a_clip_span_it():
+    import numpy as np
+
+    from dataengine.scenes import SplitOptions, split_scenes
+
+    times = np.concatenate([np.arange(48) / 24.0, [36000.0]])
+    res = split_scenes([], times, SplitOptions(min_duration=1.0, max_duration=10.2, trim_frames=2))
+    assert res.clips, "the 2 s before the gap are a clip"
+    for c in res.clips:
+        assert c.end_s - c.start_s <= 10.2 + 0.1, c
+        assert c.end_frame <= 48  # the lone frame after the gap belongs to no clip
+    assert sum(c.end_s - c.start_s for c in res.clips) == pytest.approx(2.0, abs=0.05)
+
+
+def test_a_long_held_vfr_frame_does_not_make_a_window_longer_than_the_limit():
+    import numpy as np
+
+    from dataengine.scenes import SplitOptions, split_scenes
+
+    # 24 fps for 6 s, one drawing held 4 s, then 24 fps for 6 s: 16 s of real time in one shot
+    times = np.concatenate([np.arange(144) / 24.0, 10.0 + np.arange(144) / 24.0])
+    res = split_scenes([], times, SplitOptions(min_duration=1.0, max_duration=5.0))
+    assert res.clips
+    assert max(c.end_s - c.start_s for c in res.clips) <= 5.0 + 1.5 / 24
+    assert sum(c.end_s - c.start_s for c in res.clips) == pytest.approx(16.0, abs=0.05)
