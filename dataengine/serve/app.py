@@ -187,12 +187,25 @@ def read_catalog(connection, timeout: float, fn, *args):
             timer.cancel()
 
 
+class Busy(Exception):
+    """The server's user-SQL capacity is full: answered at once (503), never queued."""
+
+    status = 503
+
+
 class Summaries:
     """Per-filter summaries (total, facets, page plan), each computed once per catalog version
     on a background thread and kept for the most recent filters. A failed one is not kept: the
-    next request tries again."""
+    next request tries again.
 
-    def __init__(self, compute, max_entries: int = 64, threads: int = 2):
+    Nobody waits on work nobody wants: a summary whose page stopped asking for it (the page's
+    script asks every fraction of a second while it shows "counting") for `abandon_after` s is
+    skipped when its turn comes, and at most `max_pending` wait for a thread: the oldest waiting
+    one is cancelled to make room, so thirty abandoned filters cannot hold every user's filter
+    behind them."""
+
+    def __init__(self, compute, max_entries: int = 64, threads: int = 2, abandon_after: float = 5.0,
+                 max_pending: int = 4):
         from collections import OrderedDict
         from concurrent.futures import ThreadPoolExecutor
 
@@ -200,40 +213,68 @@ class Summaries:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="de-serve-summary")
         self._lock = threading.Lock()
         self._entries: OrderedDict = OrderedDict()  # Filter -> (catalog version, Future)
-        self.max_entries = max_entries
+        self._asked: dict = {}  # Filter -> when a request last asked for it (monotonic)
+        self._waiters: dict = {}  # Filter -> requests blocked in result() on it now
+        self.max_entries, self.abandon_after, self.max_pending = max_entries, abandon_after, max_pending
         self.computed = 0  # summaries started (tests read it)
+        self.abandoned = 0  # skipped because no request asked for them any more (tests read it)
+
+    def _run(self, f):
+        with self._lock:
+            idle = time.monotonic() - self._asked.get(f, 0.0)
+            waited_on = self._waiters.get(f, 0) > 0
+        if idle > self.abandon_after and not waited_on:
+            with self._lock:
+                self.abandoned += 1
+            raise Busy("nobody is waiting for this summary any more")
+        return self._compute(f)
 
     def get(self, f: Filter, version):
         with self._lock:
+            self._asked[f] = time.monotonic()
             hit = self._entries.get(f)
             if hit and hit[0] == version and not (hit[1].done() and hit[1].exception() is not None):
                 self._entries.move_to_end(f)
                 return hit[1]
-            fut = self._pool.submit(self._compute, f)
+            waiting = [(k, v[1]) for k, v in self._entries.items() if not v[1].done() and not v[1].running()]
+            while len(waiting) >= self.max_pending:
+                k, fut = waiting.pop(0)  # the oldest request that has not started: cancelled, not queued
+                if fut.cancel():
+                    self._entries.pop(k, None)
+            fut = self._pool.submit(self._run, f)
             self.computed += 1
             self._entries[f] = (version, fut)
             self._entries.move_to_end(f)
             while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+                old, _ = self._entries.popitem(last=False)
+                self._asked.pop(old, None)
             return fut
 
     def peek(self, f: Filter, version) -> dict | None:
         """The summary if it is already computed for this version (nothing is started)."""
         with self._lock:
             hit = self._entries.get(f)
-        if hit and hit[0] == version and hit[1].done() and hit[1].exception() is None:
+        if hit and hit[0] == version and hit[1].done() and not hit[1].cancelled() and hit[1].exception() is None:
             return hit[1].result()
         return None
 
     def result(self, f: Filter, version, wait: float | None) -> dict | None:
         """The summary, waiting up to `wait` s (None: until done); None if it is not ready."""
+        from concurrent.futures import CancelledError
         from concurrent.futures import TimeoutError as FutureTimeout
 
         fut = self.get(f, version)
+        with self._lock:
+            self._waiters[f] = self._waiters.get(f, 0) + 1
         try:
             return fut.result(timeout=wait)
-        except FutureTimeout:
+        except (FutureTimeout, CancelledError):
             return None
+        finally:
+            with self._lock:
+                self._waiters[f] -= 1
+                if not self._waiters[f]:
+                    del self._waiters[f]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -244,7 +285,7 @@ class Browser:
 
     def __init__(self, catalog, runs_dir=None, token: str | None = None, query_timeout: float = 30.0,
                  isolate: bool = True, query_memory_mb: int | None = None, summary_wait: float | None = 0.05,
-                 read_linger: float = 1.0):
+                 read_linger: float = 1.0, sql_slots: int = 6):
         from catalog.db import resolve_path
 
         self.catalog = resolve_path(catalog)
@@ -259,6 +300,7 @@ class Browser:
         self._preview_locks: dict[str, threading.Lock] = {}
         self._manifests: dict[str, tuple[float, set]] = {}
         self.summaries = Summaries(self._summarize)
+        self._sql_slots = threading.BoundedSemaphore(sql_slots)
         self.workers = None
         if isolate:
             from catalog.isolate import DEFAULT_MEMORY_MB, QueryWorkers
@@ -273,9 +315,15 @@ class Browser:
     def _isolated(self, job, *args):
         """A job with the user's SQL in a worker process with a memory ceiling, killed at the
         deadline. It holds a read-only handle in another process, so this process counts it as a
-        reader."""
-        with self.lock.holding():
-            return self.workers.run(job, (str(self.catalog), self.timeout, *args), self.timeout)
+        reader. At most `sql_slots` such jobs run or wait at once; one more is answered "busy" at
+        once instead of holding a request thread for the query timeout."""
+        if not self._sql_slots.acquire(blocking=False):
+            raise Busy("the server is busy with other filters; try again in a moment")
+        try:
+            with self.lock.holding():
+                return self.workers.run(job, (str(self.catalog), self.timeout, *args), self.timeout)
+        finally:
+            self._sql_slots.release()
 
     def _version(self) -> tuple:
         """Changes whenever the catalog is written (by this server or any other process)."""
@@ -337,7 +385,7 @@ class Browser:
             wait = None if self.summary_wait is None else max(0.0, self.summary_wait - (time.monotonic() - t0))
             try:
                 summary = self.summaries.result(f, version, wait)
-            except (QueryError, CatalogError) as e:
+            except (QueryError, CatalogError, Busy) as e:
                 out["summary_error"] = e.args[0] if e.args else str(e)
         if summary is not None:
             out.update({k: v for k, v in summary.items() if k not in ("paths", "cum", "ranked", "scores")})

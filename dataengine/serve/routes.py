@@ -4,6 +4,7 @@ event loop."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -16,7 +17,22 @@ from catalog.query import QueryError
 
 from ..identity import check_source
 from ..video import VideoError
-from .app import PAGE_SIZE, BadRequest, Browser, qs
+from .app import PAGE_SIZE, BadRequest, Browser, Busy, qs
+
+# Requests that carry user SQL (a WHERE clause or a search) run on their own few threads: a flood
+# of them waits there, or is answered "busy", and never takes the threads the clip pages, media
+# and index-served grid pages answer on.
+SQL_THREADS = 8
+
+
+def cross_site(request) -> bool:
+    """A browser's request made by another site's page (Sec-Fetch-Site): it may not make this
+    server run SQL. Requests without the header (scripts, curl) are not browsers' and pass."""
+    return request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none")
+
+
+def user_sql(params: dict) -> bool:
+    return bool(params.get("q") or params.get("search"))
 
 HERE = Path(__file__).parent
 COOKIE = "de_token"
@@ -38,6 +54,7 @@ class Pages:
 
     def __init__(self, browser: Browser):
         self.browser = browser
+        self._sql_limiter = None  # made on the event loop, where anyio wants it
         # autoescape on: captions are untrusted text
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(qs=qs, PAGE_SIZE=PAGE_SIZE,
@@ -72,18 +89,30 @@ class Pages:
             return await handler(request)
         return wrapped
 
+    async def _sql_thread(self, fn, *args):
+        import anyio
+
+        if self._sql_limiter is None:
+            self._sql_limiter = anyio.CapacityLimiter(SQL_THREADS)
+        if self._sql_limiter.borrowed_tokens >= SQL_THREADS:
+            raise Busy("the server is busy with other filters; try again in a moment")
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._sql_limiter)
+
     async def grid(self, request):
         p = request.query_params
         params = {k: p.get(k) for k in FILTER_KEYS}
         try:
-            data = await run_in_threadpool(self.browser.grid, page=_int(p.get("page"), 1), **params)
-        except (QueryError, BadRequest, CatalogError) as e:
+            if user_sql(params) and cross_site(request):
+                raise BadRequest("another site's page may not run filters on this server", 403)
+            call = functools.partial(self.browser.grid, page=_int(p.get("page"), 1), **params)
+            data = await (self._sql_thread(call) if user_sql(params) else run_in_threadpool(call))
+        except (QueryError, BadRequest, CatalogError, Busy) as e:
             msg = e.args[0] if e.args else str(e)
             return self.page(request, "grid.html", {"error": msg, "q": params["q"] or "", "search": params["search"] or "",
                                                "rows": [], "total": 0,
                                                "tags": [], "videos": [], "durations": [], "labellings": [],
                                                "pin": None, "page": 1, "pages": 1, "summary_error": None,
-                                               "filters": params}, status=400)
+                                               "filters": params}, status=getattr(e, "status", 400))
         return self.page(request, "grid.html", {**data, "error": None, "filters": params})
 
     async def grid_summary(self, request):
@@ -92,8 +121,11 @@ class Pages:
         p = request.query_params
         params = {k: p.get(k) for k in FILTER_KEYS}
         try:
-            data = await run_in_threadpool(lambda: self.browser.summary(**params, wait=2.0))
-        except (QueryError, BadRequest, CatalogError) as e:
+            if user_sql(params) and cross_site(request):
+                raise BadRequest("another site's page may not run filters on this server", 403)
+            call = functools.partial(self.browser.summary, **params, wait=2.0)
+            data = await (self._sql_thread(call) if user_sql(params) else run_in_threadpool(call))
+        except (QueryError, BadRequest, CatalogError, Busy) as e:
             return Response(e.args[0] if e.args else str(e), status_code=getattr(e, "status", 400),
                             media_type="text/plain; charset=utf-8")
         if data is None:

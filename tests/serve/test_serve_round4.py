@@ -59,3 +59,83 @@ def test_page_two_never_shows_page_ones_clips_while_the_summary_is_counting(serv
     finally:
         b.close()
     assert app_mod  # the module under test
+
+
+# --- 6. no web page can stall the server ------------------------------------------------------------
+
+def test_abandoned_summaries_are_cancelled_or_skipped_not_queued():
+    import threading
+    import time
+
+    from dataengine.serve.app import Summaries
+    from dataengine.serve.grid import Filter
+
+    gate, started = threading.Event(), []
+
+    def compute(f):
+        started.append(f)
+        if f.q == "first":
+            gate.wait(10)
+        return {"total": 1}
+
+    s = Summaries(compute, threads=1, max_pending=4, abandon_after=0.2)
+    try:
+        s.get(Filter(q="first"), 0)
+        for i in range(30):  # thirty pages asked once and closed
+            s.get(Filter(q=f"abandoned {i}"), 0)
+        time.sleep(0.4)
+        gate.set()
+        got = s.result(Filter(q="a user's filter"), 0, wait=5)
+        assert got == {"total": 1}
+        assert len(started) <= 2, [f.q for f in started]  # the first and the user's: none of the thirty ran
+    finally:
+        gate.set()
+        s.close()
+
+
+def test_a_flood_of_filters_is_answered_busy_and_the_clip_page_still_answers(live_server, monkeypatch):
+    import threading
+
+    import requests
+
+    b = live_server["browser"]
+    gate = threading.Event()
+    real = b._isolated
+
+    def slow(job, *args):
+        gate.wait(20)
+        return real(job, *args)
+
+    monkeypatch.setattr(b, "_isolated", slow)
+    codes: list[int] = []
+
+    def hit(i):
+        try:
+            codes.append(requests.get(f"{live_server['url']}/", params={"q": f"duration_s > {i}"}, timeout=30).status_code)
+        except requests.RequestException:
+            codes.append(-1)
+
+    flood = [threading.Thread(target=hit, args=(i,)) for i in range(60)]
+    for t in flood:
+        t.start()
+    try:
+        import time
+
+        time.sleep(1.0)
+        cid = live_server["ids"][0]
+        r = requests.get(f"{live_server['url']}/clip/{cid}", timeout=5)  # a page served from the index
+        assert r.status_code == 200
+        assert codes.count(503) >= 40, codes  # answered "busy" at once, not queued
+    finally:
+        gate.set()
+        for t in flood:
+            t.join(30)
+    assert set(codes) <= {200, 503}, codes
+
+
+def test_another_sites_page_may_not_run_filters(app_on):
+    c = app_on(8000)
+    assert c.get("/", params={"q": "duration_s > 1"}, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert c.get("/grid/summary", params={"search": "cat"}, headers={"Sec-Fetch-Site": "same-site"}).status_code == 403
+    assert c.get("/", params={"q": "duration_s > 1"}, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
+    assert c.get("/", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200  # the plain grid is no SQL
