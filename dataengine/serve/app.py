@@ -60,15 +60,20 @@ class SharedReader:
     opens. It stays open `linger` s after the last reader leaves, so a curator's next click finds
     DuckDB's buffers warm (at 1M clips, reopening cost 15-40 ms a page), but never once it has been
     open `max_hold` s: a writer in another process waits for the file at most that long while
-    pages keep coming (`de caption` waits up to $DE_LOCK_WAIT, 10 s).
+    pages keep coming (`de caption` waits up to $DE_LOCK_WAIT, 10 s). Under a steady stream of
+    overlapping requests the readers never all leave, so once the connection has been open
+    `max_hold` s new readers wait for it to close and then for `yield_s` more: the file is free
+    long enough for a writer's retry (catalog.db backs off to 0.5 s) to land. Without that window
+    a grid reloading every 60 ms held the file for good and `de caption` gave up "busy".
     (Separate connections cannot overlap: the sandbox locks the configuration of DuckDB's shared
     instance, and a second connect then sees "a different configuration".) A write waits for the
     readers and excludes them: DuckDB refuses a read-write connection beside read-only ones in one
     process. `with reader:` is the writer's side (tests hold it to read the catalog in-process)."""
 
-    def __init__(self, catalog, linger: float = 1.0, max_hold: float = 2.0):
+    def __init__(self, catalog, linger: float = 1.0, max_hold: float = 2.0, yield_s: float = 0.7):
         self.catalog = catalog
-        self.linger, self.max_hold = linger, max_hold
+        self.linger, self.max_hold, self.yield_s = linger, max_hold, yield_s
+        self._free_until = 0.0  # readers wait until then: the file is left to other processes' writers
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
@@ -77,11 +82,25 @@ class SharedReader:
         self._gen = 0  # bumped by every leave: a pending close is for the latest idle spell only
         _READERS.add(self)
 
+    def _may_read(self) -> bool:
+        """(Under the condition.) Whether a new reader may start now; False while a writer holds
+        the file here, while the connection drains after max_hold, or during the writers' window."""
+        now = time.monotonic()
+        if self._writer or now < self._free_until:
+            return False
+        return not (self._readers and self._opened and now - self._opened >= self.max_hold)
+
+    def _wait_turn(self) -> None:
+        while not self._may_read():
+            wait = self._free_until - time.monotonic()
+            self._cond.wait(timeout=max(0.01, wait) if wait > 0 else 0.05)
+
     @contextmanager
     def holding(self):
         """Count as a reader without a cursor (a worker process reads the file meanwhile)."""
         with self._cond:
-            self._cond.wait_for(lambda: not self._writer)
+            self._wait_turn()
+            self._opened = self._opened or time.monotonic()  # the reading spell starts with its first reader
             self._readers += 1
         try:
             yield
@@ -93,10 +112,10 @@ class SharedReader:
         from catalog.query import open_sandboxed
 
         with self._cond:
-            self._cond.wait_for(lambda: not self._writer)
+            self._wait_turn()
             if self._con is None:
                 self._con = open_sandboxed(self.catalog)
-                self._opened = time.monotonic()
+            self._opened = self._opened or time.monotonic()
             self._readers += 1
             try:
                 cur = self._con.cursor()
@@ -114,19 +133,23 @@ class SharedReader:
             self._readers -= 1
             if self._readers == 0:
                 self._gen += 1
-                if self._con is not None:
-                    if self.linger > 0 and time.monotonic() - self._opened < self.max_hold:
-                        t = threading.Timer(self.linger, self._expire, (self._gen,))
-                        t.daemon = True
-                        t.start()
-                    else:
-                        self._close()
+                held = time.monotonic() - self._opened
+                if self._con is not None and self.linger > 0 and held < self.max_hold:
+                    t = threading.Timer(self.linger, self._expire, (self._gen,))
+                    t.daemon = True
+                    t.start()
+                else:
+                    self._close()
+                    if held >= self.max_hold:  # readers held the file that long: give writers a turn
+                        self._free_until = time.monotonic() + self.yield_s
+                    self._opened = 0.0
                 self._cond.notify_all()
 
     def _expire(self, gen: int) -> None:
         with self._cond:
             if gen == self._gen and self._readers == 0:
                 self._close()
+                self._opened = 0.0
 
     def _close(self) -> None:
         if self._con is not None:

@@ -139,3 +139,54 @@ def test_another_sites_page_may_not_run_filters(app_on):
     assert c.get("/grid/summary", params={"search": "cat"}, headers={"Sec-Fetch-Site": "same-site"}).status_code == 403
     assert c.get("/", params={"q": "duration_s > 1"}, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
     assert c.get("/", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200  # the plain grid is no SQL
+
+
+# --- 17. a steady stream of page loads never keeps a writer out ---------------------------------------
+
+WRITER = """
+import sys, time
+from catalog import db
+t0 = time.monotonic()
+con = db.connect(sys.argv[1])
+con.execute("SELECT 1")
+con.close()
+print(f"{time.monotonic() - t0:.2f}")
+"""
+
+
+def test_overlapping_readers_leave_the_file_to_a_writer_in_another_process(served, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from catalog import db
+    from dataengine.serve.app import SharedReader
+
+    db.connect(served["catalog"]).close()
+    r = SharedReader(served["catalog"], linger=1.0, max_hold=1.0)
+    stop = threading.Event()
+
+    def page_loads():  # a new page every 30 ms, each reading for 80 ms: never zero readers
+        def one():
+            with r.cursor() as cur:
+                cur.execute("SELECT count(*) FROM clips").fetchall()
+                time.sleep(0.08)
+        while not stop.is_set():
+            threading.Thread(target=one, daemon=True).start()
+            time.sleep(0.03)
+
+    t = threading.Thread(target=page_loads, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.5)
+        w = subprocess.run([sys.executable, "-c", WRITER, str(served["catalog"])], capture_output=True, text=True,
+                           env={**os.environ, "DE_LOCK_WAIT": "6"}, timeout=60)
+    finally:
+        stop.set()
+        t.join(5)
+        time.sleep(0.3)
+        r.close()
+    assert w.returncode == 0, w.stderr[-500:]
+    assert float(w.stdout.strip()) < 6
