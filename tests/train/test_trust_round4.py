@@ -207,3 +207,13 @@ def test_build_toy_into_an_unwritable_folder_fails_before_training(tmp_path):
     (tmp_path / "f").write_text("x")
     r = _invoke("build-toy", "--quick", "--part", "captioner", "--out", tmp_path / "f" / "toy")
     _one_line_error(r, "cannot write")
+
+
+def test_distilling_a_lora_for_another_base_model_is_one_line(teacher):
+    from catalog.assets import assets_dir
+
+    cfg = json.loads((teacher / "config.json").read_text())
+    cfg["base_model"] = str(assets_dir() / "toy" / "sana")
+    (teacher / "config.json").write_text(json.dumps(cfg))
+    r = _invoke("distill-guidance", teacher, "--train-steps", "1", "--no-progress")
+    _one_line_error(r, "does not fit the base model")
