@@ -230,16 +230,16 @@ def build_toy(out_dir, parts, seed, quick, vae_from, one_process, threads):
                                "shipped assets/toy)")
     out = Path(out_dir) if out_dir else assets_dir() / "toy"
     parts = parts or ("sana", "captioner")
+    if vae_from and "sana" not in parts:
+        raise click.ClickException("--vae-from reuses a VAE for the toy SANA-Video: add --part sana")
+    if vae_from and not (Path(vae_from) / "vae" / "config.json").is_file():
+        raise click.ClickException(f"--vae-from {vae_from}: no vae/config.json there (give a toy SANA folder)")
     from .runfolder import ExperimentError, ensure_writable
 
     try:  # minutes of training must not end in a folder that cannot be written
         ensure_writable(out)
     except ExperimentError as e:
         raise click.ClickException(str(e)) from e
-    if vae_from and "sana" not in parts:
-        raise click.ClickException("--vae-from reuses a VAE for the toy SANA-Video: add --part sana")
-    if vae_from and not (Path(vae_from) / "vae" / "config.json").is_file():
-        raise click.ClickException(f"--vae-from {vae_from}: no vae/config.json there (give a toy SANA folder)")
     if threads:
         import torch
 

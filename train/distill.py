@@ -255,8 +255,9 @@ def _teacher_lora(run_dir: Path) -> Path:
     from .lora import WEIGHTS_NAME
 
     runfolder.read_config(run_dir)
+    lora = runfolder.check_lora(Path(run_dir) / WEIGHTS_NAME)
     runfolder.read_manifest(run_dir)
-    return runfolder.check_lora(Path(run_dir) / WEIGHTS_NAME)
+    return lora
 
 
 def distill_guidance(run_dir, *, scale: float | None = None, train_steps: int = 200, lr: float | None = None,

@@ -111,11 +111,17 @@ def load_lora(pipe, path, adapter: str, base: str) -> None:
 
 
 def ensure_writable(path) -> Path:
-    """Create `path` (a folder) and prove a file can be written in it, before any work that would
-    be lost when its results cannot be saved."""
+    """Prove that files can be written in the folder `path` (made if need be), before work that
+    would be lost when its results cannot be saved. The folders it had to make are removed again:
+    a check leaves nothing behind, and a command that then refuses its input leaves no folder."""
     from .run import _os_error
 
     p = Path(path)
+    made = []
+    q = p
+    while not q.exists() and q != q.parent:
+        made.append(q)
+        q = q.parent
     try:
         p.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=p, prefix=".write-probe-")
@@ -126,6 +132,12 @@ def ensure_writable(path) -> Path:
             os.unlink(probe)
     except OSError as e:
         raise ExperimentError(str(_os_error(e, p))) from e
+    finally:
+        for d in made:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
     return p
 
 

@@ -54,9 +54,9 @@ def open_run(run_dir: str | Path, *, device: str | None = None, base_model: str 
 
     out = runfolder.folder(run_dir)
     cfg = runfolder.read_config(out)
-    runfolder.read_manifest(out)
     lp = Path(lora_file) if lora_file else out / WEIGHTS_NAME
     runfolder.check_lora(lp)
+    runfolder.read_manifest(out)
     meta = runfolder.read_metadata(out)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
