@@ -215,7 +215,7 @@ def main() -> None:
     ap.add_argument("--folder-only", action="store_true", help="only the folder-of-real-videos measurement")
     args = ap.parse_args()
     if args.folder_only:
-        media = Path(__file__).resolve().parents[2] / "shared" / "media"
+        media = Path(__file__).resolve().parents[1] / "tests" / "media"
         folder_throughput(sorted(str(p) for p in media.glob("*.mp4")))
         return
     from dataengine.synth import make_cartoon
@@ -254,7 +254,7 @@ def main() -> None:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "dataengine", "--help"], capture_output=True, check=True)
         print(f"de --help               : {time.perf_counter() - t0:6.2f} s")
-        media = Path(__file__).resolve().parents[2] / "shared" / "media"
+        media = Path(__file__).resolve().parents[1] / "tests" / "media"
         real = sorted(str(p) for p in media.glob("*.mp4")) if media.is_dir() else []
         against_baselines([*real, path])
         workers_scaling(real or [path])

@@ -7,7 +7,7 @@ detector, and scores the clips `de ingest` made: boundary precision/recall/F1 (w
 a gradual transition counts as found if a boundary or an excluded span overlaps it), recall per
 transition type, false boundaries (and how many sit at traps), clip purity and coverage.
 
-    python benchmarks/transitions.py                       # 6 videos, seed 0, ../shared/media if present
+    python benchmarks/transitions.py                       # 6 videos, seed 0, tests/media if present
     python benchmarks/transitions.py --seed 1 --videos 4   # another (held-out) set
 """
 
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     from dataengine.edits import build_set, coverage_ceiling, load_truth, score
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--media", default=str(ROOT.parent / "shared" / "media"),
+    ap.add_argument("--media", default=str(ROOT / "tests" / "media"),
                     help="folder of real single-shot MP4s (skipped if absent)")
     ap.add_argument("--out", default=None, help="where the set is written (default: a temp folder)")
     ap.add_argument("--videos", type=int, default=6)

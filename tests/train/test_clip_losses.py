@@ -11,7 +11,7 @@ from statistics import median
 import numpy as np
 import pytest
 
-from helpers import ingest_cli, rows, run_train
+from helpers import needs, ingest_cli, rows, run_train
 
 FPS = 24
 
@@ -138,7 +138,7 @@ def planted_world(tmp_path_factory):
     return cat
 
 
-@pytest.mark.skipif(not HAVE_TOY, reason="no toy weights in assets/toy/sana (train build-toy)")
+@needs(HAVE_TOY, "no toy weights in assets/toy/sana (train build-toy)")
 def test_planted_off_style_clips_rank_above_the_median_clean_clip(planted_world):
     cat = planted_world
     z = {p.rsplit("/", 1)[-1] + f"#{i}": v for i, v, p in rows(cat, "SELECT clip_id, train_loss_z, video_path "

@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from helpers import needs
 from click.testing import CliRunner
 
 from catalog.assets import assets_dir
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (assets_dir() / "toy" / "sana" / "model_index.json").exists(),
-                                 reason="needs the toy weights in assets/toy (train build-toy)")]
+              needs((assets_dir() / "toy" / "sana" / "model_index.json").exists(),
+                    "needs the toy weights in assets/toy (train build-toy)")]
 
 
 @pytest.fixture(scope="module")

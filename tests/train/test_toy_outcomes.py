@@ -8,11 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import needs
+
 from catalog.assets import assets_dir
 
 FIGURES: dict = {}
 HAVE_TOY = (assets_dir() / "toy" / "sana" / "model_index.json").exists()
-needs_sana = pytest.mark.skipif(not HAVE_TOY, reason="no toy weights in assets/toy/sana (train build-toy)")
+needs_sana = needs(HAVE_TOY, "no toy weights in assets/toy/sana (train build-toy)")
 
 DAY = "A grey cat chases a small brown mouse in the kitchen during the day; the camera is still."
 NIGHT = "A grey cat chases a small brown mouse in the kitchen at night; the camera is still."
@@ -187,7 +189,7 @@ def caption_scores(catalog) -> dict:
             "action": right(7), "camera": right(9), "characters": right(11)}
 
 
-@pytest.mark.skipif(not HAVE_TOY_VLM, reason="no toy captioner in assets/toy/qwen2-vl (train build-toy)")
+@needs(HAVE_TOY_VLM, "no toy captioner in assets/toy/qwen2-vl (train build-toy)")
 def test_the_toy_captioner_labels_the_world(world_catalog, tmp_path):
     import shutil
 
@@ -199,7 +201,7 @@ def test_the_toy_captioner_labels_the_world(world_catalog, tmp_path):
     assert f["setting"] >= 0.95 and f["time_of_day"] >= 0.95
 
 
-@pytest.mark.skipif(not HAVE_TOY_VLM, reason="no toy captioner in assets/toy/qwen2-vl (train build-toy)")
+@needs(HAVE_TOY_VLM, "no toy captioner in assets/toy/qwen2-vl (train build-toy)")
 def test_the_captioner_test_has_teeth_frame_timing(world_catalog, tmp_path, monkeypatch):
     """Frames picked by index instead of by time (the first frames of the video, at its own rate,
     not the clip's frames at the prompt's 2 fps): the labels must get worse (measured: tag F1 0.99
@@ -271,7 +273,7 @@ def test_a_night_lora_moves_the_day_base_toward_night(night_run):
 
 
 @needs_sana
-@pytest.mark.skipif(not HAVE_TOY_VLM, reason="no toy captioner in assets/toy/qwen2-vl (train build-toy)")
+@needs(HAVE_TOY_VLM, "no toy captioner in assets/toy/qwen2-vl (train build-toy)")
 def test_train_eval_scores_the_night_lora_above_the_base(night_run, world_catalog):
     """`train eval` with the toy captioner: the LoRA's videos carry the night clips' shared tag
     ("night") more often than the base's. The run trains on the class prompt, which names no
