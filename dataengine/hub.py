@@ -49,10 +49,20 @@ def _hub_reachable(repo: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
     return "json" in r.headers.get("Content-Type", "")
 
 
+# what to try without the real weights: the toy models ship inside the package and know the toy world
+TOY_NEXT = {
+    "--model": ("To try the pipeline without them: `de synth world/ --world 12 && de ingest world/ && de caption "
+                "--model toy` (the toy captioner knows only that toy world)."),
+    "--base-model": ("To try the pipeline without them: `de synth world/ --world 12 && de ingest world/ && train "
+                     "--preset toy --query \"1=1\"` (the toy SANA-Video knows only that toy world)."),
+}
+
+
 def offline_help(repo: str, flag: str) -> str:
     return (f"Pre-download it where there is network: `huggingface-cli download {repo}` (or `hf download {repo}`), "
             f"then copy ~/.cache/huggingface (or set HF_HOME) to this machine; or pass a local folder to {flag} "
-            f"(e.g. {flag} /models/{repo.split('/')[-1]}). Set HF_HUB_OFFLINE=1 to never try the network.")
+            f"(e.g. {flag} /models/{repo.split('/')[-1]}). Set HF_HUB_OFFLINE=1 to never try the network. "
+            + TOY_NEXT.get(flag, ""))
 
 
 def local_files_only(repo: str, flag: str, marker: str = "config.json") -> bool:

@@ -141,10 +141,11 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
             if local:
                 raise ModelLoadError(f"cannot load SANA-Video from directory {base_model}: "
                                      f"{str(e).splitlines()[0]}") from e
+            from dataengine.hub import offline_help
+
             raise ModelLoadError(
                 f"cannot find base model '{base_model}': it is not in the local Hugging Face cache and the hub "
-                "is unreachable or the id is wrong. Pre-download it: `huggingface-cli download "
-                f"{base_model}`, or pass a local directory to --base-model.") from e
+                "is unreachable or the id is wrong. " + offline_help(base_model, "--base-model")) from e
         is_random = local and (Path(base_model) / "TINY_RANDOM").exists()
         name = f"local:{Path(base_model).name}" if local else base_model
         c = Components(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler, name, is_random,

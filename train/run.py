@@ -393,6 +393,13 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
     except (TrainError, ModelLoadError) as e:
         if _rank() == 0:
             record_end(cfg, run_id, {"error": str(e)}, False, echo)
+            if not resume and _nothing_trained(out):
+                # a run that failed before its first step (no weights, no GPU) leaves no folder that
+                # looks like a run; the catalog's runs table keeps the failure and its reason
+                import shutil
+
+                shutil.rmtree(out, ignore_errors=True)
+                raise RunError(f"{e} (nothing was trained: {out} was removed)") from e
             _mark(out, run_id, cfg, "failed", error=str(e))
         raise RunError(str(e)) from e
     except OSError as e:
@@ -419,6 +426,17 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
         else:
             echo("no gallery: validation is off (--validation-every 0)")
     return 0
+
+
+def _nothing_trained(out: Path) -> bool:
+    """No step logged and no checkpoint written: the folder holds only what the start froze."""
+    ckpts = out / "checkpoints"
+    if ckpts.is_dir() and any(ckpts.iterdir()):
+        return False
+    try:
+        return not any('"step"' in line for line in (out / "metrics.jsonl").read_text().splitlines())
+    except OSError:
+        return True
 
 
 def _mark(out: Path, run_id: str, cfg: TrainConfig, state: str, **extra) -> None:

@@ -217,3 +217,24 @@ def test_distilling_a_lora_for_another_base_model_is_one_line(teacher):
     (teacher / "config.json").write_text(json.dumps(cfg))
     r = _invoke("distill-guidance", teacher, "--train-steps", "1", "--no-progress")
     _one_line_error(r, "does not fit the base model")
+
+
+# --- issue 35.5: the way in -----------------------------------------------------------------------------
+
+def test_missing_weights_say_the_next_step_and_leave_no_run_folder(train_catalog, tmp_path):
+    out = tmp_path / "run"
+    r = run_train("--query", "1=1", "--preset", "tiny", "--base-model", "nobody/not-a-model", "--catalog",
+                  str(train_catalog), "--output-dir", str(out), "--no-progress", env={"HF_HUB_OFFLINE": "1"},
+                  check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "hf download nobody/not-a-model" in r.stderr and "train --preset toy" in r.stderr, r.stderr
+    assert "nothing was trained" in r.stderr and not out.exists()
+
+
+def test_a_missing_captioner_says_the_toy_command(tmp_path, monkeypatch):
+    from dataengine.caption.models import CaptionModelError, load_captioner
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CaptionModelError) as e:
+        load_captioner("nobody/not-a-vlm")
+    assert "de caption --model toy" in str(e.value)
