@@ -159,7 +159,7 @@ def _walk(expr, columns: set[str] | None, depth: int = 0) -> None:
 def unknown_column_message(name: str, columns: set[str]) -> str:
     near = difflib.get_close_matches(name, sorted(columns), n=3, cutoff=0.7)
     hint = f" (did you mean {' or '.join(near)}?)" if near else ""
-    return f'query failed: no column "{name}" in the clips view{hint}; `de query --help` lists the columns'
+    return f'query failed: no column "{name}" in the clips view{hint}; its columns: {", ".join(sorted(columns))}'
 
 
 def check_where_clause(text: str | None, columns: set[str] | None = None) -> str:

@@ -17,7 +17,9 @@ from .cli import catalog_option, main, query_timeout_option
 @main.command()
 @catalog_option
 @click.option("--model", "model", default="qwen2-vl", show_default=True,
-              help="Alias (qwen2-vl, qwen2-vl-7b, qwen2.5-vl, qwen2.5-vl-7b, qwen3-vl), hub id, local dir, or tiny (tiny-qwen2.5-vl, tiny-qwen3-vl: the other families).")
+              help="Alias (qwen2-vl, qwen2-vl-7b, qwen2.5-vl, qwen2.5-vl-7b, qwen3-vl), hub id, local dir, toy (the "
+                   "toy captioner that ships inside the package; it knows only the `de synth --world` toy world), "
+                   "or tiny (random weights for smoke runs; tiny-qwen2.5-vl, tiny-qwen3-vl: the other families).")
 @click.option("--query", default=None, help="Only clips matching this WHERE clause over the clips view.")
 @click.option("--limit", type=Int(1, 10**9), default=None, help="At most N clips this run.")
 @click.option("--batch-size", type=Int(1, 4096), default=4, show_default=True, help="Clips per generate() call.")

@@ -103,3 +103,49 @@ def test_every_test_the_guarantees_name_exists():
                 assert re.search(pat, text), f"docs cite {current}::{name}, which does not exist"
                 cited += 1
     assert cited >= 15
+
+
+# --- claims that were once untrue (issue 35): each test fails if the claim goes stale again -------
+
+def test_the_catalog_option_claim_matches_the_commands():
+    import click
+
+    claim = ("Every `de` command takes `--catalog PATH` (`de synth` names it with `--truth-into`), and so do "
+             "`train` and `train eval`")
+    assert claim in README
+    have = {name for name, cmd in _commands() if "--catalog" in _options(cmd)}
+    for name, cmd in _commands():
+        if name.startswith("de") and name not in ("de synth",) and not isinstance(cmd, click.Group):
+            assert name in have, f"{name} has no --catalog, but the README says every de command does"
+    assert {n for n in have if n.startswith("train")} == {"train", "train eval"}
+    assert "--truth-into" in _options(dict(_commands())["de synth"])
+
+
+def test_make_bench_runs_what_the_readme_says():
+    make = (ROOT / "Makefile").read_text()
+    recipe = make.split("\nbench:")[1].split("\n\n")[0]
+    run = re.findall(r"benchmarks/\w+\.py", recipe)
+    assert run == ["benchmarks/ingest.py"], run
+    assert "`make bench` runs the ingest benchmark (`benchmarks/ingest.py`)" in README
+
+
+def test_every_preset_and_model_name_is_in_the_help_and_the_docs():
+    from dataengine.caption.models import ALIASES
+    from train.presets import preset_names
+
+    cmds = dict(_commands())
+    preset_help = next(p.help for p in cmds["train"].params if p.name == "preset")
+    for name in preset_names():
+        assert f"{name} =" in preset_help, f"--preset {name} is not explained in train --help"
+        assert f"--preset {name}" in ALL, f"--preset {name} is in no doc"
+    model_help = next(p.help for p in cmds["de caption"].params if p.name == "model")
+    for name in [*ALIASES, "toy", "tiny"]:
+        assert name in model_help, f"--model {name} is not in de caption --help"
+        assert f"`{name}`" in DOCS["caption.md"] or f"--model {name}" in DOCS["caption.md"], name
+
+
+def test_a_query_error_lists_the_columns_it_names():
+    from catalog.query import unknown_column_message
+
+    msg = unknown_column_message("duration", {"duration_s", "caption", "tags"})
+    assert "did you mean duration_s" in msg and "caption, duration_s, tags" in msg

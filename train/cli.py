@@ -79,8 +79,9 @@ def _add_train_options(f):
               help="TOML or YAML file of options (keys as below, _ for -), or a run's config.json to repeat it. "
                    "Command-line options override the file; the file overrides its preset.")
 @click.option("--preset", type=click.Choice(preset_names()), default=None,
-              help="A file in assets/presets/: seed-tomjerry = the original experiment's table; stability-lora64 = "
-                   "LoRA-64 with warmup; tiny = CPU smoke run.")
+              help="A preset shipped with the tool: seed-tomjerry = the original experiment's table; "
+                   "stability-lora64 = LoRA-64 with warmup; toy = the toy models on the `de synth --world` toy world "
+                   "(no weights to download); tiny = CPU smoke run with random weights.")
 @click.option("--print-config", is_flag=True,
               help="Print the resolved config as TOML (a file --config reads back) and exit; reads no catalog.")
 @click.option("--buckets", "buckets", default=None, metavar="auto|square|WxH,...",

@@ -167,3 +167,18 @@ def test_a_dangling_link_as_the_export_folder_is_named(runner, cat, tmp_path):
     r = export(runner, cat, out)
     assert r.exit_code == 1 and "is a symlink to" in r.output and "does not exist" in r.output, r.output
     assert "File exists" not in r.output
+
+
+def test_exit_codes_per_format_are_what_docs_query_md_says(runner, cat, tmp_path):
+    """docs/query.md's format table says, per format, what happens to a clip with no caption text
+    (`cat` leaves its last clip uncaptioned); each format exits as its row says."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "query.md").read_text()
+    rows = re.findall(r"^\| `(\w+)`(?: \(default\))? \|.*\| (kept|left out) \(exit (\d)\) \|$", doc, re.M)
+    assert {r[0] for r in rows} == {"clips", "kohya", "musubi", "webdataset", "parquet"}, rows
+    for fmt, fate, code in rows:
+        r = export(runner, cat, tmp_path / fmt, "--format", fmt)
+        assert r.exit_code == int(code), (fmt, r.output)
+        assert ("failed 1" in r.output or "no caption" in r.output) == (fate == "left out"), (fmt, r.output)
