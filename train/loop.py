@@ -234,7 +234,9 @@ def adapt(run: Run) -> None:
     tr = run.comps.transformer
     tr.to(run.device)
     if run.weight_dtype != torch.float32:
-        tr.to(dtype=run.weight_dtype)
+        from .models import cast
+
+        cast(tr, run.weight_dtype)
     add_lora(tr, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.lora_dropout, targets=cfg.lora_targets, seed=cfg.seed)
     for p in trainable_parameters(tr):
         p.data = p.data.float()

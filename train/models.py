@@ -135,7 +135,7 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
             from diffusers import SanaVideoPipeline
 
             # per-component dtypes at load time, so no fp32 copy of the big models ever exists
-            pipe = SanaVideoPipeline.from_pretrained(base_model, torch_dtype={"default": dtype, "vae": torch.float32},
+            pipe = SanaVideoPipeline.from_pretrained(base_model, **dtype_kwarg({"default": dtype, "vae": torch.float32}),
                                                      local_files_only=local_only)
         except load_errors() as e:
             if local:
@@ -150,12 +150,32 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
         name = f"local:{Path(base_model).name}" if local else base_model
         c = Components(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler, name, is_random,
                        weights_id=weights_fingerprint(base_model) if local else base_model)
-    c.transformer.to(dtype)
-    c.text_encoder.to(dtype)
-    c.vae.to(torch.float32)
+    cast(c.transformer, dtype)
+    cast(c.text_encoder, dtype)
+    cast(c.vae, torch.float32)
     for m in (c.vae, c.text_encoder, c.transformer):
         m.requires_grad_(False)
     return c
+
+
+def cast(model, dtype) -> None:
+    """model.to(dtype) only when some floating-point weight is in another dtype. A loaded model is
+    already in the dtype from_pretrained gave it; diffusers' `to()` warns on every cast that
+    modules "should be kept in float32: []" (it tests the list against None, not for emptiness),
+    so an unneeded cast only adds a misleading line to every command's output."""
+    if any(p.is_floating_point() and p.dtype != dtype for p in model.parameters()):
+        model.to(dtype)
+
+
+def dtype_kwarg(value) -> dict:
+    """`from_pretrained`'s dtype argument under the name this diffusers takes: `dtype` where it
+    has it (it warns that `torch_dtype` is deprecated), `torch_dtype` on the older releases
+    pyproject.toml allows (0.36+), which know no other."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401 - the `dtype` era
+    except ImportError:
+        return {"torch_dtype": value}
+    return {"dtype": value}
 
 
 def toy_dir() -> str:
@@ -176,7 +196,7 @@ def _load_folder(folder: str, dtype, name: str) -> Components:
     from dataengine.hub import load_errors
 
     try:
-        pipe = SanaVideoPipeline.from_pretrained(folder, torch_dtype={"default": dtype, "vae": torch.float32},
+        pipe = SanaVideoPipeline.from_pretrained(folder, **dtype_kwarg({"default": dtype, "vae": torch.float32}),
                                                  local_files_only=True)
     except load_errors() as e:
         raise ModelLoadError(f"cannot load SANA-Video from directory {folder}: {str(e).splitlines()[0]}") from e

@@ -100,9 +100,15 @@ def check_lora(path) -> Path:
 def load_lora(pipe, path, adapter: str, base: str) -> None:
     """`pipe.load_lora_weights`, with a LoRA made for another base model (other widths or blocks)
     turned into one line instead of torch's size-mismatch traceback."""
+    import warnings
+
     path = Path(path)
     try:
-        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
+        with warnings.catch_warnings():
+            # a second adapter on purpose (a student on top of the style LoRA, a compressed rank
+            # beside the full one): peft warns that the model gets "multiple adapters", which is the point
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()
         why = next((ln.strip() for ln in first if "size mismatch" in ln), first[0] if first else type(e).__name__)
