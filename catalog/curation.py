@@ -75,8 +75,8 @@ def curate(catalog, clip_id: str, *, rejected: bool | None = None, tags=None, ca
         fields["edited_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         con.execute(
             "INSERT OR REPLACE INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields, "
-            "raw_output, error, num_frames, visual_tokens, seconds, is_random_model, created_at) "
-            "VALUES (?, ?, ?, 'ok', ?, ?, ?, NULL, '', NULL, NULL, NULL, false, current_timestamp)",
+            "raw_output, error, num_frames, visual_tokens, seconds, is_random_model, model_kind, created_at) "
+            "VALUES (?, ?, ?, 'ok', ?, ?, ?, NULL, '', NULL, NULL, NULL, false, 'human', current_timestamp)",
             [clip_id, HUMAN, HUMAN, cap, list(tag_list or []), json.dumps(fields)])
         labels.refresh(con, [clip_id])
     return {"clip_id": clip_id, "caption": cap, "tags": list(tag_list or []), **fields}

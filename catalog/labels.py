@@ -35,3 +35,19 @@ def set_pin(con, value: str | None) -> None:
     with transaction(con):
         set_setting(con, "caption_pin", value)
         refresh(con)
+
+
+NOT_REAL = ("toy", "random")  # label kinds an export leaves out unless asked (catalog migration 10)
+
+
+def labelling_kinds(con, pairs) -> dict:
+    """{(captioner, prompt_version): model kind} for the labellings in `pairs` ('real' when a row
+    predates the record)."""
+    pairs = sorted({(c, v) for c, v in pairs if c is not None})
+    if not pairs:
+        return {}
+    rows = con.execute("SELECT captioner, prompt_version, any_value(coalesce(model_kind, 'real')) FROM captions "
+                       "WHERE captioner IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1, 2",
+                       [sorted({c for c, _ in pairs})]).fetchall()
+    got = {(c, v): k for c, v, k in rows}
+    return {p: got.get(p, "real") for p in pairs}

@@ -400,6 +400,20 @@ MIGRATIONS.append((8, "excluded spans", "ALTER TABLE videos ADD COLUMN excluded 
 # `WHERE clip_id = ?`, which then scanned every caption (26 ms of a `de serve` clip page at 1M
 # clips, 2M captions; 1 ms with the index, which adds about a quarter to the file).
 MIGRATIONS.append((9, "captions by clip", "CREATE INDEX captions_by_clip ON captions (clip_id);"))
+# What made each labelling: a real model ('real'), a toy one trained on the toy world ('toy'), random
+# weights ('random'), the toy world's truth ('truth') or a person ('human'). Toy and random labels
+# are then visible everywhere and kept out of exports unless asked for. Rows written before this
+# migration carry no kind: they are backfilled from what was recorded then (is_random_model) and
+# from the fixed names of the labellings that were never a real model's.
+MIGRATIONS.append((10, "label model kind", """
+ALTER TABLE captions ADD COLUMN model_kind VARCHAR;
+UPDATE captions SET model_kind = CASE
+    WHEN is_random_model THEN 'random'
+    WHEN captioner = 'human' THEN 'human'
+    WHEN captioner = 'synth-truth' THEN 'truth'
+    WHEN captioner = 'toy-qwen2-vl' THEN 'toy'
+    ELSE 'real' END;
+"""))
 
 
 # The chosen labelling per clip: a human correction when there is one (`de serve`), else the pinned

@@ -272,6 +272,17 @@ def stats(catalog_path, as_json, failed):
                err=True)
 
 
+def _label_kinds(catalog_path, rows) -> dict:
+    """{(captioner, prompt_version): model kind} of the labellings the rows show."""
+    from catalog import db, labels
+
+    con = db.connect(catalog_path, read_only=True)
+    try:
+        return labels.labelling_kinds(con, ((r.get("captioner"), r.get("prompt_version")) for r in rows))
+    finally:
+        con.close()
+
+
 @main.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @catalog_option
@@ -287,8 +298,11 @@ def stats(catalog_path, as_json, failed):
               help="Caption text from a run folder's prompt template, a template name, or a format string.")
 @click.option("--shard-size", type=Int(1, 10**7), default=1000, show_default=True,
               help="--format webdataset: clips per tar shard.")
+@click.option("--allow-toy-labels", is_flag=True,
+              help="Export clips whose captions come from a toy or random model too (refused by default: such "
+                   "labels describe the toy world or nothing); their kind is written with them.")
 def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress, query_timeout, fmt, template,
-           shard_size):
+           shard_size, allow_toy_labels):
     """Write selected clips for sharing or for other trainers.
 
     Clips are virtual everywhere else; this is the one explicit step that re-encodes.
@@ -324,6 +338,18 @@ def export(out_dir, catalog_path, query, fps, max_side, overwrite, no_progress, 
         raise click.ClickException(str(e)) from e
     if not rows:
         raise click.ClickException("no clips matched" + (f" --query {query!r}" if query else ""))
+    kinds = _label_kinds(catalog_path, rows)
+    odd = {p: k for p, k in kinds.items() if k in ("toy", "random")}
+    if odd and not allow_toy_labels:
+        from collections import Counter
+
+        n = Counter((r.get("captioner"), r.get("prompt_version")) for r in rows)
+        what = "; ".join(f"{n[p]} clip(s) labelled by {p[0]}@{p[1]} ({k} model)" for p, k in sorted(odd.items()))
+        raise click.ClickException(f"{what}: toy and random models know only the toy world or nothing, so their "
+                                   "labels are no dataset. Caption these clips with a real model (de caption "
+                                   "--model qwen2-vl), select others with --query, or pass --allow-toy-labels")
+    for r in rows:  # every format that writes rows carries what made the label
+        r["label_model_kind"] = kinds.get((r.get("captioner"), r.get("prompt_version")))
     try:
         s = export_as(fmt, rows, out_dir, template=template, fps=fps, max_side=max_side, overwrite=overwrite,
                       progress=not no_progress, shard_size=shard_size)

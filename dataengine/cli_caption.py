@@ -146,6 +146,14 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
                    if done == 0 else f"nothing to do: {done} clip(s) already labelled by {label} @ {prompt.version}",
                    err=True)
         return
+    if model == "toy" and not api:
+        from .world import TOY_WARNING, outside_world
+
+        n = outside_world(r["video_path"] for r in todo)
+        if n:
+            click.echo(TOY_WARNING.format(n=n, total=len(todo), what="clips", model="captioner",
+                                          outcome="their labels will be wrong (they are marked toy in the catalog, "
+                                                  "de serve and exports, and exports refuse them)"), err=True)
     if api:
         from .caption.api import ApiError, caption_via_api, check_endpoint
 
@@ -244,13 +252,16 @@ def captions_list(catalog_path):
         "SELECT captioner, prompt_version, count(*) FILTER (WHERE status='ok'), "
         "count(*) FILTER (WHERE status='parse_error'), count(*) FILTER (WHERE status='decode_error'), "
         "count(*) FILTER (WHERE status='request_error'), "
-        "bool_or(is_random_model), max(created_at) FROM captions GROUP BY 1, 2 ORDER BY 8 DESC").fetchall()
+        "bool_or(is_random_model), max(created_at), any_value(coalesce(model_kind, 'real')) "
+        "FROM captions GROUP BY 1, 2 ORDER BY 8 DESC").fetchall()
     con.close()
     click.echo(f"clips view shows: {pin or 'the newest parsed caption of any labelling'}")
-    for cap, ver, ok, pe, de_, re_, rnd, last in rows:
+    marks = {"random": "  [random tiny model: labels are noise]",
+             "toy": "  [toy model: it knows only the toy world of de synth --world]", "truth": "  [toy world truth]"}
+    for cap, ver, ok, pe, de_, re_, rnd, last, kind in rows:
         click.echo(f"{cap}@{ver}: ok {ok}, parse errors {pe}, decode errors {de_}"
                    + (f", request errors {re_}" if re_ else "") + f", last {last}"
-                   + ("  [random tiny model]" if rnd else ""))
+                   + marks.get("random" if rnd else kind, ""))
 
 
 @captions.command("use")

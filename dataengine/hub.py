@@ -28,6 +28,28 @@ def load_errors() -> tuple:
     return tuple(errs)
 
 
+def quiet_loading_bars() -> None:
+    """No per-component "Loading weights" bars from transformers and diffusers when the output is
+    not a terminal (a log file, CI, a cluster's stdout): there they are dozens of carriage-return
+    lines, and our commands say what they load in one line of their own."""
+    import sys
+
+    if sys.stderr.isatty():
+        return
+    try:
+        from transformers.utils import logging as tl
+
+        tl.disable_progress_bar()
+    except ImportError:  # pragma: no cover - a dependency
+        pass
+    try:
+        from diffusers.utils import logging as dl
+
+        dl.disable_progress_bar()
+    except ImportError:  # pragma: no cover - a dependency
+        pass
+
+
 class HubUnavailable(Exception):
     """The model is not in the local cache and the hub cannot be used; the message says what to do."""
 

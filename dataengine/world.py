@@ -238,6 +238,30 @@ def make_world(out_dir, n_videos: int = 8, scenes_per_video: int = 4, *, seconds
     return truth
 
 
+def outside_world(video_paths) -> int:
+    """How many of these videos `de synth --world` did not write: a world video sits beside the
+    truth.jsonl that names it. The toy models know only that world; on anything else their labels
+    and samples mean nothing (callers warn, once, with the count)."""
+    import json as _json
+
+    names: dict = {}
+    out = 0
+    for vp in video_paths:
+        p = Path(vp)
+        if p.parent not in names:
+            try:
+                names[p.parent] = {_json.loads(line).get("file") for line in
+                                   (p.parent / "truth.jsonl").read_text().splitlines() if line.strip()}
+            except (OSError, ValueError, AttributeError):
+                names[p.parent] = set()
+        out += p.name not in names[p.parent]
+    return out
+
+
+TOY_WARNING = ("warning: {n} of {total} {what} come from videos that `de synth --world` did not write; the toy "
+               "{model} knows only that toy world, so {outcome}")
+
+
 def read_truth(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
@@ -284,7 +308,7 @@ def import_truth(catalog, truth_path) -> tuple[int, int]:
     matched = truth_rows(truth, mine)
     cap, ver = TRUTH_LABELLING
     rows = [[c["clip_id"], cap, ver, "ok", s.caption(), s.tags(), json.dumps(s.fields()),
-             json.dumps(s.answer()), "", None, None, 0.0, False] for c, s in matched]
+             json.dumps(s.answer()), "", None, None, 0.0, False, "truth"] for c, s in matched]
     with db.writing(catalog) as con:
         con.executemany(SQL_SAVE, rows)
         labels.refresh(con, [r[0] for r in rows])

@@ -113,6 +113,9 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
     """
     import torch
 
+    from dataengine.hub import quiet_loading_bars
+
+    quiet_loading_bars()
     dtype = dtype or torch.float32
     if base_model == "tiny":
         c = build_tiny(seed)

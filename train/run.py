@@ -250,6 +250,13 @@ def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=No
     echo(manifest.summary())
     for p in dict.fromkeys(w.prompt for w in manifest.windows[:3]):
         echo(f"  prompt: {p}")
+    if cfg.base_model == "toy":
+        from dataengine.world import TOY_WARNING, outside_world
+
+        n = outside_world(w.video_path for w in manifest.windows)
+        if n:
+            echo(TOY_WARNING.format(n=n, total=len(manifest.windows), what="training windows", model="SANA-Video",
+                                    outcome="a LoRA trained on them shows nothing about real footage"), err=True)
     if dry_run:
         for line in dry_run_report(cfg):
             echo(line)

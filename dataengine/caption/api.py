@@ -455,7 +455,7 @@ def caption_via_api(catalog_path, settings: ApiSettings, prompt: Prompt, todo: l
                     break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 results = [f.result() for f in done]  # ApiError (fatal) propagates from here
-                writer.add(catalog_rows(results, cap.name, cap.is_random, prompt, s))
+                writer.add(catalog_rows(results, cap.name, "random" if cap.is_random else "real", prompt, s))
                 bar.update(len(results))
                 elapsed = time.perf_counter() - t_start
                 bar.set_postfix(clips_per_s=f"{s.attempted / elapsed:.2f}",

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -131,11 +132,14 @@ def video_metadata(times, num_frames: int, fps: float) -> dict:
 class QwenVLCaptioner:
     """Qwen2-VL / Qwen2.5-VL / Qwen3-VL through transformers; frames prepared with qwen-vl-utils."""
 
-    def __init__(self, model, processor, name: str, *, is_random: bool = False, device: str = "cpu"):
+    def __init__(self, model, processor, name: str, *, is_random: bool = False, device: str = "cpu",
+                 kind: str | None = None):
         self.model = model
         self.processor = processor
         self.name = name
         self.is_random = is_random
+        # what made its labels (catalog: captions.model_kind): real, toy (trained on the toy world) or random
+        self.kind = kind or ("random" if is_random else "real")
         self.device = device
         self.processor.tokenizer.padding_side = "left"  # batched generation needs left padding
         vp = getattr(self.processor, "video_processor", None)
@@ -243,6 +247,9 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
                    name: str | None = None, seed: int = 0) -> QwenVLCaptioner:
     import torch
 
+    from ..hub import quiet_loading_bars
+
+    quiet_loading_bars()
     device = device or default_device()
     if dtype is None or dtype == "auto":
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -282,4 +289,6 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
     is_random = "tiny-random" in str(getattr(m.config, "name_or_path", "")) or _has_random_marker(repo, local)
     label = captioner_label(model, name)
     log.info("loaded %s in %.1f s on %s (%s)", label, time.perf_counter() - t0, device, torch_dtype)
-    return QwenVLCaptioner(m, proc, label, is_random=is_random, device=device)
+    toy = model == "toy" or (local and (Path(repo) / "TOY_MODEL").is_file())
+    return QwenVLCaptioner(m, proc, label, is_random=is_random, device=device,
+                           kind="random" if is_random else "toy" if toy else "real")

@@ -111,7 +111,8 @@ class CaptionActor:
                 "text": np.asarray(texts, dtype=object), "visual_tokens": np.asarray(tokens),
                 "num_frames": np.asarray(nframes), "per_clip": np.full(n, gen_s / max(1, len(good))),
                 "node": np.asarray([self.node] * n, dtype=object),
-                "is_random": np.asarray([self.cap.is_random] * n)}
+                "is_random": np.asarray([self.cap.is_random] * n),
+                "kind": np.asarray([self.cap.kind] * n, dtype=object)}
 
 
 def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: list[dict], *, address: str,
@@ -180,9 +181,10 @@ def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: l
                                                     int(out["num_frames"][i]))
                 results.append((p, g))
                 s.is_random = s.is_random or bool(out["is_random"][i])
+                kind = str(out["kind"][i])
             per_clip = float(out["per_clip"][0]) if len(out["clip_id"]) else 0.0
             s.generate_seconds += per_clip * sum(1 for _, g in results if g is not None)
-            writer.add(catalog_rows(results, label, s.is_random, prompt, s, per_clip))
+            writer.add(catalog_rows(results, label, kind if results else "real", prompt, s, per_clip))
             bar.update(len(results))
         writer.flush()
     except BaseException as e:

@@ -34,8 +34,8 @@ FLUSH_EVERY_S = float(os.environ.get("DE_CAPTION_FLUSH_S", "2.0"))  # seconds be
 
 SQL_SAVE = (
     "INSERT OR REPLACE INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields, "
-    "raw_output, error, num_frames, visual_tokens, seconds, is_random_model, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)"
+    "raw_output, error, num_frames, visual_tokens, seconds, is_random_model, model_kind, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)"
 )
 
 
@@ -283,14 +283,16 @@ def _label_batch(captioner, prepared: list[Prepared], text: str, prompt: Prompt,
         s.generate_seconds += dt
         per_clip = dt / len(good)
     results = [(p, None) for p in prepared if p.error] + [(p, g) for p, g in zip(good, gens)]
-    return catalog_rows(results, captioner.name, captioner.is_random, prompt, s, per_clip)
+    return catalog_rows(results, captioner.name, captioner.kind, prompt, s, per_clip)
 
 
-def catalog_rows(results, name: str, is_random: bool, prompt: Prompt, s: CaptionSummary,
+def catalog_rows(results, name: str, kind: str, prompt: Prompt, s: CaptionSummary,
                  per_clip: float = 0.0) -> list[list]:
     """`captions` rows from (prepared clip, generation or None) pairs; counts go into `s`. The one
-    place rows are made, whichever executor generated the text."""
+    place rows are made, whichever executor generated the text. `kind`: what made them (real, toy
+    or random; catalog migration 10)."""
     rows = []
+    is_random = kind == "random"
     schema = prompt.schema  # every backend's answer passes the same check, served or in-process
     for p, g in results:
         cid = p.row["clip_id"]
@@ -298,13 +300,13 @@ def catalog_rows(results, name: str, is_random: bool, prompt: Prompt, s: Caption
             s.request_failures += 1
             s.errors["request"] += 1
             rows.append([cid, name, prompt.version, "request_error", None, None, None, None, p.error,
-                         p.frames, None, p.seconds, is_random])
+                         p.frames, None, p.seconds, is_random, kind])
             continue
         if p.error:
             s.decode_failures += 1
             s.errors[p.error.split(":")[0]] += 1
             rows.append([cid, name, prompt.version, "decode_error", None, None, None, None, p.error,
-                         None, None, p.seconds, is_random])
+                         None, None, p.seconds, is_random, kind])
             continue
         parsed = parse_output(g.text, prompt.synonyms, schema)
         s.visual_tokens += g.visual_tokens
@@ -312,9 +314,9 @@ def catalog_rows(results, name: str, is_random: bool, prompt: Prompt, s: Caption
         if parsed.ok:
             s.labelled += 1
             rows.append([cid, name, prompt.version, "ok", parsed.caption, parsed.tags, json.dumps(parsed.fields),
-                         g.text, "", g.num_frames, g.visual_tokens, p.seconds + per_clip, is_random])
+                         g.text, "", g.num_frames, g.visual_tokens, p.seconds + per_clip, is_random, kind])
         else:
             s.parse_failures += 1
             rows.append([cid, name, prompt.version, "parse_error", None, None, None, g.text, parsed.error,
-                         g.num_frames, g.visual_tokens, p.seconds + per_clip, is_random])
+                         g.num_frames, g.visual_tokens, p.seconds + per_clip, is_random, kind])
     return rows

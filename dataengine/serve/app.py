@@ -438,7 +438,7 @@ class Browser:
                 raise BadRequest(f"no clip {clip_id}", 404)
             row = dict(zip(cols, r))
             cur = con.execute("SELECT captioner, prompt_version, status, caption, tag_list, fields, raw_output, error, "
-                              "created_at, is_random_model FROM captions WHERE clip_id = ? ORDER BY "
+                              "created_at, is_random_model, coalesce(model_kind, 'real') AS model_kind FROM captions WHERE clip_id = ? ORDER BY "
                               "(captioner = 'human') DESC, created_at DESC", [clip_id])
             cols = [d[0] for d in cur.description]
             labellings = [dict(zip(cols, x)) for x in cur.fetchall()]
@@ -467,6 +467,9 @@ class Browser:
         row, labellings, nb, codec, losses, dups = self._read(run)
         neighbours = [dict(clip_id=x[0], start_s=x[1], end_s=x[2], caption=x[3], here=x[0] == clip_id) for x in nb]
         direct = playable(row["video_path"], codec)
+        shown = next((l for l in labellings if (l["captioner"], l["prompt_version"]) ==
+                      (row.get("captioner"), row.get("prompt_version"))), None)
+        row["label_kind"] = shown["model_kind"] if shown else None
         return {"row": row, "labellings": labellings, "neighbours": neighbours, "codec": codec, "direct": direct,
                 "runs": self.runs_using(clip_id), "losses": losses, "dups": dups}
 

@@ -276,6 +276,12 @@ def wide_rows(con, ids: list[str], lab) -> list[dict]:
             r["caption"], r["tag_list"] = cap, tags
             r["status"] = status
             r["tags"] = ",".join(tags) if tags else None
+            r["captioner"], r["prompt_version"] = (lab[0], lab[1]) if cap is not None else (None, None)
+    from catalog.labels import labelling_kinds
+
+    kinds = labelling_kinds(con, ((r["captioner"], r["prompt_version"]) for r in rows))  # the page's few labellings
+    for r in rows:
+        r["label_kind"] = kinds.get((r["captioner"], r["prompt_version"]))
     return rows
 
 
