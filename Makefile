@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUNTIME := $(VENV)/.installed-runtime
 
-.PHONY: setup demo demo-study test test-no-browser test-fast test-rebuild bench clean
+.PHONY: setup demo demo-study test test-no-browser test-fast test-rebuild bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -41,3 +41,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf demo .pytest_cache
+
+gpu-check: $(STAMP)  # on CUDA: the real shapes with random weights (SANA-Video LoRA step, Qwen2-VL captions); else one line
+	$(BIN)/python benchmarks/gpu.py
