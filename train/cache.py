@@ -129,6 +129,7 @@ def encode_text(pipe, prompts: list[str], max_len: int, device):
 
 class Cache:
     def __init__(self, root: str | Path, components, height: int, width: int, max_len: int):
+        self._seen: set = set()  # windows a batch has used in this run (ensure counts each once)
         self.root = Path(root)
         self.c = components
         self.height, self.width, self.max_len = height, width, max_len
@@ -178,6 +179,50 @@ class Cache:
         self.corrupt.append(path.name)
         return False
 
+    def _encode_latents(self, windows: list[Window], device, stats: dict, progress: bool = False) -> None:
+        """VAE latents of `windows`, written to the cache; a window that cannot be decoded is
+        recorded in stats["decode_failures"] and left uncached."""
+        import torch
+        from tqdm import tqdm
+
+        self.c.vae.to(device)
+        readers: dict = {}
+        for w in tqdm(sorted(windows, key=lambda w: (w.video_path, w.start_s)), desc="cache latents",
+                      unit="window", disable=not progress):
+            try:
+                frames = read_window(w, self.height, self.width, readers)
+            except Exception as e:  # recorded; the window is then left out of training
+                stats["decode_failures"].append((w.key, f"{type(e).__name__}: {e}"))
+                continue
+            x = frames_to_tensor(frames).to(device, self.c.vae.dtype)
+            with torch.no_grad():
+                z = self.c.vae.encode(x).latent_dist.mode()
+            z = normalise_latents(z.float(), self.c.vae)[0].cpu()
+            _save(self.latent_path(w), {"latents": z})
+            stats["latents_encoded"] += 1
+            stats["latents_encoded_keys"].append(w.key)
+
+    def ensure(self, windows: list[Window], device, stats: dict) -> set:
+        """Encode the latents of `windows` that are not cached yet (the first batch that uses a
+        window pays for it; every later batch and run reuses it). Returns the keys that could not
+        be decoded. On a GPU the VAE goes back to the CPU after, so training keeps its memory."""
+        import time
+
+        first = {w.key: w for w in windows if w.key not in self._seen}  # first use in this run
+        self._seen.update(first)
+        todo = [w for w in first.values() if not self._usable(self.latent_path(w))]
+        stats["latents_reused"] = stats.get("latents_reused", 0) + len(first) - len(todo)
+        if not todo:
+            return set()
+        before, done = len(stats["decode_failures"]), stats["latents_encoded"]
+        t0 = time.perf_counter()
+        self._encode_latents(todo, device, stats)
+        stats["lazy_seconds"] = stats.get("lazy_seconds", 0.0) + time.perf_counter() - t0
+        stats["lazy_encoded"] = stats.get("lazy_encoded", 0) + stats["latents_encoded"] - done
+        if str(device).startswith("cuda"):
+            self.c.vae.to("cpu")
+        return {k for k, _ in stats["decode_failures"][before:]}
+
     def precompute(self, windows: list[Window], prompts: list[str], device, progress: bool = True,
                    text_batch: int = 8, shard: tuple[int, int] = (0, 1)) -> dict:
         """Encode this rank's share of whatever is missing, one pass; the caller then frees the
@@ -186,6 +231,7 @@ class Cache:
         from tqdm import tqdm
 
         self.corrupt = []
+        self._seen.update(w.key for w in windows)  # counted here; ensure() will not count them again
         lat, txt = self.missing(windows, prompts, shard)
         rank, world = shard
         share_w = len(windows[rank::world]) if world > 1 else len(windows)
@@ -206,20 +252,5 @@ class Cache:
                     _save(self.null_path(), {"embeds": ne[0], "mask": nm[0]})
                 stats["text_encoded"] += len(chunk)
         if lat:
-            self.c.vae.to(device)
-            readers: dict = {}
-            for w in tqdm(sorted(lat, key=lambda w: (w.video_path, w.start_s)), desc="cache latents",
-                          unit="window", disable=not progress):
-                try:
-                    frames = read_window(w, self.height, self.width, readers)
-                except Exception as e:  # recorded; the window is then left out of training
-                    stats["decode_failures"].append((w.key, f"{type(e).__name__}: {e}"))
-                    continue
-                x = frames_to_tensor(frames).to(device, self.c.vae.dtype)
-                with torch.no_grad():
-                    z = self.c.vae.encode(x).latent_dist.mode()
-                z = normalise_latents(z.float(), self.c.vae)[0].cpu()
-                _save(self.latent_path(w), {"latents": z})
-                stats["latents_encoded"] += 1
-                stats["latents_encoded_keys"].append(w.key)
+            self._encode_latents(lat, device, stats, progress)
         return stats

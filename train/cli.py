@@ -99,10 +99,13 @@ def _add_train_options(f):
 @click.option("--no-progress", is_flag=True, help="No progress bars: a log line every --log-every steps instead.")
 @click.option("--dedup", is_flag=True, default=None,
               help="Keep one clip per near-duplicate group (the clips view's dup_rank = 1; see `de dedup`).")
+@click.option("--cache-all", "cache_all", is_flag=True, default=None,
+              help="Encode every window's latents before the first step. [default: a window is encoded the first "
+                   "time a batch uses it (held-out windows before step 1), and reused after, across runs]")
 @_add_train_options
 @click.pass_context
 def main(ctx, query, config_file, preset, print_config, buckets, frame_buckets, output_dir, motion_score,
-         gradient_checkpointing, resume, dry_run, no_progress, dedup, **opts):
+         gradient_checkpointing, resume, dry_run, no_progress, dedup, cache_all, **opts):
     """Train a SANA-Video LoRA on the clips a SQL filter selects.
 
     \b
@@ -138,6 +141,8 @@ def main(ctx, query, config_file, preset, print_config, buckets, frame_buckets, 
         overrides["gradient_checkpointing"] = gradient_checkpointing
     if dedup:
         overrides["dedup"] = True
+    if cache_all:
+        overrides["cache_all"] = True
     if print_config:
         from .configfile import to_toml
 

@@ -40,6 +40,7 @@ class TrainConfig:
     query: str | None = None
     query_timeout: float = 30.0  # seconds the --query may run
     dedup: bool = False  # keep one clip per near-duplicate group (dup_rank = 1)
+    cache_all: bool = False  # encode every window's latents before step 1 (else as batches first use them)
     catalog: str | None = None
     captioner: str | None = None  # CAPTIONER[@VERSION]; None = what the clips view shows
     prompt_template: str = "class"  # a built-in name or a format string

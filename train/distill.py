@@ -130,8 +130,11 @@ class Reflow(Objective):
         pipe = run.comps.pipeline()
         pipe.set_progress_bar_config(disable=True)
         jobs = []  # (shape, key, k, text) for every pair, batched by latent shape
-        for key in sorted({w.key for w in run.train_w}):
-            w = next(x for x in run.train_w if x.key == key)
+        by_key = {w.key: w for w in run.train_w}  # one lookup per window, not a scan
+        bad = run.cache.ensure(list(by_key.values()), run.device, run.cache_stats)  # every window's latent
+        run.bad_windows |= bad
+        for key in sorted(k for k in by_key if k not in run.bad_windows):
+            w = by_key[key]
             shape = tuple(_latent(run, w).shape)
             jobs += [(shape, key, k, _text(run, w.prompt)) for k in range(self.pairs)]
         jobs.sort(key=lambda j: (j[0], j[1], j[2]))

@@ -114,6 +114,8 @@ class Run:
     want_cuda: bool
     comps: object = None
     cache: Cache | None = None
+    cache_stats: dict = field(default_factory=dict)  # this rank's cache counts (logs/cache_rank*.json)
+    bad_windows: set = field(default_factory=set)  # training windows found undecodable at first use
     train_w: list = field(default_factory=list)
     hold_w: list = field(default_factory=list)
     vps: list = field(default_factory=list)
@@ -162,6 +164,9 @@ def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Pa
         validate(run, 0)
     run.acc.wait_for_everyone()
     loop(run, objective, progress, clip_loss_sink)
+    write_cache_stats(run.out_dir, run.acc.process_index, run.cache_stats)  # with what batches encoded
+    if run.acc.is_main_process:
+        record_encode_rate(cache_root, cfg, run.cache_stats)
     return finish(run, objective, clip_loss_sink, lora_extra or {})
 
 
@@ -203,11 +208,16 @@ def build_cache(run: Run, manifest: Manifest, cache_root: Path, progress: bool) 
     cache = run.cache = Cache(cache_root, comps, cfg.height, cfg.width, cfg.max_sequence_length)
     # Every rank encodes its own share and the files meet in the shared cache folder: N GPUs cache N x
     # faster, and no rank sits in a collective while another encodes (NCCL's 600 s timeout).
-    stats = cache.precompute(manifest.windows, [w.prompt for w in manifest.windows] + val_texts, run.device,
+    # Prompts and held-out windows are encoded now; a training window the first time a batch uses it
+    # (step), unless --cache-all: a 20-step run on 300 windows encodes the windows 20 steps use.
+    upfront = manifest.windows if cfg.cache_all else [w for w in manifest.windows if w.role == "holdout"]
+    stats = cache.precompute(upfront, [w.prompt for w in manifest.windows] + val_texts, run.device,
                              progress=progress and acc.is_main_process, shard=(acc.process_index, acc.num_processes))
+    stats["lazy"] = not cfg.cache_all
+    run.cache_stats = stats
     write_cache_stats(run.out_dir, acc.process_index, stats)
     acc.wait_for_everyone()
-    failed = {w.key for w in manifest.windows if not cache.latent_path(w).exists()}
+    failed = {w.key for w in upfront if not cache.latent_path(w).exists()}
     for k, e in stats["decode_failures"]:
         log.warning("window %s left out: %s", k, e)
     run.train_w = [w for w in train_w if w.key not in failed]
@@ -378,8 +388,8 @@ def step(run: Run, objective: Objective, t_last: float) -> None:
         gidx = run.order.take(per_rank * world)
         mine = slice(rank * per_rank, (rank + 1) * per_rank)
         drops = (torch.rand(len(gidx), generator=run.gen) < dropout).tolist()
-        idx = gidx[mine]
-        batch = _load_batch([run.train_w[i] for i in idx], run.cache, run.null, drops[mine])
+        windows = cached_windows(run, [run.train_w[i] for i in gidx[mine]])
+        batch = _load_batch(windows, run.cache, run.null, drops[mine])
         x0 = batch["latents"].to(device)
         noise = torch.randn((len(gidx), *x0.shape[1:]), generator=run.gen)[mine].to(device)
         sig = flow.sample_sigmas(len(gidx), mode=cfg.timestep_sampling, mean=cfg.logit_mean,
@@ -398,7 +408,7 @@ def step(run: Run, objective: Objective, t_last: float) -> None:
             losses.append((acc.reduce(loss.detach(), "mean") if world > 1 else loss).item())
             sig_all += sig.tolist()
             loss_all += per.detach().tolist()
-            run.losses_by_clip.add(run.step + 1, [run.train_w[i].clip_id for i in idx], sig.tolist(),
+            run.losses_by_clip.add(run.step + 1, [w.clip_id for w in windows], sig.tolist(),
                                    per.detach().float().tolist())
     run.step += 1
     _apply(run, finite_all, losses, sig_all, loss_all, t_last)
@@ -553,6 +563,21 @@ def warn_if_too_big(cfg: TrainConfig, device) -> None:
                     "Drop --no-gradient-checkpointing, or lower --batch-size.")
 
 
+def record_encode_rate(cache_root: Path, cfg: TrainConfig, stats: dict) -> None:
+    """Seconds per latent encoded at first use, kept beside the cache for `train --dry-run`."""
+    import json
+
+    n, secs = stats.get("lazy_encoded", 0), stats.get("lazy_seconds", 0.0)
+    if not n or not secs:
+        return
+    try:
+        (Path(cache_root) / "encode_rate.json").write_text(json.dumps(
+            {"seconds_per_window": secs / n, "windows": n, "width": cfg.width, "height": cfg.height,
+             "frames": cfg.frames, "base_model": cfg.base_model}))
+    except OSError:
+        pass  # a hint for dry runs, never a reason to fail a finished run
+
+
 def write_cache_stats(out_dir: Path, rank: int, stats: dict) -> None:
     import json
 
@@ -565,6 +590,37 @@ def write_cache_stats(out_dir: Path, rank: int, stats: dict) -> None:
 def _load_text(path: str) -> dict:
     # prompts repeat across windows (the class template uses one prompt for every clip): read once
     return load(Path(path))
+
+
+def cached_windows(run: Run, windows: list) -> list:
+    """`windows` with their latents in the cache, encoded now if this is their first batch. A
+    window that cannot be decoded is left out for the rest of the run (a warning says so) and its
+    place goes to the next training window of the same bucket that decodes: a batch keeps its
+    size and shape, and a run without such windows draws exactly what an up-front cache gives."""
+    bad = run.cache.ensure(windows, run.device, run.cache_stats)
+    for k in bad:
+        log.warning("window %s left out: it could not be decoded", k)
+    run.bad_windows |= bad
+    if not any(w.key in run.bad_windows for w in windows):
+        return windows
+    out, n = [], len(run.train_w)
+    for w in windows:
+        if w.key not in run.bad_windows:
+            out.append(w)
+            continue
+        i = next(j for j, x in enumerate(run.train_w) if x.key == w.key)
+        for k in range(1, n):
+            c = run.train_w[(i + k) % n]
+            if c.key in run.bad_windows or (c.width, c.height, c.frames) != (w.width, w.height, w.frames):
+                continue
+            more = run.cache.ensure([c], run.device, run.cache_stats)
+            run.bad_windows |= more
+            if not more:
+                out.append(c)
+                break
+        else:
+            raise TrainError("no training window of this bucket could be decoded; see the warnings above")
+    return out
 
 
 def _load_batch(windows, cache: Cache, null: dict, drops: list[bool]) -> dict:

@@ -117,6 +117,30 @@ def dry_run_report(cfg: TrainConfig) -> list[str]:
     return lines
 
 
+def cache_estimate(cfg: TrainConfig, manifest: Manifest) -> str:
+    """How many latents the run will encode at most, and how long at the rate the last run on this
+    cache measured (cached windows are reused and cost nothing)."""
+    from catalog.db import cache_dir
+
+    train_n = sum(w.role == "train" for w in manifest.windows)
+    held = len(manifest.windows) - train_n
+    drawn = cfg.max_steps * cfg.batch_size * cfg.grad_accum * max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    n = (train_n if cfg.cache_all else min(train_n, drawn)) + held
+    line = (f"latent cache: at most {n} windows to encode ({held} held out before step 1, then "
+            + (f"all {train_n} training windows up front" if cfg.cache_all else
+               f"{min(train_n, drawn)} of {train_n} training windows as the {cfg.max_steps} steps first use them")
+            + "; windows already cached are reused)")
+    try:
+        rate = json.loads((cache_dir(cfg.catalog) / "train" / "encode_rate.json").read_text())
+        same = (rate["width"], rate["height"], rate["frames"], rate["base_model"]) == \
+            (cfg.width, cfg.height, cfg.frames, cfg.base_model)
+        if same:
+            line += f"; at the last measured {rate['seconds_per_window']:.2f} s a window: at most {n * rate['seconds_per_window']:.0f} s"
+    except (OSError, ValueError, KeyError, TypeError):
+        line += "; no encode rate measured on this cache yet"
+    return line
+
+
 def write_sigma_plot(cfg: TrainConfig, out: Path) -> None:
     from . import sigmas
 
@@ -260,6 +284,7 @@ def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=No
     if dry_run:
         for line in dry_run_report(cfg):
             echo(line)
+        echo(cache_estimate(cfg, manifest))
         echo(f"dry run: would write {out}/ (manifest, config, LoRA, gallery); no model loaded")
         return None
     check_trackers(cfg.report_to)

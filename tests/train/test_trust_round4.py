@@ -238,3 +238,42 @@ def test_a_missing_captioner_says_the_toy_command(tmp_path, monkeypatch):
     with pytest.raises(CaptionModelError) as e:
         load_captioner("nobody/not-a-vlm")
     assert "de caption --model toy" in str(e.value)
+
+
+# --- issue 35.6: the first step comes quickly (latents encoded as batches first use them) ------------
+
+def _fresh_catalog(train_catalog, tmp_path, name):
+    d = tmp_path / name
+    d.mkdir()
+    shutil.copy(train_catalog, d / "c.duckdb")  # a catalog of its own: its own, empty cache folder
+    return d / "c.duckdb"
+
+
+def test_lazy_latents_train_the_same_run_as_an_upfront_cache(train_catalog, tmp_path, tiny_sana_dir):
+    from helpers import assert_same_training
+
+    outs = {}
+    for mode in ("lazy", "all"):
+        cat = _fresh_catalog(train_catalog, tmp_path, mode)
+        outs[mode] = tmp_path / f"run-{mode}"
+        run_train("--query", "1=1", "--preset", "tiny", "--base-model", tiny_sana_dir, "--catalog", str(cat),
+                  "--max-steps", "4", "--validation-every", "0", "--output-dir", str(outs[mode]), "--no-progress",
+                  *(["--cache-all"] if mode == "all" else []))
+    assert_same_training(outs["lazy"], outs["all"])
+
+
+def test_a_short_run_encodes_only_the_windows_its_steps_use(train_catalog, tmp_path, tiny_sana_dir):
+    from train.data import Manifest
+
+    cat = _fresh_catalog(train_catalog, tmp_path, "short")
+    out = tmp_path / "short-run"
+    r = run_train("--query", "1=1", "--preset", "tiny", "--base-model", tiny_sana_dir, "--catalog", str(cat),
+                  "--max-steps", "2", "--batch-size", "1", "--validation-every", "0", "--holdout", "1",
+                  "--output-dir", str(out), "--no-progress")
+    man = Manifest.read(out / "manifest.jsonl")
+    train_n = sum(w.role == "train" for w in man.windows)
+    held = sum(w.role == "holdout" for w in man.windows)
+    stats = json.loads((out / "logs" / "cache_rank0.json").read_text())
+    assert train_n > 2  # the selection holds more windows than the run uses
+    assert stats["latents_encoded"] <= 2 * 1 + held, stats  # steps x batch + the held-out windows
+    assert "2 encoded" in r.stdout or f"{stats['latents_encoded']} encoded" in r.stdout
