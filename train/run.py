@@ -279,7 +279,7 @@ def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=No
 
         n = outside_world(w.video_path for w in manifest.windows)
         if n:
-            echo(TOY_WARNING.format(n=n, total=len(manifest.windows), what="training windows", model="SANA-Video",
+            echo(TOY_WARNING.format(n=n, total=len(manifest.windows), what="windows", model="SANA-Video",
                                     outcome="a LoRA trained on them shows nothing about real footage"), err=True)
     if dry_run:
         for line in dry_run_report(cfg):
