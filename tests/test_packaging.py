@@ -133,7 +133,12 @@ def test_the_commands_work_from_outside_the_repository(installed):
     _run(installed, "train", "--preset", "toy", "--query", "1=1", "--catalog", "cat.duckdb", "--max-steps", "2",
          "--output-dir", "runs/toy2", "--no-progress", timeout=1800)
     assert (installed["work"] / "runs" / "toy2" / "pytorch_lora_weights.safetensors").exists()
-    _run(installed, "de", "export", "out", "--catalog", "cat.duckdb", "--format", "parquet", "--query", "1=1")
+    # the toy captioner's labels: refused by an export unless asked for, then marked in every row
+    r = _run(installed, "de", "export", "out", "--catalog", "cat.duckdb", "--format", "parquet", "--query", "1=1",
+             check=False)
+    assert r.returncode == 1 and "--allow-toy-labels" in r.stderr, r.stderr
+    _run(installed, "de", "export", "out", "--catalog", "cat.duckdb", "--format", "parquet", "--query", "1=1",
+         "--allow-toy-labels")
     assert (installed["work"] / "out" / "clips.parquet").exists()
 
 
