@@ -116,3 +116,25 @@ def needs(present: bool, reason: str):
     import pytest
 
     return pytest.mark.skipif(not present and not os.environ.get("CI"), reason=reason)
+
+
+def caption_copy(src, dst, captions, *, captioner="v", version="1", order="clip_id") -> list[str]:
+    """Copy the catalog `src` to `dst` and give its clips (in `order`) the labelling `captioner`@`version`:
+    `captions` is a list of (caption, tags), one per clip from the first; later clips stay uncaptioned.
+    Returns every clip id in that order."""
+    import shutil
+
+    import duckdb
+
+    from catalog import labels
+
+    shutil.copy(src, dst)
+    con = duckdb.connect(str(dst))
+    ids = [r[0] for r in con.execute(f"SELECT clip_id FROM clips ORDER BY {order}").fetchall()]
+    for cid, (text, tags) in zip(ids, captions):
+        con.execute("INSERT INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields, "
+                    "raw_output, created_at) VALUES (?, ?, ?, 'ok', ?, ?, '{}', ?, current_timestamp)",
+                    [cid, captioner, version, text, tags, text])
+    labels.refresh(con)
+    con.close()
+    return ids

@@ -16,20 +16,13 @@ from helpers import rows
 
 @pytest.fixture()
 def cat(train_catalog, tmp_path):
-    import duckdb
+    from helpers import caption_copy, rows as _rows
 
-    from catalog import labels
-
+    n = _rows(train_catalog, "SELECT count(*) FROM clips")[0][0]
     p = tmp_path / "c.duckdb"
-    shutil.copy(train_catalog, p)
-    con = duckdb.connect(str(p))
-    ids = [r[0] for r in con.execute("SELECT clip_id FROM clips ORDER BY clip_id").fetchall()]
-    for i, cid in enumerate(ids[:-1]):  # the last clip stays uncaptioned
-        con.execute("INSERT INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields, "
-                    "created_at) VALUES (?, 'v', '1', 'ok', ?, ?, '{}', current_timestamp)",
-                    [cid, f"a grey cat chases a mouse, scene {i}", ["chase", "kitchen"]])
-    labels.refresh(con)
-    con.close()
+    # every clip but the last (it stays uncaptioned)
+    caption_copy(train_catalog, p, [(f"a grey cat chases a mouse, scene {i}", ["chase", "kitchen"])
+                                    for i in range(n - 1)])
     return p
 
 

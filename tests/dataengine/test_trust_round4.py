@@ -69,21 +69,12 @@ def test_only_duckdbs_lock_message_counts_as_busy():
 
 @pytest.fixture()
 def captioned(small_catalog, tmp_path):
-    import duckdb
-
-    from catalog import labels
+    from helpers import caption_copy
 
     cat = tmp_path / "c.duckdb"
-    shutil.copy(small_catalog, cat)
-    con = duckdb.connect(str(cat))
-    ids = [r[0] for r in con.execute("SELECT clip_id FROM clips ORDER BY start_s").fetchall()]
-    texts = ["ŞİMDİ the cat runs across the café", "a mouse sleeps under the table"]
-    for cid, text in zip(ids, texts):
-        con.execute("INSERT INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields, "
-                    "raw_output, is_random_model, created_at) VALUES (?, 'seed', 'v1', 'ok', ?, ['chase'], '{}', ?, "
-                    "false, current_timestamp)", [cid, text, text])
-    labels.refresh(con)
-    con.close()
+    ids = caption_copy(small_catalog, cat, [("ŞİMDİ the cat runs across the café", ["chase"]),
+                                            ("a mouse sleeps under the table", ["chase"])],
+                       captioner="seed", version="v1", order="start_s")
     return cat, ids
 
 
