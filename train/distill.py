@@ -140,19 +140,14 @@ class Reflow(Objective):
         jobs.sort(key=lambda j: (j[0], j[1], j[2]))
         made: dict[str, list] = {}
         with _Teacher(run.unwrapped):
-            for i in range(0, len(jobs), PAIR_BATCH):
-                chunk = [j for j in jobs[i:i + PAIR_BATCH] if j[0] == jobs[i][0]]
-                rest = [j for j in jobs[i:i + PAIR_BATCH] if j[0] != jobs[i][0]]
-                for part in (chunk, rest):
-                    if not part:
-                        continue
-                    z = torch.stack([torch.randn(j[0], generator=torch.Generator().manual_seed(_seed(j[1], j[2])))
-                                     for j in part])
-                    text = (torch.stack([j[3][0] for j in part]), torch.stack([j[3][1] for j in part]))
-                    x = sample_latents(pipe, text, run.null_pair, z, cfg_scale=self.cfg_scale,
-                                       steps=self.teacher_steps, cfg=run.cfg, device=run.device)
-                    for j, zz, xx in zip(part, z, x.float().cpu()):
-                        made.setdefault(j[1], []).append((j[2], torch.stack([zz, xx])))
+            for part in same_shape_batches(jobs, PAIR_BATCH):
+                z = torch.stack([torch.randn(j[0], generator=torch.Generator().manual_seed(_seed(j[1], j[2])))
+                                 for j in part])
+                text = (torch.stack([j[3][0] for j in part]), torch.stack([j[3][1] for j in part]))
+                x = sample_latents(pipe, text, run.null_pair, z, cfg_scale=self.cfg_scale,
+                                   steps=self.teacher_steps, cfg=run.cfg, device=run.device)
+                for j, zz, xx in zip(part, z, x.float().cpu()):
+                    made.setdefault(j[1], []).append((j[2], torch.stack([zz, xx])))
         self.table = {k: torch.stack([p for _, p in sorted(v, key=lambda t: t[0])]) for k, v in made.items()}
         if run.acc.is_main_process:
             tmp = path.with_suffix(".tmp")
@@ -174,6 +169,20 @@ class Reflow(Objective):
     def metadata(self) -> dict:
         return {"objective": self.name, "student_steps": self.steps, "teacher_steps": self.teacher_steps,
                 "distilled_cfg": self.cfg_scale, "pairs_per_window": self.pairs, "teacher_lora": str(self.teacher_lora)}
+
+
+def same_shape_batches(jobs: list, size: int) -> list[list]:
+    """`jobs` (shape first in each), sorted by shape, cut into batches of at most `size` that each
+    hold one shape: a batch is stacked into one tensor. (Cutting every `size` jobs and then
+    splitting off "the first shape and the rest" failed when a cut spanned three shapes, as a
+    bucketed run with a small middle bucket gives.)"""
+    out: list[list] = []
+    for j in jobs:
+        if out and out[-1][0][0] == j[0] and len(out[-1]) < size:
+            out[-1].append(j)
+        else:
+            out.append([j])
+    return out
 
 
 def _latent(run, w):

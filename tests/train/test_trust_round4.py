@@ -277,3 +277,21 @@ def test_a_short_run_encodes_only_the_windows_its_steps_use(train_catalog, tmp_p
     assert train_n > 2  # the selection holds more windows than the run uses
     assert stats["latents_encoded"] <= 2 * 1 + held, stats  # steps x batch + the held-out windows
     assert "2 encoded" in r.stdout or f"{stats['latents_encoded']} encoded" in r.stdout
+
+
+# --- issue 36.8: reflow pairs for any number of latent shapes in one batch of jobs ---------------------
+
+def test_reflow_batches_hold_one_shape_each_whatever_the_cut():
+    import torch
+
+    from train.distill import same_shape_batches
+
+    # three buckets, the middle one small: a cut every 16 jobs would span all three shapes
+    shapes = [(16, 3, 8, 8)] * 10 + [(16, 3, 8, 12)] * 3 + [(16, 3, 12, 8)] * 9
+    jobs = [(s, f"w{i}", 0, None) for i, s in enumerate(shapes)]
+    batches = same_shape_batches(jobs, 16)
+    assert [len(b) for b in batches] == [10, 3, 9]
+    assert sum(len(b) for b in batches) == len(jobs)
+    for b in batches:
+        torch.stack([torch.zeros(j[0]) for j in b])  # one shape per batch: stacks
+    assert [len(b) for b in same_shape_batches([((1,), "k", i, None) for i in range(40)], 16)] == [16, 16, 8]
