@@ -121,11 +121,13 @@ def test_a_flood_of_filters_is_answered_busy_and_the_clip_page_still_answers(liv
     try:
         import time
 
-        time.sleep(1.0)
+        deadline = time.monotonic() + 20  # a loaded machine starts 60 threads slowly; the busy answers need no query
+        while codes.count(503) < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert codes.count(503) >= 40, codes  # answered "busy" at once, not queued behind the stuck filters
         cid = live_server["ids"][0]
         r = requests.get(f"{live_server['url']}/clip/{cid}", timeout=5)  # a page served from the index
         assert r.status_code == 200
-        assert codes.count(503) >= 40, codes  # answered "busy" at once, not queued
     finally:
         gate.set()
         for t in flood:
