@@ -42,12 +42,11 @@ NOT_REAL = ("toy", "random")  # label kinds an export leaves out unless asked (c
 
 def labelling_kinds(con, pairs) -> dict:
     """{(captioner, prompt_version): model kind} for the labellings in `pairs` ('real' when a row
-    predates the record)."""
-    pairs = sorted({(c, v) for c, v in pairs if c is not None})
-    if not pairs:
-        return {}
-    rows = con.execute("SELECT captioner, prompt_version, any_value(coalesce(model_kind, 'real')) FROM captions "
-                       "WHERE captioner IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1, 2",
-                       [sorted({c for c, _ in pairs})]).fetchall()
-    got = {(c, v): k for c, v, k in rows}
-    return {p: got.get(p, "real") for p in pairs}
+    predates the record). One row per labelling is read (LIMIT 1), not the labelling's every
+    caption: the grid asks this on every page of a million-clip catalog."""
+    out = {}
+    for c, v in sorted({(c, v) for c, v in pairs if c is not None}):
+        r = con.execute("SELECT coalesce(model_kind, 'real') FROM captions WHERE captioner = ? AND prompt_version = ? "
+                        "LIMIT 1", [c, v]).fetchone()
+        out[(c, v)] = r[0] if r else "real"
+    return out

@@ -254,8 +254,9 @@ def stats(catalog_path, as_json, failed):
         raise click.ClickException(str(e)) from e
     try:
         if failed:
-            rows = con.execute("SELECT path, error_kind, error FROM videos WHERE status = 'failed' "
-                               "ORDER BY path").fetchall()
+            from catalog.browse import failed_videos
+
+            rows = failed_videos(con)
         else:
             s = catalog_stats(con)
     finally:
@@ -464,12 +465,9 @@ def dedup(catalog_path, dup_threshold, show):
     try:
         with db.writing(catalog_path) as con:
             s = regroup(con, dup_threshold)
-            paths = dict(con.execute("SELECT s.clip_id, v.path FROM clip_segments s JOIN videos v USING (video_id) "
-                                     "WHERE s.clip_id IN (SELECT clip_id FROM clip_dups)").fetchall())
-            members = {}
-            for cid, g, r in con.execute("SELECT clip_id, dup_group, dup_rank FROM clip_dups ORDER BY dup_group, "
-                                         "dup_rank").fetchall():
-                members.setdefault(g, []).append(cid)
+            from catalog.browse import dup_groups
+
+            paths, members = dup_groups(con)
     except (CatalogError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     for g, size, hours, rep in s.largest[:show]:

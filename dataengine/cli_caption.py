@@ -90,36 +90,58 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
       de caption --model qwen2-vl-7b --ray auto --workers 8 --gpus-per-worker 1   # 8 GPUs on a cluster
       de caption --api http://127.0.0.1:8000/v1 --model Qwen/Qwen2-VL-7B-Instruct --concurrency 16
     """
-    from catalog import db
-
-    from .caption.models import CaptionModelError, captioner_label, load_captioner
-    from .caption.prompts import SamplingParams, load_prompt
-    from .caption.run import caption_clips, select_clips
-
-    from .caption.prompts import cut_off_risk
-    from .caption.schema import Constraint
-
     if batch_size < 1:
         raise click.BadParameter("--batch-size must be at least 1")
     if api_url and ray_address:
         raise click.UsageError("--api and --ray are two ways to run the model: give one")
     if ray_address:
-        from .executors import RayUnavailable, require_ray
+        _require_ray()
+    api = _api_settings(api_url, model, api_key_env, concurrency, request_timeout, retries, retry_backoff,
+                        jpeg_quality) if api_url else None
+    prompt = _prompt(prompt_name, vocab, fps, max_frames, max_pixels, max_new_tokens, temperature, free, closed_vocab,
+                     api)
+    label, todo, done = _select(catalog_path, model, name, api, prompt, query, limit, overwrite, retry_failed,
+                                query_timeout)
+    if not todo:
+        return
+    if model == "toy" and not api:
+        _warn_outside_the_toy_world(todo)
+    common = dict(already_done=done, query=query, limit=limit, overwrite=overwrite, progress=not no_progress)
+    if api:
+        summary = _on_api(catalog_path, api, prompt, todo, name, common)
+    elif ray_address:
+        summary = _on_ray(catalog_path, model, label, prompt, todo, ray_address, workers, gpus_per_worker,
+                          batch_size, device, dtype, name, common)
+    else:
+        summary = _in_process(catalog_path, model, prompt, todo, device, dtype, name, batch_size, no_overlap, common)
+    _report(summary, query)
 
-        try:
-            require_ray()
-        except RayUnavailable as e:
-            raise click.ClickException(str(e)) from e
-    api = None
-    if api_url:
-        from .caption.api import ApiError, ApiSettings, api_key_from_env
 
-        try:
-            api = ApiSettings(api_url, model, api_key=api_key_from_env(api_key_env), concurrency=concurrency,
-                              timeout=request_timeout, retries=retries, backoff=retry_backoff,
-                              jpeg_quality=jpeg_quality)
-        except ApiError as e:
-            raise click.UsageError(str(e)) from e
+# ---- the phases of `de caption` ------------------------------------------------------------------
+def _require_ray() -> None:
+    from .executors import RayUnavailable, require_ray
+
+    try:
+        require_ray()
+    except RayUnavailable as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _api_settings(api_url, model, api_key_env, concurrency, request_timeout, retries, retry_backoff, jpeg_quality):
+    from .caption.api import ApiError, ApiSettings, api_key_from_env
+
+    try:
+        return ApiSettings(api_url, model, api_key=api_key_from_env(api_key_env), concurrency=concurrency,
+                           timeout=request_timeout, retries=retries, backoff=retry_backoff, jpeg_quality=jpeg_quality)
+    except ApiError as e:
+        raise click.UsageError(str(e)) from e
+
+
+def _prompt(prompt_name, vocab, fps, max_frames, max_pixels, max_new_tokens, temperature, free, closed_vocab, api):
+    """The caption prompt and its sampling, checked before anything loads."""
+    from .caption.prompts import SamplingParams, cut_off_risk, load_prompt
+    from .caption.schema import Constraint
+
     try:
         sampling = SamplingParams(fps=fps, max_frames=max_frames, max_pixels=max_pixels,
                                   max_new_tokens=max_new_tokens or 256, do_sample=temperature > 0,
@@ -130,13 +152,23 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
         raise click.BadParameter(str(e)) from e
     if (risk := cut_off_risk(prompt)):
         click.echo(f"warning: {risk}", err=True)
+    return prompt
+
+
+def _select(catalog_path, model, name, api, prompt, query, limit, overwrite, retry_failed, query_timeout):
+    """(labelling name, clips to label, clips already labelled): the query runs (sandboxed) before
+    any model loads; nothing to do is said here."""
+    from catalog import db
+
+    from .caption.models import captioner_label
+    from .caption.run import select_clips
+
     if not db.resolve_path(catalog_path).exists():
         raise click.ClickException(f"no catalog at {db.resolve_path(catalog_path)} (run `de ingest` first, "
                                    "or pass --catalog)")
     label = (name or model) if api else captioner_label(model, name)
     try:
         db.connect(catalog_path).close()  # migrate an older catalog before reading it
-        # the query is checked and run (sandboxed) before any model loads
         todo, done = select_clips(catalog_path, label, prompt.version, query=query, limit=limit,
                                   overwrite=overwrite, retry_failed=retry_failed, timeout=query_timeout)
     except CatalogError as e:
@@ -145,41 +177,49 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
         click.echo(("no clips matched" + (f" --query {query!r}" if query else " (ingest some videos first)"))
                    if done == 0 else f"nothing to do: {done} clip(s) already labelled by {label} @ {prompt.version}",
                    err=True)
-        return
-    if model == "toy" and not api:
-        from .world import TOY_WARNING, outside_world
+    return label, todo, done
 
-        n = outside_world(r["video_path"] for r in todo)
-        if n:
-            click.echo(TOY_WARNING.format(n=n, total=len(todo), what="clips", model="captioner",
-                                          outcome="their labels will be wrong (they are marked toy in the catalog, "
-                                                  "de serve and exports, and exports refuse them)"), err=True)
-    if api:
-        from .caption.api import ApiError, caption_via_api, check_endpoint
 
-        try:
-            check_endpoint(api)
-            click.echo(f"captioning {len(todo)} clip(s) through {api.base_url} ({api.model}, "
-                       f"{api.concurrency} in flight)", err=True)
-            summary = caption_via_api(catalog_path, api, prompt, todo, name=name, already_done=done, query=query,
-                                      limit=limit, overwrite=overwrite, progress=not no_progress)
-        except (CatalogError, ApiError) as e:
-            raise click.ClickException(str(e)) from e
-        _report(summary, query)
-        return
-    if ray_address:
-        from .caption.ray_pipeline import caption_on_ray
-        from .executors import RayUnavailable
+def _warn_outside_the_toy_world(todo) -> None:
+    from .world import TOY_WARNING, outside_world
 
-        try:
-            summary = caption_on_ray(catalog_path, model, label, prompt, todo, address=ray_address, workers=workers,
-                                     gpus_per_worker=_gpus(gpus_per_worker, ray_address), batch_size=batch_size,
-                                     device=device, dtype=dtype, name=name, already_done=done, query=query,
-                                     limit=limit, overwrite=overwrite, progress=not no_progress)
-        except (CatalogError, CaptionModelError, RayUnavailable) as e:
-            raise click.ClickException(str(e)) from e
-        _report(summary, query)
-        return
+    n = outside_world(r["video_path"] for r in todo)
+    if n:
+        click.echo(TOY_WARNING.format(n=n, total=len(todo), what="clips", model="captioner",
+                                      outcome="their labels will be wrong (they are marked toy in the catalog, "
+                                              "de serve and exports, and exports refuse them)"), err=True)
+
+
+def _on_api(catalog_path, api, prompt, todo, name, common):
+    from .caption.api import ApiError, caption_via_api, check_endpoint
+
+    try:
+        check_endpoint(api)
+        click.echo(f"captioning {len(todo)} clip(s) through {api.base_url} ({api.model}, "
+                   f"{api.concurrency} in flight)", err=True)
+        return caption_via_api(catalog_path, api, prompt, todo, name=name, **common)
+    except (CatalogError, ApiError) as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _on_ray(catalog_path, model, label, prompt, todo, address, workers, gpus_per_worker, batch_size, device, dtype,
+            name, common):
+    from .caption.models import CaptionModelError
+    from .caption.ray_pipeline import caption_on_ray
+    from .executors import RayUnavailable
+
+    try:
+        return caption_on_ray(catalog_path, model, label, prompt, todo, address=address, workers=workers,
+                              gpus_per_worker=_gpus(gpus_per_worker, address), batch_size=batch_size,
+                              device=device, dtype=dtype, name=name, **common)
+    except (CatalogError, CaptionModelError, RayUnavailable) as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _in_process(catalog_path, model, prompt, todo, device, dtype, name, batch_size, no_overlap, common):
+    from .caption.models import CaptionModelError, load_captioner
+    from .caption.run import caption_clips
+
     try:
         click.echo(f"loading {model} ...", err=True)
         try:
@@ -188,12 +228,10 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
             raise click.ClickException(str(e)) from e
         if captioner.is_random:
             click.echo("note: this is a random tiny model; its labels are noise (marked in the catalog)", err=True)
-        summary = caption_clips(catalog_path, captioner, prompt, todo, already_done=done, query=query, limit=limit,
-                                batch_size=batch_size, overwrite=overwrite, overlap=not no_overlap,
-                                progress=not no_progress)
+        return caption_clips(catalog_path, captioner, prompt, todo, batch_size=batch_size, overlap=not no_overlap,
+                             **common)
     except CatalogError as e:
         raise click.ClickException(str(e)) from e
-    _report(summary, query)
 
 
 def _gpus(asked: float | None, address: str) -> float:
@@ -247,21 +285,21 @@ def captions_list(catalog_path):
         con = db.connect(catalog_path, read_only=True)
     except CatalogError as e:
         raise click.ClickException(str(e)) from e
-    pin = db.get_setting(con, "caption_pin")
-    rows = con.execute(
-        "SELECT captioner, prompt_version, count(*) FILTER (WHERE status='ok'), "
-        "count(*) FILTER (WHERE status='parse_error'), count(*) FILTER (WHERE status='decode_error'), "
-        "count(*) FILTER (WHERE status='request_error'), "
-        "bool_or(is_random_model), max(created_at), any_value(coalesce(model_kind, 'real')) "
-        "FROM captions GROUP BY 1, 2 ORDER BY 8 DESC").fetchall()
-    con.close()
+    from catalog.captions import labellings
+
+    try:
+        pin = db.get_setting(con, "caption_pin")
+        rows = labellings(con)
+    finally:
+        con.close()
     click.echo(f"clips view shows: {pin or 'the newest parsed caption of any labelling'}")
     marks = {"random": "  [random tiny model: labels are noise]",
              "toy": "  [toy model: it knows only the toy world of de synth --world]", "truth": "  [toy world truth]"}
-    for cap, ver, ok, pe, de_, re_, rnd, last, kind in rows:
-        click.echo(f"{cap}@{ver}: ok {ok}, parse errors {pe}, decode errors {de_}"
-                   + (f", request errors {re_}" if re_ else "") + f", last {last}"
-                   + marks.get("random" if rnd else kind, ""))
+    for r in rows:
+        click.echo(f"{r['captioner']}@{r['prompt_version']}: ok {r['ok']}, parse errors {r['parse_errors']}, "
+                   f"decode errors {r['decode_errors']}"
+                   + (f", request errors {r['request_errors']}" if r["request_errors"] else "") + f", last {r['last']}"
+                   + marks.get("random" if r["random"] else r["kind"], ""))
 
 
 @captions.command("use")

@@ -293,7 +293,7 @@ def import_truth(catalog, truth_path) -> tuple[int, int]:
     synth-truth` then scores a captioner with the machinery every labelling has."""
     from catalog import db, labels
 
-    from .caption.run import SQL_SAVE
+    from catalog import captions
 
     truth = read_truth(truth_path)
     con = db.connect(catalog, read_only=True)
@@ -310,6 +310,6 @@ def import_truth(catalog, truth_path) -> tuple[int, int]:
     rows = [[c["clip_id"], cap, ver, "ok", s.caption(), s.tags(), json.dumps(s.fields()),
              json.dumps(s.answer()), "", None, None, 0.0, False, "truth"] for c, s in matched]
     with db.writing(catalog) as con:
-        con.executemany(SQL_SAVE, rows)
+        captions.save(con, rows)
         labels.refresh(con, [r[0] for r in rows])
     return len(rows), len(mine) - len(rows)

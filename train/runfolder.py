@@ -28,30 +28,29 @@ def folder(run_dir) -> Path:
     return p
 
 
+def _read_file(run_dir, name: str, reader, errors: tuple):
+    """reader(RUN/name), with a missing file or one `reader` cannot parse as one line."""
+    p = folder(run_dir) / name
+    if not p.is_file():
+        raise ExperimentError(f"{run_dir} is not a run folder (no {name})")
+    try:
+        return reader(p)
+    except (*errors, OSError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        why = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ExperimentError(f"{p} is damaged ({type(e).__name__}: {why}); restore it from a copy or retrain") from e
+
+
 def read_config(run_dir):
     """The run's TrainConfig, or a one-line reason it cannot be had."""
     from .config import ConfigError, TrainConfig
 
-    p = folder(run_dir) / "config.json"
-    if not p.is_file():
-        raise ExperimentError(f"{run_dir} is not a run folder (no config.json)")
-    try:
-        return TrainConfig.load(p)
-    except (ValueError, TypeError, ConfigError, OSError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise ExperimentError(f"{p} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-                              "restore it from a copy or retrain") from e
+    return _read_file(run_dir, "config.json", TrainConfig.load, (ValueError, TypeError, ConfigError))
 
 
 def read_manifest(run_dir):
     from .data import Manifest
 
-    p = folder(run_dir) / "manifest.jsonl"
-    if not p.is_file():
-        raise ExperimentError(f"{run_dir} is not a run folder (no manifest.jsonl)")
-    try:
-        return Manifest.read(p)
-    except (ValueError, TypeError, KeyError, OSError, UnicodeDecodeError) as e:
-        raise ExperimentError(f"{p} is damaged ({type(e).__name__}); restore it from a copy or retrain") from e
+    return _read_file(run_dir, "manifest.jsonl", Manifest.read, (ValueError, TypeError, KeyError))
 
 
 def read_metadata(run_dir) -> dict:

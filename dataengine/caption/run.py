@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from catalog import db, labels
+from catalog import captions, db, labels
 from catalog.query import run_query
 
 from ..identity import check_source
@@ -29,14 +29,8 @@ from .prompts import Prompt
 
 log = logging.getLogger(__name__)
 
-SQL_DONE = "SELECT clip_id, status FROM captions WHERE captioner = ? AND prompt_version = ?"
 FLUSH_EVERY_S = float(os.environ.get("DE_CAPTION_FLUSH_S", "2.0"))  # seconds between catalog writes
 
-SQL_SAVE = (
-    "INSERT OR REPLACE INTO captions (clip_id, captioner, prompt_version, status, caption, tag_list, fields, "
-    "raw_output, error, num_frames, visual_tokens, seconds, is_random_model, model_kind, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)"
-)
 
 
 @dataclass
@@ -110,7 +104,7 @@ class LabelWriter:
         if self.pending:
             t0 = time.perf_counter()
             with db.writing(self.catalog_path) as con:
-                con.executemany(SQL_SAVE, self.pending)
+                captions.save(con, self.pending)
                 labels.refresh(con, [r[0] for r in self.pending])  # the clips view shows the new labels
             self.s.write_seconds += time.perf_counter() - t0
             self.s.flushes += 1
@@ -155,7 +149,7 @@ def select_clips(catalog_path, captioner: str, version: str, *, query: str | Non
     rows = run_query(query, catalog_path, columns="clip_id, video_id, video_path, start_s, end_s", **kw)
     con = db.connect(catalog_path, read_only=True)
     try:
-        done = dict(con.execute(SQL_DONE, [captioner, version]).fetchall())
+        done = captions.done(con, captioner, version)
     finally:
         con.close()
     todo, skipped = [], 0

@@ -431,38 +431,15 @@ class Browser:
             raise BadRequest("not a clip id", 404)
 
         def run(con):
-            cur = con.execute("SELECT * FROM clips WHERE clip_id = ?", [clip_id])
-            cols = [d[0] for d in cur.description]
-            r = cur.fetchone()
-            if r is None:
-                raise BadRequest(f"no clip {clip_id}", 404)
-            row = dict(zip(cols, r))
-            cur = con.execute("SELECT captioner, prompt_version, status, caption, tag_list, fields, raw_output, error, "
-                              "created_at, is_random_model, coalesce(model_kind, 'real') AS model_kind FROM captions WHERE clip_id = ? ORDER BY "
-                              "(captioner = 'human') DESC, created_at DESC", [clip_id])
-            cols = [d[0] for d in cur.description]
-            labellings = [dict(zip(cols, x)) for x in cur.fetchall()]
-            # the video's clips from the base table, then the captions of the ones shown: the
-            # view's joins would read every clip's label for one video's list
-            order = [x[0] for x in con.execute("SELECT clip_id FROM clip_segments WHERE video_id = ? "
-                                                "ORDER BY start_s, clip_id", [row["video_id"]]).fetchall()]
-            i = order.index(clip_id) if clip_id in order else 0
-            shown = order[max(0, i - 3): i + 4]
-            nb = con.execute(f"SELECT s.clip_id, s.start_s, s.end_s, l.caption FROM clip_segments s LEFT JOIN "
-                             f"clip_labels l ON l.clip_id = s.clip_id WHERE s.clip_id IN "
-                             f"({', '.join('?' for _ in shown)}) ORDER BY s.start_s, s.clip_id", shown).fetchall()
-            codec = con.execute("SELECT codec FROM videos WHERE video_id = ?", [row["video_id"]]).fetchone()
-            cur = con.execute("SELECT run_id, samples, mean_loss, mean_z, updated_at FROM clip_losses "
-                              "WHERE clip_id = ? ORDER BY updated_at DESC", [clip_id])
-            losses = [dict(zip([d[0] for d in cur.description], x)) for x in cur.fetchall()]
-            dups = []
-            if row.get("dup_group") is not None:
-                dups = [dict(zip(("clip_id", "video_path", "start_s", "end_s", "dup_rank"), x)) for x in con.execute(
-                    "SELECT s.clip_id, v.path, s.start_s, s.end_s, d.dup_rank FROM clip_dups d JOIN clip_segments s "
-                    "USING (clip_id) JOIN videos v ON v.video_id = s.video_id AND v.status = 'ok' "
-                    "WHERE d.dup_group = ? AND d.clip_id <> ? ORDER BY d.dup_rank", [row["dup_group"], clip_id]
-                ).fetchall()]
-            return row, labellings, nb, (codec[0] if codec else None), losses, dups
+            from catalog import browse, captions
+
+            try:
+                row = browse.clip_row(con, clip_id)
+            except browse.NoClip:
+                raise BadRequest(f"no clip {clip_id}", 404) from None
+            dups = browse.dup_group_members(con, row["dup_group"], clip_id) if row.get("dup_group") is not None else []
+            return (row, captions.of_clip(con, clip_id), browse.neighbours(con, row["video_id"], clip_id),
+                    browse.video_codec(con, row["video_id"]), browse.clip_losses(con, clip_id), dups)
 
         row, labellings, nb, codec, losses, dups = self._read(run)
         neighbours = [dict(clip_id=x[0], start_s=x[1], end_s=x[2], caption=x[3], here=x[0] == clip_id) for x in nb]
@@ -478,13 +455,12 @@ class Browser:
             raise BadRequest("not a clip id", 404)
 
         def run(con):
-            r = con.execute("SELECT c.clip_id, c.video_id, c.video_path, c.start_s, c.end_s, c.keyframe_path, "
-                            "c.width, c.height, c.fps, v.codec FROM clips c JOIN videos v USING (video_id) "
-                            "WHERE c.clip_id = ?", [clip_id]).fetchone()
-            if r is None:
-                raise BadRequest(f"no clip {clip_id}", 404)
-            return dict(zip(["clip_id", "video_id", "video_path", "start_s", "end_s", "keyframe_path", "width",
-                             "height", "fps", "codec"], r))
+            from catalog import browse
+
+            try:
+                return browse.media_row(con, clip_id)
+            except browse.NoClip:
+                raise BadRequest(f"no clip {clip_id}", 404) from None
 
         return self._read(run)
 
