@@ -77,3 +77,16 @@ def dup_groups(con) -> tuple[dict, dict]:
                                  "dup_rank").fetchall():
         members.setdefault(g, []).append(cid)
     return paths, members
+
+
+def clip_ranges(con) -> list[dict]:
+    """(clip_id, video_path, start_s, end_s) of every clip the clips view shows."""
+    cur = con.execute("SELECT clip_id, video_path, start_s, end_s FROM clips")
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def video_paths(con, video_ids: list[str]) -> dict[str, str]:
+    """{video_id: path} of these videos where they are ingested and readable now."""
+    return dict(con.execute("SELECT video_id, path FROM videos WHERE status = 'ok' AND video_id IN "
+                            "(SELECT unnest(?::VARCHAR[]))", [list(video_ids)]).fetchall())

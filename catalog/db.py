@@ -294,3 +294,9 @@ def set_setting(con, key: str, value: str | None) -> None:
     con.execute("DELETE FROM settings WHERE key = ?", [key])
     if value is not None:
         con.execute("INSERT INTO settings (key, value) VALUES (?, ?)", [key, value])
+
+
+def add_run_clips(con, run_id: str, rows) -> None:
+    """A run's clips: (clip_id, role, prompt) each; a clip already recorded for the run is kept."""
+    con.executemany("INSERT OR IGNORE INTO run_clips (run_id, clip_id, role, prompt) VALUES (?, ?, ?, ?)",
+                    [[run_id, c, r, p] for c, r, p in rows])

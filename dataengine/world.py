@@ -298,9 +298,9 @@ def import_truth(catalog, truth_path) -> tuple[int, int]:
     truth = read_truth(truth_path)
     con = db.connect(catalog, read_only=True)
     try:
-        cur = con.execute("SELECT clip_id, video_path, start_s, end_s FROM clips")
-        cols = [d[0] for d in cur.description]
-        clips = [dict(zip(cols, r)) for r in cur.fetchall()]
+        from catalog.browse import clip_ranges
+
+        clips = clip_ranges(con)
     finally:
         con.close()
     names = {r["file"] for r in truth}

@@ -57,8 +57,7 @@ def record_start(cfg: TrainConfig, run_id: str, manifest: Manifest) -> None:
         with db.transaction(con):
             db.start_run(con, "train", cfg.to_dict(), run_id=run_id)
             rows = {(w.clip_id, w.role): w.prompt for w in manifest.windows}
-            con.executemany("INSERT OR IGNORE INTO run_clips (run_id, clip_id, role, prompt) VALUES (?, ?, ?, ?)",
-                            [[run_id, c, r, p] for (c, r), p in rows.items()])
+            db.add_run_clips(con, run_id, [(c, r, p) for (c, r), p in rows.items()])
     finally:
         con.close()
 
@@ -185,8 +184,9 @@ def resolve_video_paths(manifest: Manifest, catalog: str) -> int:
     except db.CatalogError:
         return 0
     try:
-        now = dict(con.execute("SELECT video_id, path FROM videos WHERE status = 'ok' AND video_id IN "
-                               "(SELECT unnest(?::VARCHAR[]))", [ids]).fetchall())
+        from catalog.browse import video_paths
+
+        now = video_paths(con, ids)
     finally:
         con.close()
     changed = 0
