@@ -212,6 +212,7 @@ class Cache:
         self._seen.update(first)
         todo = [w for w in first.values() if not self._usable(self.latent_path(w))]
         stats["latents_reused"] = stats.get("latents_reused", 0) + len(first) - len(todo)
+        stats["corrupt_replaced"] = list(self.corrupt)  # a damaged entry found at first use counts too
         if not todo:
             return set()
         before, done = len(stats["decode_failures"]), stats["latents_encoded"]
