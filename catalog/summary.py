@@ -46,8 +46,20 @@ def catalog_stats(con, top_tags: int = 20) -> dict[str, Any]:
         "FROM (SELECT unnest(CAST(excluded AS JSON[])) AS e FROM videos "
         "      WHERE status = 'ok' AND excluded IS NOT NULL AND excluded <> '[]') GROUP BY 1 ORDER BY 2 DESC"
     ).fetchall()
+    # ... and per video: the videos it took the largest share of, so a stage that removes a lot
+    # from footage with hard cuts only shows at once
+    per_video = con.execute(
+        "SELECT path, num_frames, sum(CAST(json_extract(e, '$.end') AS BIGINT) "
+        "                             - CAST(json_extract(e, '$.start') AS BIGINT)) AS frames, "
+        "       string_agg(DISTINCT json_extract_string(e, '$.reason'), ', ') "
+        "         FILTER (WHERE CAST(json_extract(e, '$.end') AS BIGINT) > CAST(json_extract(e, '$.start') AS BIGINT)) "
+        "FROM (SELECT path, num_frames, unnest(CAST(excluded AS JSON[])) AS e FROM videos "
+        "      WHERE status = 'ok' AND excluded IS NOT NULL AND excluded <> '[]') "
+        "GROUP BY 1, 2 HAVING frames > 0 ORDER BY frames / greatest(num_frames, 1) DESC, 1 LIMIT 5"
+    ).fetchall()
     return {
         "excluded_by_reason": [(r, n, int(f or 0)) for r, n, f in excluded],
+        "excluded_by_video": [(p, int(nf or 0), int(f), why or "") for p, nf, f, why in per_video],
         "videos_ok": v.get("ok", 0),
         "videos_failed": v.get("failed", 0),
         "videos_replaced": v.get("replaced", 0),

@@ -165,7 +165,8 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     cuts = feeder.finish()
     pure = purify(thumbs.array(), cuts) if thumbs is not None else PurityResult(cuts, [], {})
     if feeder.spans:  # a detector that marks transitions itself (TransNetV2)
-        pure = PurityResult(pure.cuts, merge(pure.spans + feeder.spans), pure.dropped_cuts)
+        pure = PurityResult(pure.cuts, merge(pure.spans + feeder.spans), pure.dropped_cuts, pure.inside_shot,
+                            pure.found_cuts)
     split = split_scenes(pure.cuts, times, opts.split, pure.spans)
     per_frame = stats.arrays()
     steps = np.diff(times)
@@ -177,8 +178,9 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     res.cuts = cuts
     res.cut_times = [float(times[c]) for c in cuts]
     res.dropped_short = split.dropped_short
-    res.excluded = [sp.to_json() for sp in pure.spans] + [{"start": c, "end": c, "reason": f"not a cut: {why}"}
-                                                         for c, why in sorted(pure.dropped_cuts.items())]
+    res.excluded = ([sp.to_json() for sp in pure.spans]
+                    + [{"start": c, "end": c, "reason": f"not a cut: {why}"} for c, why in sorted(pure.dropped_cuts.items())]
+                    + [{"start": c, "end": c, "reason": "cut added: the detector missed it"} for c in pure.found_cuts])
     det_params = _json(opts.detector.params())
     kf_dir = Path(opts.keyframe_dir) / res.video_id if opts.keyframe_dir else None
     for c in split.clips:

@@ -30,8 +30,52 @@ import numpy as np
 
 from .edits import EditTruth, Shot, Span, transition_frames, world_shots
 
+class FramedShot(Shot):
+    """A shot as a cartoon's layout artist frames it: its own window on the set (a wide shot, a
+    medium or a close-up, anywhere on the set) and, for a reverse angle, mirrored. Two shots of
+    one set then differ in layout as real shots do; the same shot later (an alike cut) keeps its
+    framing and only its characters move."""
+
+    def __init__(self, name: str, frames: np.ndarray, rng: random.Random):
+        super().__init__(name, frames)
+        self.zoom = rng.choice([1.0, rng.uniform(0.7, 0.9), rng.uniform(0.45, 0.65)])
+        self.cx, self.cy = rng.uniform(0, 1), rng.uniform(0, 1)
+        self.mirror = rng.random() < 0.3
+
+    def segment(self, rng: random.Random, n: int, size: tuple[int, int], pan=None) -> np.ndarray:
+        import cv2
+
+        w, h = size
+        start = rng.randrange(0, max(1, len(self.frames) - n))
+        src = self.frames[start:start + n]
+        if len(src) < n:
+            src = np.concatenate([src, src[::-1]] * (n // max(1, len(src)) + 1))[:n]
+        sh, sw = src.shape[1:3]
+        cw = int(min(sw, sh * w / h) * self.zoom)
+        ch = int(cw * h / w)
+        x0, y0 = int((sw - cw) * self.cx), int((sh - ch) * self.cy)
+        out = np.stack([cv2.resize(f[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_AREA) for f in src])
+        return out[:, :, ::-1].copy() if self.mirror else out
+
+
+def cartoon_shots(seed: int, fps: float, seconds: float = 8.0) -> list[FramedShot]:
+    """One toy-world shot per set and time of day (ten), each framed its own way (FramedShot): a
+    cut to another shot changes the set, as a cut in a cartoon changes its painted background."""
+    from .world import ACTIONS, CAMERAS, CHARACTERS, SETTINGS, TIMES, Scene, render
+
+    rng = random.Random(seed)
+    looks = [(s, t) for s in SETTINGS for t in TIMES]
+    rng.shuffle(looks)
+    shots = []
+    for i, (setting, time) in enumerate(looks):
+        scene = Scene(setting, time, rng.choice(ACTIONS), rng.choice(CHARACTERS), rng.choice(CAMERAS),
+                      rng.randrange(1 << 30))
+        shots.append(FramedShot(f"cartoon{i}", render(scene, seconds, fps, 320, 240), rng))
+    return shots
+
+
 CARTOON_TRAPS = ("twos", "sweep", "flap", "occluder", "wingbeats", "shake", "flashes")
-KINDS = ("cut", "cut", "alike-cut", "dissolve", "iris", "wipe", "fade")
+KINDS = ("cut", "cut", "cut", "alike-cut", "dissolve", "iris", "wipe", "fade")
 
 
 def on_twos(seg: np.ndarray, hold: int) -> np.ndarray:
@@ -171,7 +215,8 @@ def cartoon_video(rng: random.Random, shots: list[Shot], n_segments: int, fps: f
     si = rng.randrange(len(shots))
     for k in range(n_segments):
         kind = rng.choice(kinds) if k else None
-        if kind == "alike-cut":  # the same set a few seconds later: the characters have moved
+        alike = kind == "alike-cut"
+        if alike:  # the same set a few seconds later: the characters have moved
             kind = "cut"
         elif k:
             si = rng.choice([i for i in range(len(shots)) if i != si])
@@ -197,6 +242,8 @@ def cartoon_video(rng: random.Random, shots: list[Shot], n_segments: int, fps: f
         shift = 0
         if kind == "cut":
             transitions.append(Span("cut", at0, at0))
+            if alike:  # marked among the traps, so a benchmark can count these cuts apart
+                traps.append(Span("alike-cut", at0, at0))
         elif kind:
             m = min(rng.randint(8, 16), len(frames) // 3, n // 3)
             gradual = transition_frames(kind, np.stack(frames[-m:]), seg[:m])
@@ -222,7 +269,7 @@ def film(frames: np.ndarray, rng: random.Random) -> np.ndarray:
     return np.clip(out, 0, 255).round().astype(np.uint8)
 
 
-CUTS_ONLY = ("cut", "cut", "alike-cut")
+CUTS_ONLY = ("cut",) * 5 + ("alike-cut",)  # one cut in six between two moments of one shot
 
 
 def build_cartoon_set(out_dir: str | Path, *, videos: int = 4, segments: int = 12, seed: int = 0,
@@ -233,7 +280,7 @@ def build_cartoon_set(out_dir: str | Path, *, videos: int = 4, segments: int = 1
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shots = world_shots(8, 1000 + seed, fps, seconds=8.0)
+    shots = cartoon_shots(1000 + seed, fps, seconds=8.0)
     rng = random.Random(seed)
     truth = []
     for v in range(videos):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -59,8 +60,13 @@ def format_stats(s: dict) -> str:
     ]
     if s.get("excluded_by_reason"):
         at = out.index("clip durations:") - 1
-        out[at:at] = ["", "kept out of clips by the purity stage (`de ingest --no-purity` skips it):"] + [
+        out[at:at] = ["", "kept out of clips by the purity stage, and the cuts it dropped or added (`de ingest --no-purity` skips it):"] + [
             f"  {r}: {n}" + (f" ({f} frames)" if f else "") for r, n, f in s["excluded_by_reason"]]
+        if s.get("excluded_by_video"):
+            at = out.index("clip durations:") - 1
+            out[at:at] = ["  the videos it kept the most out of:"] + [
+                f"    {Path(p).name}: {f} of {nf} frames ({f / max(1, nf):.0%}): {why}"
+                for p, nf, f, why in s["excluded_by_video"]]
     top = max([n for _, n in s["duration_histogram"]] or [0])
     out += [f"  {label:>9}  {n:6d}  {bar(n, top)}" for label, n in s["duration_histogram"]]
     m = s["means"]

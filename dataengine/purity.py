@@ -23,7 +23,7 @@ contains a transition frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,13 +38,6 @@ class Span:
 
     def to_json(self) -> dict:
         return {"start": self.start, "end": self.end, "reason": self.reason}
-
-
-@dataclass
-class PurityResult:
-    cuts: list[int]  # detector cuts kept
-    spans: list[Span]  # excluded spans
-    dropped_cuts: dict  # {cut frame: reason} for detector cuts not kept
 
 
 class Thumbs:
@@ -384,7 +377,10 @@ def wipe_spans(th: np.ndarray, min_len: int = 5, max_len: int = 40) -> list[Span
 RAMP = 0.04  # a fade's ramp: luma steps of at least this share of its level a frame
 
 
-def fade_spans(th: np.ndarray, dark: float = 14.0) -> list[Span]:
+DARK = 14.0  # mean level (0-255) of a picture gone to black
+
+
+def fade_spans(th: np.ndarray, dark: float = DARK) -> list[Span]:
     """Dark runs (a fade or an iris through black) widened to the ramps on either side."""
     luma = th.mean(axis=(1, 2, 3))
     n = len(th)
@@ -451,9 +447,178 @@ def merge(spans: list[Span], gap: int = 4) -> list[Span]:
     return out
 
 
+FLAT_STD = 4.0  # a thumbnail this plain (spatial std, 0-255) is a card: black, white, a wing filling the camera
+LOOK = 24  # frames searched on each side of a span for the shot's own pictures
+LEVEL = 40.0  # a pixel differs between two shots when a channel differs by this much (0-255)
+SAME_SHOT = 0.35  # ... and two pictures are one shot when at most this share differs at their best shift
+BETWEEN_ENDS = 0.4  # a span between two alike pictures is still a transition when no frame strays farther than this
+
+
+def is_card(th: np.ndarray, t: int) -> bool:
+    return float(th[t].std(axis=(0, 1)).mean()) < FLAT_STD
+
+
+def _half(x: np.ndarray) -> np.ndarray:
+    k, h, w = x.shape[:3]
+    return x[:, :h // 2 * 2, :w // 2 * 2].reshape(k, h // 2, 2, w // 2, 2, 3).mean(axis=(2, 4))
+
+
+def shot_difference(a: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """For each of `frames` (k, H, W, 3): the share of the picture that differs from view `a` (a
+    per-pixel median of a few frames of one shot, so fast small parts drop out) at the shift that
+    explains the most, up to a quarter of the width and a fifth of the height. Two moments of one
+    shot leave the moving characters (a small share); another shot leaves its other background
+    (most of the picture)."""
+    a, frames = _half(a[None])[0], _half(frames)  # 12x8: 20x cheaper than 24x16, and enough for a layout
+    h, w = a.shape[:2]
+    best = np.ones(len(frames), np.float32)
+    for dy in range(-(h // 5), h // 5 + 1):
+        for dx in range(-(w // 4), w // 4 + 1):
+            pa = a[max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
+            pb = frames[:, max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
+            best = np.minimum(best, (np.abs(pb - pa).max(axis=-1) > LEVEL).mean(axis=(1, 2)))
+    return best
+
+
+def _context(th: np.ndarray, start: int, step: int, lo: int, hi: int, busy: np.ndarray, k: int = 3) -> list[int]:
+    """Up to k frames from `start` walking by `step` inside [lo, hi), skipping cards and frames of
+    candidate spans, at most LOOK frames away."""
+    out, t = [], start
+    while lo <= t < hi and abs(t - start) <= LOOK and len(out) < k:
+        if not busy[t] and not is_card(th, t):
+            out.append(t)
+        t += step
+    return out
+
+
+def strays(th: np.ndarray, a: np.ndarray, b: np.ndarray, s: int, e: int) -> float:
+    """How far the frames s..e-1 stray from pictures a and b: the largest over the frames of the
+    mean per-pixel distance to the nearer of the two, over the distance between them. A dissolve
+    or a wipe between two alike pictures stays between them (under ~0.5); a dark wing or a flash
+    over one shot goes far from both."""
+    ab = max(float(np.abs(a - b).mean()), 2.0)
+    f = th[s:e]
+    return float(np.minimum(np.abs(f - a), np.abs(f - b)).mean(axis=(1, 2, 3)).max()) / ab if e > s else 0.0
+
+
+def one_shot(th: np.ndarray, sp: Span, lo: int, hi: int, busy: np.ndarray) -> bool:
+    """The span sits inside one shot: the shot's own picture before it comes back after it (or the
+    one after it was there before it), within LOOK frames and inside the stretch lo..hi between
+    trusted cuts, and its frames stray from both (fast action, an occluder, a flash). A span whose
+    frames stay between two alike pictures is still a transition (a dissolve between two moments
+    of one set)."""
+    before = _context(th, sp.start - 1, -1, lo, hi, busy)
+    after = _context(th, sp.end, 1, lo, hi, busy)
+    a = np.median(th[before], axis=0) if before else th[sp.start]
+    b = np.median(th[after], axis=0) if after else th[sp.end - 1]
+    ahead = th[sp.end:min(hi, sp.end + LOOK)]
+    behind = th[max(lo, sp.start - LOOK):sp.start]
+    dist = [float(shot_difference(a, b[None])[0])]
+    if len(ahead):
+        dist.append(float(shot_difference(a, ahead).min()))
+    if len(behind):
+        dist.append(float(shot_difference(b, behind).min()))
+    if min(dist) > SAME_SHOT:
+        return False
+    return strays(th, a, b, sp.start, sp.end) > BETWEEN_ENDS
+
+
+def _split_at(sp: Span, cuts: list[int]) -> list[Span]:
+    """A gradual transition never holds a hard cut: the span's pieces on either side of each."""
+    out, start = [], sp.start
+    for c in cuts:
+        if start < c < sp.end:
+            if c > start:
+                out.append(Span(start, c, sp.reason))
+            start = c
+    if sp.end > start:
+        out.append(Span(start, sp.end, sp.reason))
+    return out
+
+
+RECOVER_SPIKE = 3.0  # a missed cut: the frame's change is this many times the median around it ...
+RECOVER_MIN = 20.0  # ... and at least this (0-255)
+RECOVER_SHOT = 0.5  # ... and the pictures on its two sides differ over at least this share, at any shift
+
+
+def recover_cuts(th: np.ndarray, d: np.ndarray, cuts: list[int]) -> list[int]:
+    """Hard cuts the detector missed, where the picture is sure of them: a spike of change, and
+    the shot before it never comes back in the LOOK frames after it, nor the shot after it in the
+    LOOK frames before it (an occluder, a flash or a wing leaves the same shot behind). A
+    detector that compares each frame's change with its neighbours' misses a cut into (or out
+    of) fast action; this finds it."""
+    n = len(th)
+    if n < 8:
+        return []
+    base = _window_percentile(d, 8, 50)
+    out = []
+    taken = sorted(cuts)
+    for t in np.flatnonzero((d > RECOVER_SPIKE * base) & (d > RECOVER_MIN)):
+        t = int(t)
+        if not any(abs(t - c) <= 3 for c in taken) and two_shots(th, t, taken):
+            out.append(t)
+            taken = sorted(taken + [t])
+    return out
+
+
+def two_shots(th: np.ndarray, t: int, cuts: list[int]) -> bool:
+    """Frame t starts another shot: the picture before it never comes back in the LOOK frames
+    after it, nor the one after it in the LOOK frames before it (both inside the stretch between
+    the nearest other cuts). An occluder, a flash or a wing leaves the same shot behind."""
+    n = len(th)
+    lo = max([0] + [c for c in cuts if c < t])
+    hi = min([n] + [c for c in cuts if c > t])
+    if t - lo < 2 or hi - t < 2:
+        return False
+    a = np.median(th[max(lo, t - 3):t], axis=0)
+    ahead, behind = th[t:min(hi, t + LOOK)], th[max(lo, t - LOOK):t]
+    if shot_difference(a, ahead).min() <= RECOVER_SHOT:
+        return False  # the picture before comes back: a flash, an occluder, a wing
+    # and none of the first pictures after it was there before it (a flash that ends at t)
+    return all(shot_difference(th[j], behind).min() > RECOVER_SHOT for j in range(t, min(hi, t + 3)))
+
+
+@dataclass
+class PurityResult:
+    cuts: list[int]  # detector cuts kept
+    spans: list[Span]  # excluded spans
+    dropped_cuts: dict  # {cut frame: reason} for detector cuts not kept
+    inside_shot: list[Span] = field(default_factory=list)  # runs of change found and kept in (one shot)
+    found_cuts: list[int] = field(default_factory=list)  # hard cuts the detector missed and the stage found
+
+
 def purify(th: np.ndarray, cuts: list[int]) -> PurityResult:
-    """Cuts to keep and spans to exclude, from the thumbnails of every frame and the detector's cuts."""
+    """Cuts to keep and spans to exclude, from the thumbnails of every frame and the detector's cuts.
+
+    1. Detector cuts are checked on their own (a spike, not a flash, not the picture moved); the
+       ones kept are trusted, and no span found near them can drop them.
+    2. Candidate spans (gradual runs, fades, wipes) are split at trusted cuts, and each piece is a
+       transition only if the shot after it is another shot than the one before it, or its frames
+       are blends of the two: fast action, occluders, flaps and flashes inside one shot are not.
+    3. An untrusted detector cut inside a kept span goes with it ("inside a gradual transition")."""
+    n = len(th)
     d = frame_changes(th)
-    spans = merge(gradual_spans(th, d) + fade_spans(th) + wipe_spans(th))
-    kept, dropped = check_cuts(th, d, cuts, spans)
-    return PurityResult(kept, spans, dropped)
+    trusted, dropped = check_cuts(th, d, cuts, [])
+    for c, why in list(dropped.items()):  # a cut into (or out of) fast action is no spike over it
+        if why == "motion" and two_shots(th, c, cuts):
+            del dropped[c]
+            trusted.append(c)
+    found = recover_cuts(th, d, cuts)
+    trusted = sorted(trusted + found)
+    candidates = merge(gradual_spans(th, d) + fade_spans(th) + wipe_spans(th))
+    busy = np.zeros(n, bool)
+    for sp in candidates:
+        busy[sp.start:sp.end] = True
+    bounds = [0] + sorted(trusted) + [n]
+    luma = th.mean(axis=(1, 2, 3))
+    spans, inside = [], []
+    for sp in candidates:
+        for piece in _split_at(sp, trusted):
+            k = int(np.searchsorted(bounds, piece.start, side="right"))
+            lo, hi = bounds[k - 1], bounds[k]
+            blackout = piece.reason == "fade" and bool(luma[piece.start:piece.end].min() < DARK)
+            (spans if blackout or not one_shot(th, piece, lo, hi, busy) else inside).append(piece)
+    for c in list(dropped):
+        if any(s.start - 2 <= c <= s.end + 2 for s in spans):
+            dropped[c] = "inside a gradual transition"
+    return PurityResult(trusted, spans, dropped, inside, found)

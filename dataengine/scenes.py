@@ -96,7 +96,7 @@ def split_key(det: DetectorOptions, split: SplitOptions, analysis_side: int, pur
     if purity:  # keys of catalogs made before the purity stage stay what they were
         # v2: one-sided motion floor, stretches inside runs, palette test, tightening; v3: camera moves
         # are not cuts, gradual spans settle where the picture arrives
-        d["purity"] = "v3"
+        d["purity"] = "v4"
     blob = json.dumps(d, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
