@@ -60,7 +60,8 @@ def format_stats(s: dict) -> str:
     ]
     if s.get("excluded_by_reason"):
         at = out.index("clip durations:") - 1
-        out[at:at] = ["", "kept out of clips by the purity stage, and the cuts it dropped or added (`de ingest --no-purity` skips it):"] + [
+        out[at:at] = ["", "kept out of clips by the purity stage, and the cuts it dropped or added "
+                          "(`de ingest --no-purity` skips it):"] + [
             f"  {r}: {n}" + (f" ({f} frames)" if f else "") for r, n, f in s["excluded_by_reason"]]
         if s.get("excluded_by_video"):
             at = out.index("clip durations:") - 1
