@@ -98,7 +98,8 @@ def main(group_catalog) -> None:
                    "--ray ADDRESS. This process stays the only catalog writer.")
 @click.option("--no-purity", "no_purity", is_flag=True,
               help="Skip the clip-purity stage (by default gradual transitions and fades are kept out of "
-                   "clips, and detector cuts at flashes or fast pans are dropped; `de stats` counts them).")
+                   "clips, detector cuts at flashes or fast pans are dropped, and cuts it missed next to fast "
+                   "action are added; `de stats` counts them, per video too).")
 @click.option("--resplit", is_flag=True, help="Re-derive clips of already-ingested videos with these options.")
 @click.option("--retry-failed", is_flag=True, help="Try again videos that failed before.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -108,8 +109,10 @@ def ingest(paths, catalog_path, workers, detector, threshold, min_scene_len, min
     """Split videos (files or folders, recursive) into scene clips in the catalog.
 
     One decode pass per video feeds scene detection, per-clip stats and keyframes. Then the
-    clip-purity stage keeps dissolves, fades, wipes and irises out of clips and drops detector
-    cuts at flashes and fast pans. Clips are virtual (video + frame range); nothing is re-encoded.
+    clip-purity stage keeps dissolves, fades, wipes and irises out of clips, drops detector
+    cuts at flashes and fast pans, and adds cuts the detector missed next to fast action; fast
+    action, wings and flashes inside one shot stay in (docs/ingest.md). Clips are virtual
+    (video + frame range); nothing is re-encoded.
     Re-running adds nothing new.
 
     \b

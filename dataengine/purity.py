@@ -17,6 +17,18 @@ decode pass already has, and returns the cuts to keep plus *excluded spans*, eac
   (a dissolve or a wipe: ~1; motion inside a shot goes back and forth: well below);
 - a **fade** (or an iris) passes through black: dark frames, and the ramps down to and up from them.
 
+Those are candidates. Hand-drawn animation is full of runs of change that are none of these: a
+wing sweeps across the camera, fills it and leaves, a bird flaps close to the lens, lightning
+flashes, the screen shakes (issue 34). So (stage v4) a candidate is a transition only if the
+picture after it is *another shot* than the picture before it: the shot before never comes back
+within a second after it, nor was the shot after there a second before (`one_shot`, on 12x8
+means of the thumbnails at the best shift, so the moving characters weigh little against what a
+shot keeps: its background layout and palette). A passage through black stays a transition,
+and so does a span whose frames stay close to two alike pictures. Detector cuts that pass their
+own checks are *trusted*: spans are split at them and never drop them, and a cut the detector
+missed next to fast action is added where a spike of change has another shot on each side
+(`recover_cuts`).
+
 The clip policy then cuts clips around the spans as around cuts (trimming as usual), so no clip
 contains a transition frame.
 """
