@@ -1,5 +1,5 @@
 """Reads for the pages of `de serve` and the listings of `de stats` / `de dedup` that name catalog
-tables (the grid's own reads are in dataengine/serve/grid.py, still to come here: issue 36)."""
+tables (the grid's pages and summaries are in catalog/grid.py)."""
 
 from __future__ import annotations
 

@@ -44,3 +44,34 @@ def of_clip(con, clip_id: str) -> list[dict]:
                       "WHERE clip_id = ? ORDER BY (captioner = 'human') DESC, created_at DESC", [clip_id])
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, x)) for x in cur.fetchall()]
+
+
+def count(con, captioner: str, version: str) -> int:
+    """How many clips this labelling has a row for."""
+    return con.execute("SELECT count(*) FROM captions WHERE captioner = ? AND prompt_version = ?",
+                       [captioner, version]).fetchone()[0]
+
+
+def newest_version(con, captioner: str) -> str | None:
+    """The prompt version this captioner last wrote, or None if it wrote nothing."""
+    row = con.execute("SELECT prompt_version FROM captions WHERE captioner = ? GROUP BY 1 "
+                      "ORDER BY max(created_at) DESC LIMIT 1", [captioner]).fetchone()
+    return row[0] if row else None
+
+
+def captioners(con) -> list[str]:
+    return [r[0] for r in con.execute("SELECT DISTINCT captioner FROM captions ORDER BY 1").fetchall()]
+
+
+def paired_tags(con, a: tuple[str, str], b: tuple[str, str]) -> list[tuple]:
+    """(clip_id, tags of labelling a, tags of labelling b) for the clips both labelled ok."""
+    return con.execute(
+        "SELECT x.clip_id, x.tag_list, y.tag_list FROM captions x JOIN captions y USING (clip_id) "
+        "WHERE x.captioner = ? AND x.prompt_version = ? AND y.captioner = ? AND y.prompt_version = ? "
+        "AND x.status = 'ok' AND y.status = 'ok' ORDER BY clip_id", [*a, *b]).fetchall()
+
+
+def ok_rows(con, captioner: str, version: str) -> list[tuple]:
+    """(clip_id, caption, tag_list, fields) of this labelling's ok rows."""
+    return con.execute("SELECT clip_id, caption, tag_list, fields FROM captions WHERE captioner = ? "
+                       "AND prompt_version = ? AND status = 'ok'", [captioner, version]).fetchall()

@@ -219,11 +219,6 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("COMMIT")
 
 
-def rows_as_dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, row)) for row in cur.fetchall()]
-
-
 # --- runs: every command that changes the catalog records itself ---------------------------
 
 SQL_RUN_START = ("INSERT OR REPLACE INTO runs (run_id, command, params, status, pid, host) "

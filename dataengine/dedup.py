@@ -203,18 +203,17 @@ class DedupSummary:
 def regroup(con, threshold: int | None = None) -> DedupSummary:
     """Recompute `clip_dups` for the whole catalog (caller holds the transaction)."""
     from catalog.db import get_setting, set_setting
+    from catalog.dups import replace_groups, signatures
 
     t0 = time.perf_counter()
     if threshold is None:
         threshold = int(get_setting(con, "dup_threshold") or DEFAULT_THRESHOLD)
-    rows = con.execute("SELECT s.clip_id, s.sig0, s.sig1, s.sig2, s.end_s - s.start_s, s.sharpness "
-                       "FROM clip_segments s JOIN videos v USING (video_id) WHERE v.status = 'ok' "
-                       "ORDER BY s.clip_id").fetchall()
+    rows = signatures(con)
     s = DedupSummary(threshold=threshold, clips=len(rows))
     have = [r for r in rows if r[1] is not None]
     s.without_signature = len(rows) - len(have)
-    con.execute("DELETE FROM clip_dups")
     set_setting(con, "dup_threshold", str(threshold))
+    out: list[tuple[str, int, int]] = []
     if len(have) >= 2:
         sigs = np.array([r[1:4] for r in have], np.int64)
         label = components(len(have), near_pairs(sigs, threshold))
@@ -222,28 +221,16 @@ def regroup(con, threshold: int | None = None) -> DedupSummary:
         for i, g in enumerate(label.tolist()):
             if g >= 0:
                 groups.setdefault(g, []).append(i)
-        out = []
         for gi, (g, members) in enumerate(sorted(groups.items(), key=lambda kv: have[kv[1][0]][0])):
             ranked = sorted(members, key=lambda i: (-(have[i][4] or 0), -(have[i][5] or 0), have[i][0]))
             for rank, i in enumerate(ranked, 1):
                 out.append((have[i][0], gi + 1, rank))
             s.redundant_hours += sum(have[i][4] or 0 for i in ranked[1:]) / 3600
             s.largest.append((gi + 1, len(ranked), sum(have[i][4] or 0 for i in ranked) / 3600, have[ranked[0]][0]))
-        if len(out) > 5000:  # bulk: through Arrow
-            import pyarrow as pa
-
-            tbl = pa.table({"clip_id": [o[0] for o in out], "dup_group": [o[1] for o in out],
-                            "dup_rank": [o[2] for o in out]})
-            con.register("_dups", tbl)
-            try:
-                con.execute("INSERT INTO clip_dups SELECT clip_id, dup_group, dup_rank FROM _dups")
-            finally:
-                con.unregister("_dups")
-        elif out:
-            con.executemany("INSERT INTO clip_dups VALUES (?, ?, ?)", [list(o) for o in out])
         s.groups = len(groups)
         s.grouped_clips = len(out)
         s.redundant_clips = len(out) - len(groups)
         s.largest.sort(key=lambda x: -x[1])
+    replace_groups(con, out)
     s.seconds = time.perf_counter() - t0
     return s

@@ -18,28 +18,12 @@ longest one that fits, tiled as many times as it fits.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 MULTIPLE = 32
 
 
 class BucketError(ValueError):
     pass
-
-
-@dataclass(frozen=True, order=True)
-class Bucket:
-    width: int
-    height: int
-    frames: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.width}x{self.height}x{self.frames}"
-
-    @property
-    def aspect(self) -> float:
-        return self.width / self.height
 
 
 def sana_480_bins() -> list[tuple[int, int]]:

@@ -100,10 +100,7 @@ class ClipLossTracker:
 
 def write_catalog(catalog, run_id: str, rows: list[tuple[str, int, float, float]]) -> None:
     """Replace the run's rows in one short transaction."""
-    from catalog import db
+    from catalog import db, losses
 
     with db.writing(catalog) as con:
-        con.execute("DELETE FROM clip_losses WHERE run_id = ?", [run_id])
-        if rows:
-            con.executemany("INSERT INTO clip_losses (run_id, clip_id, samples, mean_loss, mean_z, updated_at) "
-                            "VALUES (?, ?, ?, ?, ?, current_timestamp)", [[run_id, *r] for r in rows])
+        losses.replace_run(con, run_id, rows)

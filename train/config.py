@@ -197,10 +197,6 @@ class TrainConfig:
         """A model built for CPU tests and demos (random `tiny` or trained `toy`), not the real 2B."""
         return self.base_model in ("tiny", "toy")
 
-    @property
-    def window_seconds(self) -> float:
-        return self.frames / self.fps
-
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -128,9 +128,9 @@ def select_rows(cfg: TrainConfig, extra_columns: tuple[str, ...] = ()) -> list[d
             cap, ver = resolve_labelling(con, cfg.captioner)
         except LookupError as e:
             raise DataError(e.args[0] if e.args else str(e)) from e
-        caps = {r[0]: r[1:] for r in con.execute(
-            "SELECT clip_id, caption, tag_list, fields FROM captions WHERE captioner = ? AND prompt_version = ? "
-            "AND status = 'ok'", [cap, ver]).fetchall()}
+        from catalog.captions import ok_rows
+
+        caps = {r[0]: r[1:] for r in ok_rows(con, cap, ver)}
     finally:
         con.close()
     for r in rows:

@@ -7,6 +7,7 @@ under `accelerate launch` on several GPUs, or under `torchrun` on CPU (gloo).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import logging
@@ -25,7 +26,7 @@ from .config import TrainConfig
 from .data import Manifest
 from .objectives import FlowMatching, Objective, predict  # noqa: F401 - predict: for callers
 from .order import BucketOrder, DataOrder, make_order  # noqa: F401 - re-exported
-from .lora import WEIGHTS_NAME, add_lora, load_lora_into, lora_state_dict, save_lora, trainable_parameters
+from .lora import add_lora, load_lora_into, lora_state_dict, save_lora, trainable_parameters
 from .prompts import run_suffix, validation_prompts, with_suffix
 
 log = logging.getLogger(__name__)
@@ -394,7 +395,7 @@ def step(run: Run, objective: Objective, t_last: float) -> None:
         noise = torch.randn((len(gidx), *x0.shape[1:]), generator=run.gen)[mine].to(device)
         sig = flow.sample_sigmas(len(gidx), mode=cfg.timestep_sampling, mean=cfg.logit_mean,
                                  std=cfg.logit_std, shift=cfg.flow_shift, generator=run.gen)[mine].to(device)
-        ctx = acc.no_sync(run.model) if micro < cfg.grad_accum - 1 else _nullcontext()
+        ctx = acc.no_sync(run.model) if micro < cfg.grad_accum - 1 else contextlib.nullcontext()
         with ctx, acc.autocast():
             per = objective.per_sample(run.model, batch, x0, noise, sig, run.weight_dtype, device)
             loss = per.mean()
@@ -534,14 +535,6 @@ def _duration(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
 def _grad_norm(params) -> float:
     sq = sum(float(p.grad.detach().float().pow(2).sum()) for p in params if p.grad is not None)
     return math.sqrt(sq)
@@ -635,8 +628,3 @@ def _load_batch(windows, cache: Cache, null: dict, drops: list[bool]) -> dict:
         mask.append(t["mask"])
     return {"latents": torch.stack(lat), "embeds": torch.stack(emb), "mask": torch.stack(mask),
             "keys": [w.key for w in windows]}
-
-
-def final_lora_path(out_dir: Path) -> Path:
-    return Path(out_dir) / WEIGHTS_NAME
-

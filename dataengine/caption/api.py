@@ -30,7 +30,7 @@ import numpy as np
 
 from catalog import db
 
-from .models import Generation, prepare_frames, video_metadata
+from .models import Generation, prepare_frames
 from .prompts import Prompt
 from .run import CaptionSummary, LabelWriter, Prepared, _Preparer, catalog_rows
 
@@ -440,26 +440,25 @@ def caption_via_api(catalog_path, settings: ApiSettings, prompt: Prompt, todo: l
     ex = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="caption-api")
     failed = False
     try:
-        if True:
-            pending: set = set()
-            it = iter(todo)
-            exhausted = False
-            while pending or not exhausted:
-                while not exhausted and len(pending) < window:
-                    row = next(it, None)
-                    if row is None:
-                        exhausted = True
-                    else:
-                        pending.add(ex.submit(one, row))
-                if not pending:
-                    break
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                results = [f.result() for f in done]  # ApiError (fatal) propagates from here
-                writer.add(catalog_rows(results, cap.name, "random" if cap.is_random else "real", prompt, s))
-                bar.update(len(results))
-                elapsed = time.perf_counter() - t_start
-                bar.set_postfix(clips_per_s=f"{s.attempted / elapsed:.2f}",
-                                fail=s.parse_failures + s.decode_failures + s.request_failures)
+        pending: set = set()
+        it = iter(todo)
+        exhausted = False
+        while pending or not exhausted:
+            while not exhausted and len(pending) < window:
+                row = next(it, None)
+                if row is None:
+                    exhausted = True
+                else:
+                    pending.add(ex.submit(one, row))
+            if not pending:
+                break
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            results = [f.result() for f in done]  # ApiError (fatal) propagates from here
+            writer.add(catalog_rows(results, cap.name, "random" if cap.is_random else "real", prompt, s))
+            bar.update(len(results))
+            elapsed = time.perf_counter() - t_start
+            bar.set_postfix(clips_per_s=f"{s.attempted / elapsed:.2f}",
+                            fail=s.parse_failures + s.decode_failures + s.request_failures)
         writer.flush()
     except BaseException as e:
         failed = True

@@ -15,29 +15,25 @@ def jaccard(a, b) -> float:
 
 def resolve_labelling(con, spec: str) -> tuple[str, str]:
     """'captioner' or 'captioner@version' -> (captioner, version); bare names take the newest version."""
+    from catalog import captions
+
     captioner, _, version = spec.partition("@")
     if version:
-        n = con.execute("SELECT count(*) FROM captions WHERE captioner = ? AND prompt_version = ?",
-                        [captioner, version]).fetchone()[0]
-        if not n:
+        if not captions.count(con, captioner, version):
             raise LookupError(f"no captions for {captioner}@{version}")
         return captioner, version
-    row = con.execute("SELECT prompt_version FROM captions WHERE captioner = ? GROUP BY 1 "
-                      "ORDER BY max(created_at) DESC LIMIT 1", [captioner]).fetchone()
-    if not row:
-        known = [r[0] for r in con.execute("SELECT DISTINCT captioner FROM captions ORDER BY 1").fetchall()]
+    newest = captions.newest_version(con, captioner)
+    if newest is None:
+        known = captions.captioners(con)
         raise LookupError(f"no captions by '{captioner}'" + (f"; known: {', '.join(known)}" if known else ""))
-    return captioner, row[0]
+    return captioner, newest
 
 
 def diff_labellings(con, a: str, b: str) -> dict:
+    from catalog.captions import paired_tags
+
     (ca, va), (cb, vb) = resolve_labelling(con, a), resolve_labelling(con, b)
-    rows = con.execute(
-        "SELECT x.clip_id, x.tag_list, y.tag_list FROM captions x JOIN captions y USING (clip_id) "
-        "WHERE x.captioner = ? AND x.prompt_version = ? AND y.captioner = ? AND y.prompt_version = ? "
-        "AND x.status = 'ok' AND y.status = 'ok' ORDER BY clip_id",
-        [ca, va, cb, vb],
-    ).fetchall()
+    rows = paired_tags(con, (ca, va), (cb, vb))
     in_a, in_b, both = Counter(), Counter(), Counter()
     js = []
     for _, ta, tb in rows:

@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 from catalog.db import CatalogError
 from catalog.query import QueryError
 
-from .grid import PAGE_SIZE, BadRequest, Filter, last_page, page_job, page_rows, plan, summarize, summary_job
+from catalog.grid import PAGE_SIZE, BadRequest, Filter, last_page, page_rows, plan, summarize
 
 LABELLING_RE = re.compile(r"^[^\x00-\x1f]{1,300}$")
 CLIP_RE = re.compile(r"^[0-9a-f]{8,64}_[0-9]+_[0-9]+$")
@@ -208,6 +208,15 @@ def read_catalog(connection, timeout: float, fn, *args):
             raise QueryError(f"query failed: {str(e).splitlines()[0][:300]}") from e
         finally:
             timer.cancel()
+
+
+# -- jobs for a worker process (the user's SQL runs there) --------------------------------------
+def page_job(catalog: str, timeout: float, f: Filter, span, first_page: bool) -> list[dict]:
+    return read_catalog(_own_connection(catalog), timeout, page_rows, f, span, first_page)
+
+
+def summary_job(catalog: str, timeout: float, f: Filter) -> dict:
+    return read_catalog(_own_connection(catalog), timeout, summarize, f)
 
 
 class Busy(Exception):
@@ -403,6 +412,8 @@ class Browser:
             rows = self._isolated(page_job, f, span, first)
         else:
             rows = self._read(page_rows, f, span, first)
+        for r in rows:
+            r["direct"] = playable(r["video_path"], r.pop("video_codec", None))
         out = {"rows": rows, "page": page, "summary_error": None, "counting": counting}
         if summary is None:
             wait = None if self.summary_wait is None else max(0.0, self.summary_wait - (time.monotonic() - t0))

@@ -1,4 +1,4 @@
-"""The grid's keyset pages and background summary (`dataengine.serve.grid`) against plain SQL.
+"""The grid's keyset pages and background summary (`catalog.grid`) against plain SQL.
 
 A synthetic catalog through the real schema: 37 videos with 0 to 130 clips each (so pages span
 one, two or several videos), two videos sharing one path (a file replaced in place), one video
@@ -115,7 +115,7 @@ def browser(big):
 
 @pytest.mark.parametrize("f", FILTERS, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()) or "none")
 def test_every_page_matches_offset_on_the_view(browser, big, f):
-    from dataengine.serve.grid import PAGE_SIZE
+    from catalog.grid import PAGE_SIZE
 
     ids, tags, short = reference(big, f, browser.lock)
     first = browser.grid(**f)
@@ -282,7 +282,7 @@ def test_the_search_box_ranks_within_the_filter_like_de_query_search(big, browse
     """`?search=` gives catalog.search's ranking (the same BM25 as `de query --search`), within
     the rest of the filter, best first, paged; words that are not searchable are a clear error."""
     from catalog.search import search
-    from dataengine.serve.grid import BadRequest
+    from catalog.grid import BadRequest
 
     with browser.lock:
         want = [r["clip_id"] for r in search("clip 12", big, where="list_contains(tag_list, 'chase')", limit=480)]

@@ -68,7 +68,7 @@ def test_abandoned_summaries_are_cancelled_or_skipped_not_queued():
     import time
 
     from dataengine.serve.app import Summaries
-    from dataengine.serve.grid import Filter
+    from catalog.grid import Filter
 
     gate, started = threading.Event(), []
 

@@ -1,4 +1,5 @@
-"""The clip grid of `de serve` at library scale: keyset pages and a per-filter summary.
+"""The clip grid of `de serve` at library scale: keyset pages and a per-filter summary (the
+browser's reads of the catalog; `dataengine.serve.app` serves them).
 
 The grid is sorted by (video path, start, clip id). A filter's *summary* is one pass over the
 matching clips grouped by video and duration bucket, plus the tag counts: it gives the total, the
@@ -254,8 +255,8 @@ def page_rows(con, f: Filter, span: tuple | dict | None, first_page: bool) -> li
 
 
 def wide_rows(con, ids: list[str], lab) -> list[dict]:
-    from .app import playable
-
+    """The grid's rows of these clips, each with its video's codec (`video_codec`), in grid order;
+    with `lab`, that labelling's caption and tags instead of the chosen one's."""
     marks = ", ".join("?" for _ in ids) or "NULL"
     cur = con.execute(f"SELECT {GRID_COLUMNS} FROM clips WHERE clip_id IN ({marks}) "
                       "ORDER BY video_path, start_s, clip_id", ids)
@@ -265,7 +266,7 @@ def wide_rows(con, ids: list[str], lab) -> list[dict]:
     codecs = dict(con.execute(f"SELECT video_id, codec FROM videos WHERE video_id IN "
                               f"({', '.join('?' for _ in vids) or 'NULL'})", vids).fetchall())
     for r in rows:
-        r["direct"] = playable(r["video_path"], codecs.get(r["video_id"]))
+        r["video_codec"] = codecs.get(r["video_id"])
         r["score"] = None
     if lab:
         picked = {r[0]: r[1:] for r in con.execute(
@@ -283,16 +284,3 @@ def wide_rows(con, ids: list[str], lab) -> list[dict]:
     for r in rows:
         r["label_kind"] = kinds.get((r["captioner"], r["prompt_version"]))
     return rows
-
-
-# -- jobs for a worker process (the user's SQL runs there) --------------------------------------
-def page_job(catalog: str, timeout: float, f: Filter, span, first_page: bool) -> list[dict]:
-    from .app import _own_connection, read_catalog
-
-    return read_catalog(_own_connection(catalog), timeout, page_rows, f, span, first_page)
-
-
-def summary_job(catalog: str, timeout: float, f: Filter) -> dict:
-    from .app import _own_connection, read_catalog
-
-    return read_catalog(_own_connection(catalog), timeout, summarize, f)

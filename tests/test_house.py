@@ -1,0 +1,61 @@
+"""House rules that keep the tree in one shape (issue 36).
+
+The catalog owns its tables: SQL text that names a catalog table appears only under `catalog/`.
+Everything else asks `catalog` through a typed function, and user SQL goes only through
+`catalog.query.run_query`. Tests and benchmarks may read a catalog directly; they are not code
+that the next change has to find.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def catalog_tables() -> set[str]:
+    """Every table and view the migrations create."""
+    text = (ROOT / "catalog" / "migrations.py").read_text()
+    return set(re.findall(r"CREATE (?:OR REPLACE )?(?:TABLE|VIEW)\s+(?:IF NOT EXISTS\s+)?(\w+)", text))
+
+
+def sql_naming_tables(path: Path, tables: set[str]) -> list[str]:
+    """`file:line: KEYWORD table` for each string constant (f-string parts too) that reads or
+    writes a catalog table. SQL keywords are upper case in this house; prose ("from videos") is not
+    SQL."""
+    pat = re.compile(r"\b(FROM|JOIN|INTO|UPDATE|TABLE|DESCRIBE)\s+(%s)\b" % "|".join(sorted(tables)))
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            m = pat.search(node.value)
+            if m:
+                out.append(f"{path.relative_to(ROOT)}:{node.lineno}: {m.group(0)}")
+    return out
+
+
+def test_the_migrations_name_the_tables_this_test_looks_for():
+    assert {"videos", "clip_segments", "clips", "captions", "runs", "run_clips", "clip_dups",
+            "clip_losses", "settings"} <= catalog_tables()
+
+
+def test_only_the_catalog_names_catalog_tables():
+    tables = catalog_tables()
+    offenders = [hit for pkg in ("dataengine", "train") for f in sorted((ROOT / pkg).rglob("*.py"))
+                 for hit in sql_naming_tables(f, tables)]
+    assert offenders == [], "SQL on catalog tables outside catalog/ (add a function in catalog/):\n" + \
+        "\n".join(offenders)
+
+
+def test_the_scan_sees_sql_in_plain_and_formatted_strings(tmp_path):
+    """The teeth: the scan finds both kinds of string, and not prose."""
+    f = ROOT / "tests" / "_house_probe.py"
+    f.write_text('A = "SELECT count(*) FROM captions WHERE x = ?"\n'
+                 'B = f"DELETE FROM clip_dups WHERE g = {1}"\n'
+                 '"""Rows come from videos, into clips."""\n')
+    try:
+        hits = sql_naming_tables(f, catalog_tables())
+    finally:
+        f.unlink()
+    assert [h.split(": ", 1)[1] for h in hits] == ["FROM captions", "FROM clip_dups"]
