@@ -9,7 +9,39 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .migrations import REFRESH_LABELS_SQL
+# The chosen labelling per clip: a human correction when there is one (`de serve`), else the pinned
+# labelling when `settings.caption_pin` names one ('captioner' or 'captioner@version'), else the most
+# recent successfully parsed caption of any labelling.
+# {where} narrows it to some clips (refresh fills it with bound parameters). Migrations 4 and 5 ran
+# this text (with no {where}) as it stood then; they keep their own copy, so editing it here changes
+# what the next refresh does and never an old migration.
+REFRESH_LABELS_SQL = """
+INSERT INTO clip_labels
+WITH pin AS (
+    SELECT split_part(value, '@', 1) AS captioner,
+           CASE WHEN strpos(value, '@') > 0 THEN split_part(value, '@', 2) END AS prompt_version
+    FROM settings WHERE key = 'caption_pin'
+)
+SELECT c.clip_id, c.captioner, c.prompt_version, c.caption,
+       CASE WHEN c.tag_list IS NULL THEN NULL ELSE array_to_string(c.tag_list, ',') END,
+       c.tag_list,
+       json_extract_string(c.fields, '$.characters'),
+       json_extract_string(c.fields, '$.action'),
+       json_extract_string(c.fields, '$.setting'),
+       json_extract_string(c.fields, '$.time_of_day'),
+       json_extract_string(c.fields, '$.camera'),
+       json_extract_string(c.fields, '$.motion'),
+       c.fields
+FROM captions c
+WHERE c.status = 'ok' {where}
+  AND (NOT EXISTS (SELECT 1 FROM pin)
+       OR c.captioner = 'human'
+       OR EXISTS (SELECT 1 FROM pin p WHERE p.captioner = c.captioner
+                  AND (p.prompt_version IS NULL OR p.prompt_version = c.prompt_version)))
+QUALIFY row_number() OVER (PARTITION BY c.clip_id
+                           ORDER BY (c.captioner = 'human') DESC, c.created_at DESC, c.prompt_version) = 1
+"""
+
 
 
 def refresh(con, clip_ids: Iterable[str] | None = None) -> None:

@@ -1,7 +1,10 @@
 """Versioned schema migrations, applied in order when a catalog is opened for writing.
 
-Each migration is (version, name, sql). A migration is never edited once released; changes go
-into a new one. `schema_migrations` records which versions a catalog file has.
+Each migration is (version, name, sql), and its sql is the literal text it ran: no placeholders,
+no text built from another migration's. A migration is never edited once released (a test holds
+each one's digest); changes go into a new one. `schema_migrations` records which versions a
+catalog file has. The chosen-label refresh that migrations 4 and 5 ran lives on in
+catalog.labels.REFRESH_LABELS_SQL, where editing it changes the next refresh and no migration.
 """
 
 from __future__ import annotations
@@ -227,14 +230,40 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         JOIN videos v USING (video_id)
         LEFT JOIN clip_labels l USING (clip_id)
         WHERE v.status = 'ok';
-        """ + "\n" + "{REFRESH_ALL}",
+        
+
+INSERT INTO clip_labels
+WITH pin AS (
+    SELECT split_part(value, '@', 1) AS captioner,
+           CASE WHEN strpos(value, '@') > 0 THEN split_part(value, '@', 2) END AS prompt_version
+    FROM settings WHERE key = 'caption_pin'
+)
+SELECT c.clip_id, c.captioner, c.prompt_version, c.caption,
+       CASE WHEN c.tag_list IS NULL THEN NULL ELSE array_to_string(c.tag_list, ',') END,
+       c.tag_list,
+       json_extract_string(c.fields, '$.characters'),
+       json_extract_string(c.fields, '$.action'),
+       json_extract_string(c.fields, '$.setting'),
+       json_extract_string(c.fields, '$.time_of_day'),
+       json_extract_string(c.fields, '$.camera'),
+       json_extract_string(c.fields, '$.motion'),
+       c.fields
+FROM captions c
+WHERE c.status = 'ok' 
+  AND (NOT EXISTS (SELECT 1 FROM pin)
+       OR c.captioner = 'human'
+       OR EXISTS (SELECT 1 FROM pin p WHERE p.captioner = c.captioner
+                  AND (p.prompt_version IS NULL OR p.prompt_version = c.prompt_version)))
+QUALIFY row_number() OVER (PARTITION BY c.clip_id
+                           ORDER BY (c.captioner = 'human') DESC, c.created_at DESC, c.prompt_version) = 1
+;""",
     ),
     (
         5,
         "human curation",
         # `de serve` writes human corrections as the labelling captioner='human' (one row per
         # clip, prompt_version 'human', its fields hold `rejected` and the edit time). A human
-        # row wins over the machine labellings in the chosen label (REFRESH_LABELS_SQL), and
+        # row wins over the machine labellings in the chosen label (catalog.labels.REFRESH_LABELS_SQL), and
         # `rejected` is a column of the view so queries can say `NOT rejected`.
         """
         CREATE OR REPLACE VIEW human_verdicts AS
@@ -283,7 +312,33 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         LEFT JOIN human_verdicts h USING (clip_id)
         WHERE v.status = 'ok';
         DELETE FROM clip_labels;
-        """ + "\n" + "{REFRESH_ALL}",
+        
+
+INSERT INTO clip_labels
+WITH pin AS (
+    SELECT split_part(value, '@', 1) AS captioner,
+           CASE WHEN strpos(value, '@') > 0 THEN split_part(value, '@', 2) END AS prompt_version
+    FROM settings WHERE key = 'caption_pin'
+)
+SELECT c.clip_id, c.captioner, c.prompt_version, c.caption,
+       CASE WHEN c.tag_list IS NULL THEN NULL ELSE array_to_string(c.tag_list, ',') END,
+       c.tag_list,
+       json_extract_string(c.fields, '$.characters'),
+       json_extract_string(c.fields, '$.action'),
+       json_extract_string(c.fields, '$.setting'),
+       json_extract_string(c.fields, '$.time_of_day'),
+       json_extract_string(c.fields, '$.camera'),
+       json_extract_string(c.fields, '$.motion'),
+       c.fields
+FROM captions c
+WHERE c.status = 'ok' 
+  AND (NOT EXISTS (SELECT 1 FROM pin)
+       OR c.captioner = 'human'
+       OR EXISTS (SELECT 1 FROM pin p WHERE p.captioner = c.captioner
+                  AND (p.prompt_version IS NULL OR p.prompt_version = c.prompt_version)))
+QUALIFY row_number() OVER (PARTITION BY c.clip_id
+                           ORDER BY (c.captioner = 'human') DESC, c.created_at DESC, c.prompt_version) = 1
+;""",
     ),
     (
         6,
@@ -370,26 +425,61 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
 ]
 
-def _clips_view_of(version: int) -> str:
-    """The `clips` view as migration `version` created it."""
-    sql = next(q for v, _, q in MIGRATIONS if v == version)
-    start = sql.rindex("CREATE OR REPLACE VIEW clips AS")
-    end = sql.index("WHERE v.status = 'ok';", start) + len("WHERE v.status = 'ok';")
-    return sql[start:end]
-
-
 # 7: the sample aspect ratio. Anamorphic sources (DVD rips: 720x480 shown at 4:3 or 16:9) store
 # non-square pixels; `width * sar / height` is the aspect a player shows, which buckets and every
 # frame reader use. Videos ingested before have NULL (not read yet): the next `de ingest` over them
 # fills it in from a probe, and until then the view shows 1.
-# The view is v6's with one column more (derived, so the two cannot drift apart).
-MIGRATIONS.append((
-    7,
-    "sample aspect ratio",
-    "ALTER TABLE videos ADD COLUMN sar DOUBLE;\n"
-    + _clips_view_of(6).replace("            v.height,\n",
-                                "            v.height,\n            coalesce(v.sar, 1.0)        AS sar,\n", 1),
-))
+# The view is v6's with one column more (sar).
+MIGRATIONS.append((7, "sample aspect ratio", """ALTER TABLE videos ADD COLUMN sar DOUBLE;
+CREATE OR REPLACE VIEW clips AS
+        SELECT
+            s.clip_id,
+            s.video_id,
+            v.path                      AS video_path,
+            s.start_s,
+            s.end_s,
+            s.end_s - s.start_s         AS duration_s,
+            s.start_frame,
+            s.end_frame,
+            s.end_frame - s.start_frame AS num_frames,
+            v.fps,
+            v.width,
+            v.height,
+            coalesce(v.sar, 1.0)        AS sar,
+            s.motion_score,
+            s.brightness,
+            s.colorfulness,
+            s.sharpness,
+            s.keyframe_path,
+            s.scene_index,
+            s.window_index,
+            s.detector,
+            l.caption,
+            l.tags,
+            l.tag_list,
+            l.characters,
+            l.action,
+            l.setting,
+            l.time_of_day,
+            l.camera,
+            l.motion,
+            l.fields                    AS caption_fields,
+            l.captioner,
+            l.prompt_version,
+            coalesce(h.rejected, false) AS rejected,
+            d.dup_group,
+            coalesce(d.dup_rank, 1)     AS dup_rank,
+            t.train_loss_z,
+            t.train_loss,
+            t.train_samples,
+            t.train_run
+        FROM clip_segments s
+        JOIN videos v USING (video_id)
+        LEFT JOIN clip_labels l USING (clip_id)
+        LEFT JOIN human_verdicts h USING (clip_id)
+        LEFT JOIN clip_dups d USING (clip_id)
+        LEFT JOIN clip_train_stats t USING (clip_id)
+        WHERE v.status = 'ok';"""))
 
 
 # 8: what the clip-purity stage kept out of clips (dataengine.purity), per video: a JSON list of
@@ -415,38 +505,5 @@ UPDATE captions SET model_kind = CASE
     ELSE 'real' END;
 """))
 
-
-# The chosen labelling per clip: a human correction when there is one (`de serve`), else the pinned
-# labelling when `settings.caption_pin` names one ('captioner' or 'captioner@version'), else the most
-# recent successfully parsed caption of any labelling.
-# {where} narrows it to some clips (catalog.labels.refresh fills it with bound parameters).
-REFRESH_LABELS_SQL = """
-INSERT INTO clip_labels
-WITH pin AS (
-    SELECT split_part(value, '@', 1) AS captioner,
-           CASE WHEN strpos(value, '@') > 0 THEN split_part(value, '@', 2) END AS prompt_version
-    FROM settings WHERE key = 'caption_pin'
-)
-SELECT c.clip_id, c.captioner, c.prompt_version, c.caption,
-       CASE WHEN c.tag_list IS NULL THEN NULL ELSE array_to_string(c.tag_list, ',') END,
-       c.tag_list,
-       json_extract_string(c.fields, '$.characters'),
-       json_extract_string(c.fields, '$.action'),
-       json_extract_string(c.fields, '$.setting'),
-       json_extract_string(c.fields, '$.time_of_day'),
-       json_extract_string(c.fields, '$.camera'),
-       json_extract_string(c.fields, '$.motion'),
-       c.fields
-FROM captions c
-WHERE c.status = 'ok' {where}
-  AND (NOT EXISTS (SELECT 1 FROM pin)
-       OR c.captioner = 'human'
-       OR EXISTS (SELECT 1 FROM pin p WHERE p.captioner = c.captioner
-                  AND (p.prompt_version IS NULL OR p.prompt_version = c.prompt_version)))
-QUALIFY row_number() OVER (PARTITION BY c.clip_id
-                           ORDER BY (c.captioner = 'human') DESC, c.created_at DESC, c.prompt_version) = 1
-"""
-
-MIGRATIONS = [(v, n, sql.replace("{REFRESH_ALL}", REFRESH_LABELS_SQL.format(where="") + ";")) for v, n, sql in MIGRATIONS]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -42,3 +42,98 @@ def test_read_only_open_refuses_old_schema(tmp_path):
     duckdb.connect(str(p)).close()
     with pytest.raises(db.CatalogError, match="schema version 0"):
         db.connect(p, read_only=True)
+
+
+# -- frozen migrations (issue 36.2) ----------------------------------------------------------------
+# Each released migration's text, as a digest. A catalog made by an older version of this tool ran
+# exactly this text: editing it changes nothing in those files and silently splits the fleet in two.
+# A change to the schema is a new migration; never update a digest here.
+FROZEN = {
+    1: "218f24b75cf3648b",  # initial tables
+    2: "308d8c8f10b028cf",  # clips view
+    3: "94329afe0c0d372b",  # runs record their process
+    4: "157c6d065fb06ab7",  # materialised chosen labelling
+    5: "3e87d856d34c9c66",  # human curation
+    6: "2c85cb771b6e1b1e",  # near-duplicates and per-clip training loss
+    7: "ef8289c8082cc16a",  # sample aspect ratio
+    8: "93ffe6a1e4e4f994",  # excluded spans
+    9: "c30f1406d6cf90e4",  # captions by clip
+    10: "33e2285dd7ac3e6b",  # label model kind
+}
+
+
+def test_released_migrations_are_frozen_text():
+    import hashlib
+
+    from catalog.migrations import MIGRATIONS
+
+    got = {v: hashlib.sha256(sql.encode()).hexdigest()[:16] for v, _, sql in MIGRATIONS}
+    assert {v: got[v] for v in FROZEN} == FROZEN
+    assert [v for v, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_each_migration_is_written_as_literal_text():
+    """No placeholder, no text derived from another migration or from code that keeps changing
+    (the chosen-label refresh lives in catalog.labels): every migration in the module is a tuple
+    of constants, in the list or in an append."""
+    import ast
+    from pathlib import Path
+
+    import catalog.migrations as m
+
+    tree = ast.parse(Path(m.__file__).read_text())
+    entries, other = [], []
+    for node in tree.body:
+        target = None
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if getattr(target, "id", None) == "MIGRATIONS":
+                if isinstance(node.value, ast.List):
+                    entries += node.value.elts
+                else:
+                    other.append(ast.unparse(node)[:80])
+        elif (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+              and ast.unparse(node.value.func) == "MIGRATIONS.append"):
+            entries += node.value.args
+    assert other == [], other
+    assert len(entries) == len(m.MIGRATIONS)
+    for e in entries:
+        assert isinstance(e, ast.Tuple) and all(isinstance(x, ast.Constant) for x in e.elts), ast.unparse(e)[:120]
+    assert not any("{REFRESH" in sql or "{where}" in sql for _, _, sql in m.MIGRATIONS)
+
+
+def _schema(con) -> dict:
+    """What a catalog is: its tables' columns (name, type, default, nullability), its views' SQL
+    and its indexes, by name."""
+    cols = con.execute("SELECT table_name, column_name, data_type, column_default, is_nullable "
+                       "FROM information_schema.columns WHERE table_schema = 'main' "
+                       "ORDER BY table_name, ordinal_position").fetchall()
+    views = con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()
+    indexes = con.execute("SELECT index_name, table_name, sql FROM duckdb_indexes() ORDER BY 1").fetchall()
+    return {"columns": cols, "views": views, "indexes": indexes}
+
+
+def test_a_catalog_made_at_any_old_version_migrates_to_what_a_new_one_is(tmp_path):
+    """For every released version k: a catalog that stopped at k (with a video, a clip and a
+    caption in it, as a user's would have) opened by this tool equals a fresh catalog in schema,
+    and keeps its rows."""
+    from catalog.migrations import MIGRATIONS
+
+    fresh = db.connect(tmp_path / "fresh.duckdb")
+    want = _schema(fresh)
+    fresh.close()
+    for k in range(1, LATEST_VERSION):
+        p = tmp_path / f"at{k}.duckdb"
+        raw = duckdb.connect(str(p))
+        raw.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, "
+                    "applied_at TIMESTAMP DEFAULT current_timestamp)")
+        for version, name, sql in MIGRATIONS[:k]:
+            raw.execute(sql)
+            raw.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+        raw.execute("INSERT INTO videos (video_id, path, status) VALUES ('v1', '/x/a.mp4', 'ok')")
+        raw.close()
+        con = db.connect(p)
+        assert db.schema_version(con) == LATEST_VERSION
+        assert _schema(con) == want, f"a catalog made at version {k} differs after migrating"
+        assert con.execute("SELECT path FROM videos").fetchall() == [("/x/a.mp4",)]
+        con.close()
