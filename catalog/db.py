@@ -151,11 +151,11 @@ def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -
 
 
 def describe_write_error(e: BaseException, p: Path) -> str:
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if "no space left" in msg.lower() or getattr(e, "errno", None) == 28:
-        return (f"no space left on the device holding the catalog {p}: nothing of the batch in flight was kept; "
-                "free space and rerun to continue")
-    return f"cannot write to catalog {p}: {msg}"
+    from .errors import cannot_write, is_disk_full, no_space
+
+    if is_disk_full(e):
+        return f"{no_space(f'the catalog {p}')}: nothing of the batch in flight was kept; free space and rerun to continue"
+    return cannot_write(f"to catalog {p}", e)
 
 
 @contextmanager

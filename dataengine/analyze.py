@@ -230,16 +230,11 @@ def _pick_keyframe(keyframes: list[tuple[int, bytes]], start: int, end: int) -> 
 
 def write_keyframes(res: "VideoResult") -> None:
     """Driver side: write a result's keyframe JPEGs (atomically) before its rows are committed."""
+    from .atomic import atomic_bytes
+
     for path, data in res.keyframes.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_bytes(path, data)
 
 
 def _json(d: dict) -> str:

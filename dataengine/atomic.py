@@ -36,6 +36,30 @@ def atomic_text(path: str | Path, text: str) -> None:
         f.write(text)
 
 
+def atomic_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """`with atomic_path(p) as tmp: writer(tmp)`: for writers that take a file name (an encoder, a
+    library's save). `tmp` is a fresh name made by mkstemp beside `p`, with p's suffix (encoders
+    choose the container by it); p appears only when the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 @contextmanager
 def atomic_dir(path: str | Path):
     """`with atomic_dir(final) as tmp: write everything into tmp`: `final` then holds the whole new

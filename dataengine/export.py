@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catalog.errors import cannot_write, is_disk_full, no_space
+
 from .atomic import atomic_text, atomic_write
 
 
@@ -73,8 +75,6 @@ def export_clips(rows: list[dict], out_dir: str | Path, *, fps: float | None = N
                  overwrite: bool = False, progress: bool = True) -> ExportSummary:
     """Each clip to <out>/<clip_id>.mp4 through a temp file; index.jsonl lists exactly the clips
     whose file is there (written now or before), and is itself replaced atomically."""
-    import errno
-
     from tqdm import tqdm
 
     from .media import save_mp4
@@ -100,10 +100,10 @@ def export_clips(rows: list[dict], out_dir: str | Path, *, fps: float | None = N
             s.written += 1
             index_rows.append(row)
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_disk_full(e):
                 _write_index(out, index_rows)  # what is on disk stays listed; a rerun continues
-                raise ExportError(f"no space left on the device holding {out} ({s.written} clips written, "
-                                  "listed in index.jsonl); free space and rerun to continue") from e
+                raise ExportError(f"{no_space(out)} ({s.written} clips written, listed in index.jsonl); free space "
+                                  "and rerun to continue") from e
             s.failed.append((r["clip_id"], e.strerror or str(e)))
         except VideoError as e:
             s.failed.append((r["clip_id"], str(e)))
@@ -272,7 +272,6 @@ def _export_webdataset(rows: list[dict], out: Path, *, fps, max_side, shard_size
     """video2dataset's layout: shards 00000.tar, 00001.tar ... each holding, per clip, KEY.mp4,
     KEY.txt (the caption) and KEY.json (the catalog row), KEY = shard (5 digits) + index (4).
     A shard is written to a temp file and renamed when complete, so a shard on disk is whole."""
-    import errno
     import io
     import tarfile
     import tempfile
@@ -335,10 +334,9 @@ def _export_webdataset(rows: list[dict], out: Path, *, fps, max_side, shard_size
         if tmp_path is not None:
             tmp_file.close()
             Path(tmp_path).unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise ExportError(f"no space left on the device holding {out} ({shard} whole shard(s) written); free "
-                              "space and rerun") from e
-        raise ExportError(f"cannot write shards in {out}: {e.strerror or e}") from e
+        if is_disk_full(e):
+            raise ExportError(f"{no_space(out)} ({shard} whole shard(s) written); free space and rerun") from e
+        raise ExportError(cannot_write(f"shards in {out}", e)) from e
     return s
 
 

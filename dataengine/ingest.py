@@ -287,13 +287,12 @@ def _store(catalog, res: VideoResult, summary: IngestSummary) -> None:
     try:
         write_keyframes(res)  # before the rows that point at them are committed
     except OSError as e:
-        import errno
+        from catalog.errors import cannot_write, is_disk_full, no_space
 
         where = Path(next(iter(res.keyframes))).parent if res.keyframes else "the keyframe folder"
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise IngestError(f"no space left on the device holding {where}: this video was not stored; free "
-                              "space and rerun to continue") from e
-        raise IngestError(f"cannot write keyframes to {where}: {e.strerror or e}") from e
+        if is_disk_full(e):
+            raise IngestError(f"{no_space(where)}: this video was not stored; free space and rerun to continue") from e
+        raise IngestError(cannot_write(f"keyframes to {where}", e)) from e
     t0 = time.perf_counter()
     with db.writing(catalog) as con:
         n = store.save_video(con, res.video_row(), (asdict(c) for c in res.clips))

@@ -59,3 +59,46 @@ def test_the_scan_sees_sql_in_plain_and_formatted_strings(tmp_path):
     finally:
         f.unlink()
     assert [h.split(": ", 1)[1] for h in hits] == ["FROM captions", "FROM clip_dups"]
+
+
+def test_files_are_written_one_way():
+    """Every file is written through dataengine.atomic (mkstemp beside the target, then a rename),
+    never to a predictable `name.tmp` that a planted symlink could redirect. The checkpoint folder
+    is the one exception: it is made with mkdir, which fails on any existing name, link or not."""
+    allowed = {"dataengine/atomic.py", "train/checkpoint.py"}
+    pat = re.compile(r"""\.tmp(\{|"|'|\.)""")
+    offenders = []
+    for pkg in ("dataengine", "train", "catalog"):
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            rel = str(f.relative_to(ROOT))
+            if rel in allowed:
+                continue
+            for n, line in enumerate(f.read_text().splitlines(), 1):
+                if pat.search(line) and "mkstemp(" not in line:
+                    offenders.append(f"{rel}:{n}: {line.strip()}")
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_atomic_path_leaves_the_target_whole_or_untouched(tmp_path):
+    from dataengine.atomic import atomic_path
+
+    target = tmp_path / "clip.mp4"
+    target.write_bytes(b"old")
+    try:
+        with atomic_path(target) as tmp:
+            assert tmp.parent == tmp_path and tmp.suffix == ".mp4" and tmp != target
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    except RuntimeError:
+        pass
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    # a symlink planted where a predictable temp name would be is never written through
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"safe")
+    (tmp_path / "clip.tmp.mp4").symlink_to(victim)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"newer")
+    assert victim.read_bytes() == b"safe" and target.read_bytes() == b"newer"

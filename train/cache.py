@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -85,13 +84,10 @@ def _save(path: Path, tensors: dict) -> None:
     from safetensors.torch import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(save({k: v.contiguous() for k, v in tensors.items()}))  # a full disk is an OSError
-        os.replace(tmp, path)  # atomic: a killed precompute never leaves half a file
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from dataengine.atomic import atomic_bytes
+
+    # atomic: a killed precompute never leaves half a file; a full disk is an OSError
+    atomic_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}))
 
 
 def load(path: Path) -> dict:

@@ -29,8 +29,10 @@ def clean_errors(run):
             raise
         import errno
 
-        raise click.ClickException(str(write_error(OSError(errno.ENOSPC if "space" in str(e).lower() else errno.EIO,
-                                                           str(e)), run))) from e
+        from catalog.errors import is_disk_full
+
+        raise click.ClickException(str(write_error(OSError(errno.ENOSPC if is_disk_full(e) else errno.EIO, str(e)),
+                                                   run))) from e
 
 
 def _floats(s: str) -> list[float]:

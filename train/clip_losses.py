@@ -48,11 +48,11 @@ class ClipLossTracker:
                 self.path.unlink(missing_ok=True)
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
+        from dataengine.atomic import atomic_write
+
+        with atomic_write(self.path, "w") as f:
             for s in self.samples:
                 f.write(json.dumps({"step": s[0], "clip_id": s[1], "sigma": s[2], "loss": s[3]}) + "\n")
-        tmp.replace(self.path)
 
     def add(self, step: int, clip_ids: list[str], sigmas: list[float], losses: list[float]) -> None:
         self.local += [(step, c, float(s), float(v)) for c, s, v in zip(clip_ids, sigmas, losses)]

@@ -150,9 +150,10 @@ class Reflow(Objective):
                     made.setdefault(j[1], []).append((j[2], torch.stack([zz, xx])))
         self.table = {k: torch.stack([p for _, p in sorted(v, key=lambda t: t[0])]) for k, v in made.items()}
         if run.acc.is_main_process:
-            tmp = path.with_suffix(".tmp")
-            torch.save(self.table, tmp)
-            tmp.replace(path)
+            from dataengine.atomic import atomic_write
+
+            with atomic_write(path, "wb") as f:
+                torch.save(self.table, f)
 
     def per_sample(self, model, batch, x0, noise, sigmas, weight_dtype, device):
         import torch

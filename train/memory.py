@@ -271,9 +271,9 @@ def measured(rank: int = 16, targets: str = "linear") -> tuple[BlockMeasure, int
     saved[key] = {"fit": asdict(m), "n_params": res[1], "n_lora": res[2]}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(saved, indent=1))
-        os.replace(tmp, path)
+        from dataengine.atomic import atomic_text
+
+        atomic_text(path, json.dumps(saved, indent=1))
     except OSError:
         pass  # a read-only home only means measuring again next time
     return res

@@ -152,13 +152,9 @@ def write_sigma_plot(cfg: TrainConfig, out: Path) -> None:
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    from dataengine.atomic import atomic_text
+
+    atomic_text(path, json.dumps(obj, indent=1, default=str))
 
 
 def check_trackers(report_to: str) -> None:
@@ -204,13 +200,13 @@ def plain_maker(out: Path) -> dict:
 
 
 def _os_error(e: OSError, where: Path, maker: dict | None = None) -> RunError:
-    import errno
+    from catalog.errors import cannot_write, is_disk_full, no_space
 
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(e):
         hint = (maker or plain_maker(where))["resume"]
-        return RunError(f"no space left on the device holding {where}; free space and rerun (`{hint}` continues "
-                        "from the last complete checkpoint)")
-    return RunError(f"cannot write {where}: {e.strerror or e}")
+        return RunError(f"{no_space(where)}; free space and rerun (`{hint}` continues from the last complete "
+                        "checkpoint)")
+    return RunError(cannot_write(where, e))
 
 
 def objective_record(objective) -> dict:

@@ -490,12 +490,10 @@ class Browser:
             self.preview_dir.mkdir(parents=True, exist_ok=True)
             reader = ClipReader(row["video_path"], size=fit_size(row["width"], row["height"], max_side=480))
             frames, _ = reader.read(row["start_s"], row["end_s"], row["fps"])
-            tmp = out.with_suffix(".tmp.mp4")
-            try:
+            from ..atomic import atomic_path
+
+            with atomic_path(out) as tmp:
                 save_mp4(frames, tmp, row["fps"])
-                tmp.replace(out)
-            finally:
-                tmp.unlink(missing_ok=True)
         return out
 
     # -- runs --------------------------------------------------------------------------------
