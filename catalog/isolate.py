@@ -28,9 +28,9 @@ RECYCLE_SHARE = 0.6  # a worker whose address space passes this share of its cei
 
 def _limit_arenas() -> None:
     """At most two glibc malloc arenas. The ceiling is on address space, and every DuckDB thread
-    of every job's connection would otherwise reserve an arena of its own (64 MB each): a worker
-    measured 1.5 GB of address space for 80 MB resident after 40 jobs, and then refused a filter
-    that needs 600 MB."""
+    of every job's connection would otherwise reserve an arena of its own (64 MB each), and a
+    long-lived worker runs out of address space long before memory (benchmarks/README.md,
+    "de serve at 1,000,005 clips")."""
     import ctypes
     import ctypes.util
 

@@ -116,9 +116,8 @@ MOVED = 0.25  # a picture explained by the one before it, moved, to this share o
 def moved_picture(th: np.ndarray, a: int, b: int) -> bool:
     """Picture b is picture a moved (a whip pan's jump, a camera shake): shifted by up to a quarter
     of its width (a fifth of its height), it leaves at most MOVED of the change there is without
-    the shift. A cut to another shot leaves most of it (0.52-1.00 at the 36 real cuts of the edited
-    sets of seeds 1 and 3, 0.05-0.10 at their 13 pan traps), and a cut between two moments of a
-    still camera's shot is best explained by no shift at all."""
+    the shift. A cut to another shot leaves most of it, and a cut between two moments of a still
+    camera's shot is best explained by no shift at all (benchmarks/README.md, stage v3)."""
     A, B = th[a], th[b]
     h, w = A.shape[:2]
     raw = float(np.abs(B - A).mean())
@@ -270,8 +269,7 @@ def settle(th: np.ndarray, s: int, e: int) -> tuple[int, int]:
     can stop short; the pictures after it keep moving away from the picture before the transition
     until the blend is done, then stop getting farther. The stretch ends after the first picture
     (from its own end, up to SETTLE_FRAMES and at most its length past it) that the next few do
-    not outgrow. (The same test backwards, for a transition out of a moving shot, changed nothing
-    on the edited sets and kept 5 more frames of single-shot real footage out.)"""
+    not outgrow."""
     n = len(th)
     hi = min(n, e + min(SETTLE_FRAMES, e - s))
     from_start = np.abs(th[s - 1:hi] - th[s - 1]).mean(axis=(1, 2, 3))  # index k: picture s - 1 + k

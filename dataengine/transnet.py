@@ -60,8 +60,7 @@ class TransNetFeeder:
 
     def __init__(self, device: str | None = None, batch: int | None = None, threshold: float = THRESHOLD):
         self.device = device or default_device()
-        # measured on 2 CPU cores: one window per forward 117 frames/s, 4 96, 16 74 (bigger tensors
-        # only cost cache there); on a GPU a batch of windows keeps it busy
+        # on a CPU one window per forward is fastest (benchmarks/README.md); a GPU is kept busy by a batch
         self.batch = batch or (16 if self.device.startswith("cuda") else 1)
         self.threshold = threshold
         self.parts: list[np.ndarray] = []

@@ -219,9 +219,9 @@ def build_toy(out_dir, parts, seed, quick, vae_from, one_process, threads):
     The real classes, small: an AutoencoderKLWan, a SanaVideoTransformer3DModel (flow matching on
     the VAE's latents of mostly-day scenes) with a random frozen Gemma-2, and a Qwen2-VL captioner
     trained on the world's truth. `--base-model toy`, `--preset toy` and `de caption --model toy`
-    load what this writes. 12-15 minutes on 2 cores (11 min 52 s idle): the captioner builds in a
-    side process on one core while the toy SANA-Video trains on the other. The outcomes it reaches
-    are reproducible, the bits are not.
+    load what this writes. On 2 cores the captioner builds in a side process on one core while the
+    toy SANA-Video trains on the other (how long it takes: benchmarks/README.md). The outcomes it
+    reaches are reproducible, the bits are not.
 
     \b
     Examples:

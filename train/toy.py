@@ -362,8 +362,7 @@ def train_transformer(cfg: ToyConfig, vae, tok, te, echo=print, night_share: flo
 
 class CoreShare:
     """Two builds on a 2-core machine: the toy models are small, so a training step uses a second
-    thread poorly (the VAE's step is 1.3x faster on 2 threads than on 1, the transformer's 1.5x),
-    and the captioner builds in a side process on one core while this process trains on the
+    thread poorly, and the captioner builds in a side process on one core while this process trains on the
     other. Called between steps, it gives this process every core once the side process ends."""
 
     def __init__(self, proc, threads: int):
