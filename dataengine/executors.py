@@ -83,7 +83,24 @@ def _warm() -> int:
     return os.getpid()
 
 
-class LocalPool:
+class Executor:
+    """What ingest asks of a place to analyse videos: `map_videos` yields one VideoResult per
+    (path, video id), in any order; `warm` may start workers early (it overlaps with hashing and
+    opening the catalog) and `close` ends them. Both default to doing nothing."""
+
+    name = "executor"
+
+    def warm(self, n_videos: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def map_videos(self, todo: list[tuple[str, str]], opts: IngestOptions) -> Iterator[VideoResult]:
+        raise NotImplementedError
+
+
+class LocalPool(Executor):
     name = "local"
 
     def __init__(self, workers: int | None = None):
@@ -208,7 +225,7 @@ def ray_init(address: str | None, *, num_cpus: int | None = None) -> None:
                              " (check `ray status`, the address, and that this machine can reach the head node)") from e
 
 
-class RayCluster:
+class RayCluster(Executor):
     name = "ray"
 
     def __init__(self, address: str = "local", workers: int | None = None, max_retries: int = 3):

@@ -160,6 +160,63 @@ def discover(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple
     return out, refused
 
 
+@dataclass
+class Decision:
+    """What ingest does with one discovered file (plan_ingest)."""
+    path: Path
+    video_id: str | None
+    action: str  # do | skip | duplicate | unreadable | bad name
+    error: str | None = None  # why it is unreadable
+    replaces: str | None = None  # an older video whose path now holds these other bytes
+    follow_move: bool = False  # (skip) the video moved here from a path that no longer exists
+    backfill_sar: bool = False  # (skip) ingested before the catalog kept the sample aspect ratio
+    other_split: bool = False  # (skip) its clips were made with other split options
+
+
+def plan_ingest(hashed: list[tuple[Path, str | OSError]], known: dict[str, dict], split_key: str, signatures: bool,
+                *, resplit: bool = False, retry_failed: bool = False,
+                exists: Callable[[str], bool] = os.path.exists) -> list[Decision]:
+    """Which files to do, skip, resplit or replace: a pure function of the files (each with its
+    content id, or the error that kept it from being read), the catalog's videos
+    (`store.known_videos`) and the options. `exists` answers whether an older path is still there.
+
+    - a file read twice in this run (the same bytes at two paths) is a duplicate;
+    - a name that is not valid UTF-8 is stored as failed (the catalog could not reopen it);
+    - other bytes at the path of a known video replace it (its clips are hidden);
+    - a known video is skipped when its clips were made with the same split options, or with
+      others and no --resplit; --resplit redoes it, and redoes clips made before signatures;
+      a skipped video whose old path is gone is followed to the new one;
+    - a video that failed before is skipped unless --retry-failed or --resplit."""
+    by_path = {v["path"]: vid for vid, v in known.items() if v["status"] == "ok"}
+    out: list[Decision] = []
+    seen: set[str] = set()
+    for f, vid in hashed:
+        if isinstance(vid, OSError):
+            out.append(Decision(f, None, "unreadable", error=vid.strerror or str(vid)))
+            continue
+        if vid in seen:
+            out.append(Decision(f, vid, "duplicate"))
+            continue
+        seen.add(vid)
+        if not _utf8_ok(f):
+            out.append(Decision(f, vid, "bad name"))
+            continue
+        old = by_path.get(str(f))
+        d = Decision(f, vid, "do", replaces=old if old is not None and old != vid else None)
+        prev = known.get(vid)
+        if prev is not None:
+            same_split = prev["split_key"] == split_key and (prev.get("signed", True) or not signatures)
+            if prev["status"] == "ok" and (same_split or not resplit):
+                d.action = "skip"
+                d.other_split = prev["split_key"] != split_key
+                d.follow_move = prev["path"] != str(f) and not exists(prev["path"])
+                d.backfill_sar = prev.get("sar") is None
+            elif prev["status"] == "failed" and not retry_failed and not resplit:
+                d.action = "skip"
+        out.append(d)
+    return out
+
+
 def ingest_paths(
     catalog,
     paths: Iterable[str | os.PathLike],
@@ -181,8 +238,7 @@ def ingest_paths(
         exts = " ".join(sorted(VIDEO_EXTENSIONS, key=lambda e: ({".mp4": 0, ".mkv": 1}.get(e, 2), e)))
         raise IngestError(f"no video files found (looked for {exts}) in {', '.join(_printable(p) for p in paths)}")
     executor = make_executor(ray_address, workers)
-    if hasattr(executor, "warm"):
-        executor.warm(len(files))  # worker start-up overlaps with opening the catalog and hashing
+    executor.warm(len(files))  # worker start-up overlaps with opening the catalog and hashing
     summary = IngestSummary()
     for path, why in refused:
         summary.videos_failed += 1
@@ -194,55 +250,47 @@ def ingest_paths(
                                                 "resplit": resplit, "retry_failed": retry_failed})
             known = store.known_videos(con)
     except BaseException:
-        if hasattr(executor, "close"):
-            executor.close()
+        executor.close()
         raise
-    by_path = {v["path"]: vid for vid, v in known.items() if v["status"] == "ok"}
-    todo: list[tuple[str, str]] = []
-    seen_ids: set[str] = set()
     try:
+        hashed: list[tuple[Path, str | OSError]] = []
         for f in files:
             try:
-                vid = identity.video_id(f)
+                hashed.append((f, identity.video_id(f)))
             except OSError as e:
+                hashed.append((f, e))
+        todo: list[tuple[str, str]] = []
+        for d in plan_ingest(hashed, known, opts.split_key, opts.signatures, resplit=resplit,
+                             retry_failed=retry_failed):
+            if d.action == "unreadable":
                 summary.videos_failed += 1
                 summary.failures["unreadable"] += 1
-                summary.failed_paths.append((_printable(f), e.strerror or str(e)))
+                summary.failed_paths.append((_printable(d.path), d.error))
                 continue
-            if vid in seen_ids:
+            if d.action == "duplicate":
                 summary.duplicates += 1
                 continue
-            seen_ids.add(vid)
-            if not _utf8_ok(f):
-                _store(catalog, VideoResult(video_id=vid, path=_printable(f), size_bytes=f.stat().st_size,
-                                            status="failed", error_kind="non-UTF-8 name", split_key=opts.split_key,
+            if d.action == "bad name":
+                _store(catalog, VideoResult(video_id=d.video_id, path=_printable(d.path),
+                                            size_bytes=d.path.stat().st_size, status="failed",
+                                            error_kind="non-UTF-8 name", split_key=opts.split_key,
                                             error="the file name is not valid UTF-8, so the catalog cannot store "
                                                   "a path that opens it; rename the file"), summary)
                 continue
-            old = by_path.get(str(f))
-            if old is not None and old != vid:
-                # other bytes at a path an older video holds: its clips no longer describe this file
+            if d.replaces:  # other bytes at a path an older video holds: its clips no longer describe this file
                 with db.writing(catalog) as con:
-                    store.mark_replaced(con, old)
+                    store.mark_replaced(con, d.replaces)
                 summary.replaced += 1
-            prev = known.get(vid)
-            if prev is not None:
-                # same split: nothing to redo, unless --resplit and the clips predate signatures
-                same_split = prev["split_key"] == opts.split_key and (prev.get("signed", True) or not opts.signatures)
-                if prev["status"] == "ok" and (same_split or not resplit):
-                    if prev["split_key"] != opts.split_key:
-                        summary.other_split += 1
-                    if prev["path"] != str(f) and not os.path.exists(prev["path"]):
-                        with db.writing(catalog) as con:
-                            store.update_path(con, vid, str(f))  # the file moved: follow it
-                    if prev.get("sar") is None:  # ingested before the catalog kept it: a probe, once
-                        _backfill_sar(catalog, vid, f)
-                    summary.skipped += 1
-                    continue
-                if prev["status"] == "failed" and not retry_failed and not resplit:
-                    summary.skipped += 1
-                    continue
-            todo.append((str(f), vid))
+            if d.action == "skip":
+                summary.other_split += d.other_split
+                if d.follow_move:
+                    with db.writing(catalog) as con:
+                        store.update_path(con, d.video_id, str(d.path))  # the file moved: follow it
+                if d.backfill_sar:  # ingested before the catalog kept it: a probe, once
+                    _backfill_sar(catalog, d.video_id, d.path)
+                summary.skipped += 1
+                continue
+            todo.append((str(d.path), d.video_id))
 
         from tqdm import tqdm
 
@@ -262,8 +310,7 @@ def ingest_paths(
         summary.fatal = f"{type(e).__name__}: {e}"
         raise
     finally:
-        if hasattr(executor, "close"):
-            executor.close()
+        executor.close()
         if summary.clips and not summary.fatal:
             try:  # new clips: regroup near-duplicates across the whole catalog (one transaction)
                 from .dedup import regroup
