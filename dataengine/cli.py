@@ -19,54 +19,7 @@ from catalog.db import CatalogError
 
 from .formatting import print_csv, print_table
 
-CATALOG_HELP = "Catalog file (default: $DE_CATALOG, else ./catalog.duckdb)."
-
-
-def query_timeout_option(f):
-    return click.option("--query-timeout", type=Float(0.1, 86400), default=30.0, show_default=True,
-                        help="Seconds a --query may run before it is stopped.")(f)
-
-
-def catalog_option(f):
-    return click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False), default=None,
-                        help=CATALOG_HELP)(f)
-
-
-class CatalogGroup(click.Group):
-    """`de`: a DuckDB error that escapes a command (a catalog cut short, zeroed, or not DuckDB's) is
-    one line naming the catalog, never a traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except Exception as e:
-            if not type(e).__module__.startswith(("duckdb", "_duckdb")):
-                raise
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise click.ClickException(f"cannot read the catalog: {first} (the file may be damaged: restore it from a "
-                                       "copy, or rebuild it with `de ingest`)") from e
-
-
-@click.group(cls=CatalogGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="cartoon-dataengine")
-@click.option("--catalog", "group_catalog", type=click.Path(dir_okay=False), default=None,
-              help=CATALOG_HELP + " Given here, it applies to the command (`de --catalog X ingest ...`); a "
-                   "command's own --catalog wins.")
-def main(group_catalog) -> None:
-    """Cartoon data engine: scene-split raw videos into a DuckDB catalog, label clips with a VLM,
-    and query them with SQL.
-
-    \b
-    Typical session:
-      de ingest raw_videos/
-      de caption --model qwen2-vl
-      de query "tags LIKE '%chase%' AND duration_s > 3"
-      de stats
-    """
-    if group_catalog:
-        import os
-
-        os.environ["DE_CATALOG"] = group_catalog  # every command's --catalog defaults to $DE_CATALOG
+from .cli_base import catalog_option, main, query_timeout_option
 
 
 @main.command()
@@ -481,7 +434,72 @@ def dedup(catalog_path, dup_threshold, show):
     click.echo(s.line())
 
 
-from . import cli_caption  # noqa: E402,F401  (registers caption commands on `main`)
+@main.command()
+@catalog_option
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of run folders to browse [default: ./runs when it exists].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind. Anything but loopback exposes the catalog to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", default=None, envvar="DE_SERVE_TOKEN",
+              help="The secret edits need (also $DE_SERVE_TOKEN) [default: a new random one per launch, printed "
+                   "in the link to open].")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests for this host name (e.g. a machine name behind an SSH tunnel); "
+                   "repeatable. Loopback names and IP addresses are always allowed.")
+@query_timeout_option
+def serve(catalog_path, runs_dir, host, port, token, allow_hosts, query_timeout):
+    """Browse the catalog and the runs in a web browser; curate clips.
+
+    A grid of clips with keyframes, captions and tags (hover plays the clip's own range), the
+    same WHERE-clause filter as `de query` plus tag, duration, labelling and video facets; a page
+    per clip with every labelling side by side; run folders with their validation gallery, plots
+    and reports. Accepting, rejecting or editing a clip writes the `human` labelling (the only
+    write); queries can then say `NOT rejected`.
+
+    Edits need the per-launch secret: open the printed link (it sets a cookie). Requests for
+    other host names, cross-site writes and writes without the secret are refused; filters run
+    in a worker process with a memory cap, stopped at --query-timeout. See docs: de serve, security.
+
+    \b
+    Examples:
+      de serve                                  # prints http://127.0.0.1:8000/?token=...
+      de serve --runs runs/ --port 8080
+      de serve --host 0.0.0.0 --allow-host gpu-box.lan --token "$(openssl rand -hex 16)"
+    """
+    import os
+
+    from catalog import db
+
+    from .serve.app import Browser
+    from .serve.web import create_app, new_token
+
+    p = db.resolve_path(catalog_path)
+    if not p.exists():
+        raise click.ClickException(f"no catalog at {p} (run `de ingest` first, or pass --catalog)")
+    try:
+        db.connect(catalog_path).close()  # migrate (adds the `rejected` column) before serving
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from e
+    if runs_dir is None and os.path.isdir("runs"):
+        runs_dir = "runs"
+    if token is not None and len(token) < 8:
+        raise click.BadParameter("use at least 8 characters", param_hint="--token")
+    token = token or new_token()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: binding {host} makes the catalog readable by anyone who can reach this port; "
+                   "edits still need the token", err=True)
+    import uvicorn
+
+    allowed = {host, *allow_hosts} - {"0.0.0.0", "::"}
+    app = create_app(Browser(catalog_path, runs_dir, token=token, query_timeout=query_timeout), allowed)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else (f"[{host}]" if ":" in host else host)
+    click.echo(f"serving {p}" + (f" (runs: {runs_dir})" if runs_dir else ""), err=True)
+    click.echo(f"open http://{shown}:{port}/?token={token}  (the token lets this browser edit labels)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+from . import cli_caption  # noqa: E402,F401  (registers `de caption` and `de captions ...` on `main`)
 
 if __name__ == "__main__":
     main()

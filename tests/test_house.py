@@ -102,3 +102,79 @@ def test_atomic_path_leaves_the_target_whole_or_untouched(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"newer")
     assert victim.read_bytes() == b"safe" and target.read_bytes() == b"newer"
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """module -> the modules of catalog, dataengine and train it imports (at the top or inside a
+    function: a lazy import is still a dependency)."""
+    mods: dict[str, Path] = {}
+    for pkg in ("catalog", "dataengine", "train"):
+        for f in (root / pkg).rglob("*.py"):
+            parts = f.relative_to(root).with_suffix("").parts
+            mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    graph: dict[str, set[str]] = {}
+    for m, f in mods.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    pkg_parts = m.split(".") if f.name == "__init__.py" else m.split(".")[:-1]
+                    pkg_parts = pkg_parts[:len(pkg_parts) - (node.level - 1)]
+                    base = ".".join(pkg_parts + ([base] if base else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            for d in names:
+                while d and d not in mods:
+                    d = d.rpartition(".")[0]
+                if d and d != m and not m.startswith(d + "."):  # a module's own package is no cycle
+                    deps.add(d)
+        graph[m] = deps
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_two_modules_import_each_other():
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
