@@ -259,38 +259,9 @@ def ingest_paths(
                 hashed.append((f, identity.video_id(f)))
             except OSError as e:
                 hashed.append((f, e))
-        todo: list[tuple[str, str]] = []
-        for d in plan_ingest(hashed, known, opts.split_key, opts.signatures, resplit=resplit,
-                             retry_failed=retry_failed):
-            if d.action == "unreadable":
-                summary.videos_failed += 1
-                summary.failures["unreadable"] += 1
-                summary.failed_paths.append((_printable(d.path), d.error))
-                continue
-            if d.action == "duplicate":
-                summary.duplicates += 1
-                continue
-            if d.action == "bad name":
-                _store(catalog, VideoResult(video_id=d.video_id, path=_printable(d.path),
-                                            size_bytes=d.path.stat().st_size, status="failed",
-                                            error_kind="non-UTF-8 name", split_key=opts.split_key,
-                                            error="the file name is not valid UTF-8, so the catalog cannot store "
-                                                  "a path that opens it; rename the file"), summary)
-                continue
-            if d.replaces:  # other bytes at a path an older video holds: its clips no longer describe this file
-                with db.writing(catalog) as con:
-                    store.mark_replaced(con, d.replaces)
-                summary.replaced += 1
-            if d.action == "skip":
-                summary.other_split += d.other_split
-                if d.follow_move:
-                    with db.writing(catalog) as con:
-                        store.update_path(con, d.video_id, str(d.path))  # the file moved: follow it
-                if d.backfill_sar:  # ingested before the catalog kept it: a probe, once
-                    _backfill_sar(catalog, d.video_id, d.path)
-                summary.skipped += 1
-                continue
-            todo.append((str(d.path), d.video_id))
+        decisions = plan_ingest(hashed, known, opts.split_key, opts.signatures, resplit=resplit,
+                                retry_failed=retry_failed)
+        todo = _carry_out(catalog, decisions, opts, summary)
 
         from tqdm import tqdm
 
@@ -326,6 +297,44 @@ def ingest_paths(
         except Exception as e:  # noqa: BLE001 - what was ingested is committed; the run row is a convenience
             log.warning("could not record the ingest run's end: %s", e)
     return summary
+
+
+def _carry_out(catalog, decisions: list[Decision], opts: IngestOptions,
+               summary: IngestSummary) -> list[tuple[str, str]]:
+    """Count what the plan skips, store what it refuses, replace and follow what it says; returns
+    the (path, video id) pairs to analyse."""
+    todo: list[tuple[str, str]] = []
+    for d in decisions:
+        if d.action == "unreadable":
+            summary.videos_failed += 1
+            summary.failures["unreadable"] += 1
+            summary.failed_paths.append((_printable(d.path), d.error))
+            continue
+        if d.action == "duplicate":
+            summary.duplicates += 1
+            continue
+        if d.action == "bad name":
+            _store(catalog, VideoResult(video_id=d.video_id, path=_printable(d.path),
+                                        size_bytes=d.path.stat().st_size, status="failed",
+                                        error_kind="non-UTF-8 name", split_key=opts.split_key,
+                                        error="the file name is not valid UTF-8, so the catalog cannot store "
+                                              "a path that opens it; rename the file"), summary)
+            continue
+        if d.replaces:  # other bytes at a path an older video holds: its clips no longer describe this file
+            with db.writing(catalog) as con:
+                store.mark_replaced(con, d.replaces)
+            summary.replaced += 1
+        if d.action == "skip":
+            summary.other_split += d.other_split
+            if d.follow_move:
+                with db.writing(catalog) as con:
+                    store.update_path(con, d.video_id, str(d.path))  # the file moved: follow it
+            if d.backfill_sar:  # ingested before the catalog kept it: a probe, once
+                _backfill_sar(catalog, d.video_id, d.path)
+            summary.skipped += 1
+            continue
+        todo.append((str(d.path), d.video_id))
+    return todo
 
 
 def _store(catalog, res: VideoResult, summary: IngestSummary) -> None:

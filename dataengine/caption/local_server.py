@@ -93,6 +93,84 @@ def _decode_video(url: str) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """One request to a CaptionServer (its `owner`): the chat-completions route and /v1/models."""
+
+    @property
+    def owner(self) -> "CaptionServer":
+        return self.server.owner
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # quiet; the client reports
+        log.debug(fmt, *args)
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, obj):
+        self._send(status, json.dumps(obj).encode())
+
+    def _authorised(self) -> bool:
+        if self.owner.api_key and self.headers.get("Authorization") != f"Bearer {self.owner.api_key}":
+            self._json(401, {"error": {"message": "invalid API key"}})
+            return False
+        return True
+
+    def do_GET(self):
+        if not self._authorised():
+            return
+        if self.path.rstrip("/") == "/v1/models":
+            self._json(200, {"object": "list", "data": [{"id": self.owner.name, "object": "model",
+                                                         "owned_by": "local"}]})
+        else:
+            self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self):
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            n = -1
+        if not 0 < n <= MAX_BODY:
+            self.close_connection = True  # the body was not read: the connection cannot be reused
+            self._json(413 if n > MAX_BODY else 400, {"error": {"message": "bad Content-Length"}})
+            return
+        raw = self.rfile.read(n)
+        if not self._authorised():
+            return
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._json(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        with self.owner._lock:
+            self.owner.requests += 1
+            number = self.owner.requests
+        fault = self.owner.faults.pick(number)
+        if fault == "fail":
+            self._json(500, {"error": {"message": "injected failure"}})
+            return
+        if fault == "malformed":
+            self._send(200, b'{"choices": [ {"message": trunc')
+            return
+        if fault == "slow":
+            time.sleep(self.owner.faults.slow_s)
+        try:
+            answer = self.owner.complete(raw)
+        except _BadRequest as e:
+            self._json(e.status, {"error": {"message": str(e)}})
+            return
+        except Exception as e:  # noqa: BLE001 - a server answers 500, it does not die
+            log.exception("generation failed")
+            self._json(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
+            return
+        try:
+            self._json(200, answer)
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("the client left before its answer (timed out)")
+
+
 class CaptionServer:
     def __init__(self, captioner, served_name: str, *, host: str = "127.0.0.1", port: int = 0, max_batch: int = 8,
                  batch_wait_s: float = 0.02, faults: Faults | None = None, api_key: str | None = None):
@@ -107,81 +185,8 @@ class CaptionServer:
         self.batches: list[int] = []  # size of each generate() call
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):  # quiet; the client reports
-                log.debug(fmt, *args)
-
-            def _send(self, status: int, body: bytes, ctype: str = "application/json"):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _json(self, status: int, obj):
-                self._send(status, json.dumps(obj).encode())
-
-            def _authorised(self) -> bool:
-                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
-                    self._json(401, {"error": {"message": "invalid API key"}})
-                    return False
-                return True
-
-            def do_GET(self):
-                if not self._authorised():
-                    return
-                if self.path.rstrip("/") == "/v1/models":
-                    self._json(200, {"object": "list", "data": [{"id": server.name, "object": "model",
-                                                                 "owned_by": "local"}]})
-                else:
-                    self._json(404, {"error": {"message": f"no route {self.path}"}})
-
-            def do_POST(self):
-                try:
-                    n = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    n = -1
-                if not 0 < n <= MAX_BODY:
-                    self.close_connection = True  # the body was not read: the connection cannot be reused
-                    self._json(413 if n > MAX_BODY else 400, {"error": {"message": "bad Content-Length"}})
-                    return
-                raw = self.rfile.read(n)
-                if not self._authorised():
-                    return
-                if self.path.rstrip("/") != "/v1/chat/completions":
-                    self._json(404, {"error": {"message": f"no route {self.path}"}})
-                    return
-                with server._lock:
-                    server.requests += 1
-                    number = server.requests
-                fault = server.faults.pick(number)
-                if fault == "fail":
-                    self._json(500, {"error": {"message": "injected failure"}})
-                    return
-                if fault == "malformed":
-                    self._send(200, b'{"choices": [ {"message": trunc')
-                    return
-                if fault == "slow":
-                    time.sleep(server.faults.slow_s)
-                try:
-                    answer = server.complete(raw)
-                except _BadRequest as e:
-                    self._json(e.status, {"error": {"message": str(e)}})
-                    return
-                except Exception as e:  # noqa: BLE001 - a server answers 500, it does not die
-                    log.exception("generation failed")
-                    self._json(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
-                    return
-                try:
-                    self._json(200, answer)
-                except (BrokenPipeError, ConnectionResetError):
-                    log.debug("the client left before its answer (timed out)")
-
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd = ThreadingHTTPServer((host, port), _Handler)
+        self.httpd.owner = self
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://{host}:{self.port}/v1"
