@@ -60,7 +60,8 @@ def _clip_frames(r: dict, reader, fps: float | None, max_side: int | None):
     rate), in square pixels, the long side at most `max_side`. The reader stays open while the
     (sorted) rows stay on one video; the bytes are checked to be the ones ingested."""
     from .identity import check_source
-    from .video import ClipReader, display_size, fit_size
+    from .clipread import ClipReader, fit_size
+    from .video import display_size
 
     check_source(r["video_path"], r.get("video_id"))
     if reader is None or reader.path != r["video_path"]:

@@ -271,7 +271,7 @@ def read_window(w: Window, height: int, width: int, reader_cache: dict | None = 
     """uint8 (frames, H, W, 3): the window's frames resampled by time to w.fps, at the window's
     bucket (height x width when the manifest predates buckets)."""
     height, width = w.height or height, w.width or width
-    from dataengine.video import ClipReader
+    from dataengine.clipread import ClipReader
 
     from dataengine.identity import check_source
 

@@ -37,7 +37,8 @@ class PrepareFrames:
 
     def __call__(self, batch: dict) -> dict:
         from ..identity import check_source
-        from ..video import ClipReader, VideoError
+        from ..clipread import ClipReader
+        from ..video import VideoError
         from .models import prepare_frames, video_metadata
 
         out = {k: [] for k in ("clip_id", "pixels", "shape", "fps", "error", "seconds")}

@@ -22,7 +22,8 @@ from catalog import captions, db, labels
 from catalog.query import run_query
 
 from ..identity import check_source
-from ..video import ClipReader, VideoError
+from ..clipread import ClipReader
+from ..video import VideoError
 from .models import video_metadata
 from .parse import parse_output
 from .prompts import Prompt

@@ -90,7 +90,7 @@ def warmup_cosine(opt, steps: int, warmup: float = 0.05):
 def sample_clip(scene, rng: random.Random, sampling, size=(128, 96)) -> tuple[np.ndarray, list[float]]:
     """Frames of a clip of this scene as `de caption` samples them: by time, at sampling.fps, from
     the clip's start, at most max_frames (the world's clips last 2-4 s)."""
-    from ..video import sample_times
+    from ..clipread import sample_times
     from ..world import draw
 
     dur = rng.uniform(2.0, 4.0)

@@ -207,7 +207,7 @@ class Browser(RunFolders):
         """A cached h264 MP4 of just the clip's range (for sources a browser cannot play)."""
         from ..identity import check_source
         from ..media import save_mp4
-        from ..video import ClipReader, fit_size
+        from ..clipread import ClipReader, fit_size
 
         out = self.preview_dir / f"{row['clip_id']}.mp4"
         lock = self._preview_locks.setdefault(row["clip_id"], threading.Lock())

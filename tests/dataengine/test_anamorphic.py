@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from helpers import ingest_cli, rows, run_train
 from dataengine import synth
-from dataengine.video import ClipReader, probe
+from dataengine.clipread import ClipReader
+from dataengine.video import probe
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def _spy_generate(monkeypatch, family):
 
 def _expected_times(cat):
     """The clip the caption run picks (first by path and start) and its sampled frame times."""
-    from dataengine.video import ClipReader
+    from dataengine.clipread import ClipReader
 
     path, s, e = rows(cat, "SELECT video_path, start_s, end_s FROM clips WHERE duration_s >= 2 "
                            "ORDER BY video_path, start_s LIMIT 1")[0]

@@ -45,7 +45,7 @@ def _windows(ctx, query: str, catalog: str | None, source: str | None, limit: in
 
 def _sample_for_captioner(frames: np.ndarray, fps: float, sampling) -> tuple[np.ndarray, np.ndarray]:
     """The frames the captioner sees, sampled by time as `de caption` samples a clip, and their times."""
-    from dataengine.video import pick_frames, sample_times
+    from dataengine.clipread import pick_frames, sample_times
 
     t = np.arange(len(frames)) / fps
     idx = pick_frames(t, sample_times(0.0, len(frames) / fps, sampling.fps, sampling.max_frames))
