@@ -53,6 +53,7 @@ def test_model_not_cached_fails_within_10s_with_what_to_do(cat, tmp_path, how):
     assert rows(cat, "SELECT count(*) FROM captions")[0][0] == 0
 
 
+@pytest.mark.slow
 def test_unreachable_hub_with_the_model_cached_loads_it_from_the_cache(cat, tmp_path, tiny_vlm_dir):
     hub = tmp_path / "hub"
     repo = hub / "models--Qwen--Qwen2-VL-2B-Instruct"

@@ -204,6 +204,7 @@ def test_windows_are_cropped_by_no_more_than_their_buckets_aspect_error(tmp_path
             assert got is None and w.crop > band * 2  # the square crop cut the whole band away
 
 
+@pytest.mark.slow
 def test_bucketed_training_runs_end_to_end_with_one_bucket_per_batch(mixed, tiny_sana_dir, tmp_path):
     from safetensors.torch import load_file
 

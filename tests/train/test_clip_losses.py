@@ -13,6 +13,8 @@ import pytest
 
 from helpers import needs, ingest_cli, rows, run_train
 
+pytestmark = pytest.mark.slow  # trains toy LoRAs: minutes on 2 cores (make test-fast skips them)
+
 FPS = 24
 
 

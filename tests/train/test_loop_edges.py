@@ -69,6 +69,7 @@ def test_every_combination_ends_with_a_lora(tmp_path, train_catalog, max_steps, 
     assert lora.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_off_the_validation_interval_finishes(tmp_path, train_catalog):
     """kill -9 after step 2 of 3 (checkpoint at 2, validation every 2): the resumed run validates
     its last step, writes the LoRA, and logs each step once."""

@@ -12,6 +12,7 @@ from helpers import needs
 
 from catalog.assets import assets_dir
 
+pytestmark = pytest.mark.slow  # trains and samples the toy models: minutes on 2 cores (make test-fast skips them)
 FIGURES: dict = {}
 HAVE_TOY = (assets_dir() / "toy" / "sana" / "model_index.json").exists()
 needs_sana = needs(HAVE_TOY, "no toy weights in assets/toy/sana (train build-toy)")

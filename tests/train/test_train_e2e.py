@@ -78,6 +78,7 @@ def test_train_from_saved_tiny_model_writes_the_output_contract(tmp_path, train_
     assert v.shape == (9, 64, 64, 3) and (tmp_path / "g.gif").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_reproduces_the_uninterrupted_losses(tmp_path, train_catalog, tiny_sana_dir):
     common = ["--query", "1=1", *TINY, "--base-model", tiny_sana_dir, "--catalog", str(train_catalog),
               "--validation-every", "0", "--checkpoint-every", "2", "--max-steps", "5", "--lora-dropout", "0.1",

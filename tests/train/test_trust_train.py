@@ -109,6 +109,7 @@ print(cache.latent_path(w).name, cache.text_path("a prompt").name)
 """
 
 
+@pytest.mark.slow
 def test_cache_keys_are_the_same_in_every_process(tiny_sana_dir):
     outs = []
     for seed in ("1", "2", "3"):
