@@ -18,63 +18,28 @@ Seeds 0-19 are the tuning seeds, 20-39 are held out (`--seeds 20-39`).
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SIZE = (192, 144)
-
-
-def scene(seed: int, n: int) -> np.ndarray:
-    from dataengine.world import random_scene, render
-
-    return render(random_scene(random.Random(seed)), n / 24, 24, *SIZE)
-
-
-def thumbs(frames: np.ndarray) -> np.ndarray:
-    from dataengine.purity import Thumbs
-
-    t = Thumbs()
-    t.update(frames)
-    return t.array()
-
-
-def cut_then(trap: str, seed: int) -> tuple[np.ndarray, int]:
-    from dataengine.cartoon_edits import TRAPS
-
-    a, b = scene(seed, 36), scene(seed + 100, 48)
-    TRAPS[trap](b, random.Random(seed), 1)
-    return np.concatenate([a, b]), 36
-
-
-def a_pass(trap: str, seed: int) -> np.ndarray:
-    from dataengine.cartoon_edits import TRAPS
-
-    a = scene(seed, 80)
-    TRAPS[trap](a, random.Random(seed), 30)
-    return a
-
 
 def run(seeds: range) -> list[dict]:
-    from dataengine.cartoon_edits import TRAPS
-    from dataengine.purity import purify
+    from dataengine.cartoon_edits import TRAPS, cut_then_trap, trap_in_shot
+    from dataengine.purity import purify, thumbnails
 
     rows = []
     for trap in TRAPS:
         dropped = invented = 0
         reasons: dict = {}
         for seed in seeds:
-            fr, c = cut_then(trap, seed)
-            r = purify(thumbs(fr), [c])
+            fr, c = cut_then_trap(trap, seed)
+            r = purify(thumbnails(fr), [c])
             if c not in r.cuts:
                 dropped += 1
                 reasons[r.dropped_cuts.get(c)] = reasons.get(r.dropped_cuts.get(c), 0) + 1
-            if purify(thumbs(a_pass(trap, seed)), []).spans:
+            if purify(thumbnails(trap_in_shot(trap, seed)), []).spans:
                 invented += 1
         rows.append({"trap": trap, "seeds": len(seeds), "cuts_dropped": dropped, "why": reasons,
                      "passes_with_spans": invented})

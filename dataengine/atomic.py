@@ -15,13 +15,10 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "wb"):
-    """`with atomic_write(p, "w") as f: f.write(...)`: p appears only when the block succeeds."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _replaced(tmp: str, path: Path):
+    """Rename tmp over path when the block succeeds; remove tmp when it does not."""
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
+        yield
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -29,6 +26,15 @@ def atomic_write(path: str | Path, mode: str = "wb"):
         except OSError:
             pass
         raise
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb"):
+    """`with atomic_write(p, "w") as f: f.write(...)`: p appears only when the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with _replaced(tmp, path), os.fdopen(fd, mode) as f:
+        yield f
 
 
 def atomic_text(path: str | Path, text: str) -> None:
@@ -49,15 +55,8 @@ def atomic_path(path: str | Path):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
-    try:
+    with _replaced(tmp, path):
         yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .edits import EditTruth, Shot, Span, transition_frames, world_shots
+from .edits import EditTruth, Shot, Span, transition_frames
 
 class FramedShot(Shot):
     """A shot as a cartoon's layout artist frames it: its own window on the set (a wide shot, a
@@ -204,6 +204,28 @@ def wingbeats(seg: np.ndarray, rng: random.Random, at: int) -> int:
 
 
 TRAPS = {"sweep": sweep, "flap": flap, "occluder": occluder, "wingbeats": wingbeats, "shake": shake, "flashes": flashes}
+
+
+def toy_shot(seed: int, n: int, size=(192, 144)) -> np.ndarray:
+    """n frames (24 fps) of a random toy-world scene."""
+    from .world import random_scene, render
+
+    return render(random_scene(random.Random(seed)), n / 24, 24, *size)
+
+
+def cut_then_trap(trap: str, seed: int, size=(192, 144)) -> tuple[np.ndarray, int]:
+    """Shot A (36 frames), a hard cut, then shot B (48 frames) opening on the trap; returns the
+    frames and the cut (the first frame of B)."""
+    a, b = toy_shot(seed, 36, size), toy_shot(seed + 100, 48, size)
+    TRAPS[trap](b, random.Random(seed), 1)
+    return np.concatenate([a, b]), 36
+
+
+def trap_in_shot(trap: str, seed: int, size=(192, 144)) -> np.ndarray:
+    """One shot (80 frames) with the trap from frame 30: nothing in it is a transition."""
+    a = toy_shot(seed, 80, size)
+    TRAPS[trap](a, random.Random(seed), 30)
+    return a
 
 
 def cartoon_video(rng: random.Random, shots: list[Shot], n_segments: int, fps: float, size=(192, 144),

@@ -59,6 +59,13 @@ class Thumbs:
         return np.concatenate(self.parts).astype(np.float32)
 
 
+def thumbnails(frames: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """The stage's thumbnails of a whole array of frames (ingest collects them batch by batch)."""
+    t = Thumbs()
+    t.update(frames, bgr=bgr)
+    return t.array()
+
+
 def check_cuts(th: np.ndarray, d: np.ndarray, cuts: list[int], spans: list[Span]) -> tuple[list[int], dict]:
     """Keep the detector cuts that are real: a spike over the neighbourhood, not a flash, and not
     the same picture moved."""

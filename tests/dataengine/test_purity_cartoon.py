@@ -18,35 +18,27 @@ SIZE = (192, 144)
 
 
 def scene(seed: int, n: int) -> np.ndarray:
-    from dataengine.world import random_scene, render
+    from dataengine.cartoon_edits import toy_shot
 
-    return render(random_scene(random.Random(seed)), n / 24, 24, *SIZE)
+    return toy_shot(seed, n, SIZE)
 
 
 def thumbs(frames: np.ndarray) -> np.ndarray:
-    from dataengine.purity import Thumbs
+    from dataengine.purity import thumbnails
 
-    t = Thumbs()
-    t.update(frames)
-    return t.array()
+    return thumbnails(frames)
 
 
 def cut_then(trap: str, seed: int) -> tuple[np.ndarray, int]:
-    """Shot A, a hard cut at frame 36, then shot B opening on the trap."""
-    from dataengine.cartoon_edits import TRAPS
+    from dataengine.cartoon_edits import cut_then_trap
 
-    a, b = scene(seed, 36), scene(seed + 100, 48)
-    TRAPS[trap](b, random.Random(seed), 1)
-    return np.concatenate([a, b]), 36
+    return cut_then_trap(trap, seed, SIZE)
 
 
 def a_pass(trap: str, seed: int) -> np.ndarray:
-    """One shot with the trap in its middle."""
-    from dataengine.cartoon_edits import TRAPS
+    from dataengine.cartoon_edits import trap_in_shot
 
-    a = scene(seed, 80)
-    TRAPS[trap](a, random.Random(seed), 30)
-    return a
+    return trap_in_shot(trap, seed, SIZE)
 
 
 @pytest.mark.parametrize("trap,seed", [("flap", 6), ("flap", 10), ("occluder", 0), ("occluder", 11),
