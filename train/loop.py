@@ -1,5 +1,5 @@
-"""The training loop. Reads top to bottom: setup, build_cache, adapt, resume_from, validate, loop
-(step, checkpoint), finish. What a step minimises is the objective's (train.objectives).
+"""The training loop. Reads top to bottom: setup, build_cache (train.batches), adapt, resume_from,
+validate, loop (step, checkpoint), finish. What the phases share is a Run (train.runstate). What a step minimises is the objective's (train.objectives).
 
 accelerate owns device placement, mixed precision and DDP; the same code runs as `train ...`,
 under `accelerate launch` on several GPUs, or under `torchrun` on CPU (gloo).
@@ -8,26 +8,24 @@ under `accelerate launch` on several GPUs, or under `torchrun` on CPU (gloo).
 from __future__ import annotations
 
 import contextlib
-import functools
-import gc
 import logging
 import math
 import os
 import resource
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import flow
-from .cache import Cache, load
+from .batches import _load_batch, build_cache, cached_windows, record_encode_rate, write_cache_stats  # noqa: F401
 from .config import TrainConfig
 from .data import Manifest
+from .lora import add_lora, load_lora_into, lora_state_dict, save_lora, trainable_parameters
 from .objectives import FlowMatching, Objective, predict  # noqa: F401 - predict: for callers
 from .order import BucketOrder, DataOrder, make_order  # noqa: F401 - re-exported
-from .lora import add_lora, load_lora_into, lora_state_dict, save_lora, trainable_parameters
-from .prompts import run_suffix, validation_prompts, with_suffix
+from .runstate import Diverged, Run, TrainError, TrainResult  # noqa: F401 - TrainError: for callers
+from .steplog import StepLog, _is_tty
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +33,6 @@ log = logging.getLogger(__name__)
 # NaN right after that step's optimizer update (what `--lr inf` or a real divergence does).
 _FAULT_KILL_AT = int(os.environ.get("DE_FAULT_KILL_AT_STEP", "0") or 0)
 _FAULT_NAN_AT = int(os.environ.get("DE_FAULT_NAN_AT_STEP", "0") or 0)
-
-
-class TrainError(Exception):
-    """Training cannot go on; the message is for the user."""
-
-
-class Diverged(TrainError):
-    """The LoRA's weights became non-finite: nothing non-finite is ever saved as the result."""
-
-    def __init__(self, step: int, last_good: Path | None):
-        self.step, self.last_good = step, last_good
-        keep = (f"the last finite checkpoint, {last_good}, stays in the run folder" if last_good
-                else "no checkpoint was written before it")
-        super().__init__(f"training diverged at step {step}: the LoRA weights became non-finite after the optimizer "
-                         f"update. Lower --lr or add --warmup-steps. No LoRA was saved as the result; {keep}.")
 
 
 def weights_finite(params) -> bool:
@@ -65,15 +48,6 @@ def weights_finite(params) -> bool:
 def last_good_checkpoint(ckpt_root: Path) -> Path | None:
     cks = ckpt.list_checkpoints(ckpt_root)
     return cks[-1] if cks else None
-
-
-@dataclass
-class TrainResult:
-    out_dir: Path
-    steps: int
-    lora_path: Path | None
-    skipped_nonfinite: int
-    final_loss: float | None
 
 
 def peak_memory_mb(device) -> float:
@@ -101,50 +75,6 @@ def _optimizer(cfg: TrainConfig, params, device):
 
         return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-@dataclass
-class Run:
-    """What the phases of one training run share. Built by `setup`, filled by `build_cache` and
-    `adapt`, moved on by `resume` and `step`."""
-    cfg: TrainConfig
-    out_dir: Path
-    acc: object
-    device: object
-    weight_dtype: object
-    want_cuda: bool
-    comps: object = None
-    cache: Cache | None = None
-    cache_stats: dict = field(default_factory=dict)  # this rank's cache counts (logs/cache_rank*.json)
-    bad_windows: set = field(default_factory=set)  # training windows found undecodable at first use
-    train_w: list = field(default_factory=list)
-    hold_w: list = field(default_factory=list)
-    vps: list = field(default_factory=list)
-    val_embeds: list = field(default_factory=list)
-    null: dict | None = None
-    holdout_items: list = field(default_factory=list)
-    suffix: str = ""
-    model: object = None
-    unwrapped: object = None
-    params: list = field(default_factory=list)
-    optimizer: object = None
-    scheduler: object = None
-    gen: object = None
-    order: object = None
-    step: int = 0
-    skipped: int = 0
-    nonfinite_run: int = 0
-    last_loss: float | None = None
-    trackers: object = None
-    losses_by_clip: object = None
-
-    @property
-    def ckpt_root(self) -> Path:
-        return self.out_dir / "checkpoints"
-
-    @property
-    def null_pair(self) -> tuple:
-        return self.null["embeds"], self.null["mask"]
 
 
 def train(cfg: TrainConfig, manifest: Manifest, out_dir: Path, *, cache_root: Path, resume: str | None = None,
@@ -186,55 +116,6 @@ def setup(cfg: TrainConfig, out_dir: Path) -> Run:
     set_seed(cfg.seed)
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mp, torch.float32)
     return Run(cfg=cfg, out_dir=out_dir, acc=acc, device=acc.device, weight_dtype=weight_dtype, want_cuda=want_cuda)
-
-
-# ---- cache: models on the CPU, then the one-pass cache of latents and prompt embeddings ----------
-def build_cache(run: Run, manifest: Manifest, cache_root: Path, progress: bool) -> None:
-    import torch
-
-    from .models import load_components, with_flow_shift
-
-    cfg, acc = run.cfg, run.acc
-    if run.want_cuda and not cfg.is_tiny and acc.is_main_process:
-        warn_if_too_big(cfg, run.device)  # before any model loads
-    # bf16 weights for a bf16 run (fp32 copies of the 2B transformer and Gemma-2 2B cost ~18 GB of host
-    # RAM on every rank); Gemma-2 never runs in fp16 (it overflows); the VAE stays fp32
-    load_dtype = torch.bfloat16 if run.weight_dtype != torch.float32 else torch.float32
-    comps = run.comps = load_components(cfg.base_model, seed=0, dtype=load_dtype)
-    comps.scheduler = with_flow_shift(comps.scheduler, cfg.validation_flow_shift)
-    train_w = [w for w in manifest.windows if w.role == "train"]
-    run.vps = validation_prompts(cfg.validation_prompts)
-    run.suffix = run_suffix(cfg, train_w)
-    val_texts = [with_suffix(vp.prompt, run.suffix) for vp in run.vps]
-    cache = run.cache = Cache(cache_root, comps, cfg.height, cfg.width, cfg.max_sequence_length)
-    # Every rank encodes its own share and the files meet in the shared cache folder: N GPUs cache N x
-    # faster, and no rank sits in a collective while another encodes (NCCL's 600 s timeout).
-    # Prompts and held-out windows are encoded now; a training window the first time a batch uses it
-    # (step), unless --cache-all: a 20-step run on 300 windows encodes the windows 20 steps use.
-    upfront = manifest.windows if cfg.cache_all else [w for w in manifest.windows if w.role == "holdout"]
-    stats = cache.precompute(upfront, [w.prompt for w in manifest.windows] + val_texts, run.device,
-                             progress=progress and acc.is_main_process, shard=(acc.process_index, acc.num_processes))
-    stats["lazy"] = not cfg.cache_all
-    run.cache_stats = stats
-    write_cache_stats(run.out_dir, acc.process_index, stats)
-    acc.wait_for_everyone()
-    failed = {w.key for w in upfront if not cache.latent_path(w).exists()}
-    for k, e in stats["decode_failures"]:
-        log.warning("window %s left out: %s", k, e)
-    run.train_w = [w for w in train_w if w.key not in failed]
-    run.hold_w = [w for w in manifest.windows if w.role == "holdout" and w.key not in failed]
-    if not run.train_w:
-        raise TrainError("no training window could be decoded; see the warnings above")
-    # free the text encoder for good and park the VAE on the CPU until validation needs it
-    comps.text_encoder.to("cpu")
-    comps.vae.to("cpu")
-    comps.text_encoder = None
-    gc.collect()
-    if run.want_cuda:
-        torch.cuda.empty_cache()
-    run.null = load(cache.null_path())
-    run.val_embeds = [(lambda d: (d["embeds"], d["mask"]))(load(cache.text_path(t))) for t in val_texts]
-    run.holdout_items = cache.eval_items(run.hold_w)
 
 
 # ---- adapt: LoRA on the transformer only; trainable params in fp32 -------------------------------
@@ -489,142 +370,6 @@ def finish(run: Run, objective: Objective, clip_loss_sink, lora_extra: dict) -> 
     return TrainResult(run.out_dir, run.step, lora_path, run.skipped, run.last_loss)
 
 
-def _is_tty() -> bool:
-    import sys
-
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class StepLog:
-    """`step 120/10000  loss 0.4213  lr 2.00e-04  1.84 steps/s  ETA 1h29m`, every `every` steps and at
-    the last one. Steps/s is over the steps since the previous line and counts training time only
-    (validation and checkpoints are excluded), so the ETA does not jump after each validation."""
-
-    def __init__(self, total: int, every: int):
-        self.total, self.every = total, every
-        self.secs, self.n = 0.0, 0
-
-    def step(self, step: int, secs: float, loss: float | None, lr: float, skipped: int) -> str | None:
-        if not self.every:
-            return None
-        self.secs += secs
-        self.n += 1
-        if step % self.every and step != self.total:
-            return None
-        rate = self.n / self.secs if self.secs > 0 else float("inf")
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        loss_s = "nan" if loss is None else f"{loss:.4f}"
-        line = (f"step {step}/{self.total}  loss {loss_s}  lr {lr:.2e}  {rate:.2f} steps/s  ETA {_duration(eta)}"
-                + (f"  skipped {skipped}" if skipped else ""))
-        print(line, flush=True)
-        self.secs, self.n = 0.0, 0
-        return line
-
-
-def _duration(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
 def _grad_norm(params) -> float:
     sq = sum(float(p.grad.detach().float().pow(2).sum()) for p in params if p.grad is not None)
     return math.sqrt(sq)
-
-
-def warn_if_too_big(cfg: TrainConfig, device) -> None:
-    """Project the run's GPU peak from the real block (train.memory) and warn if it will not fit."""
-    import torch
-
-    from .memory import describe, project_config
-
-    total = torch.cuda.get_device_properties(device).total_memory
-    p = project_config(cfg)
-    log.info(describe(p))
-    if p.total_gib * 2**30 > total:
-        log.warning("this config is projected to need %.1f GiB on the GPU but %s has %.1f GiB: expect out-of-memory. "
-                    "%s", p.total_gib, torch.cuda.get_device_name(device), total / 2**30,
-                    "Lower --batch-size (and raise --grad-accum)." if cfg.gradient_checkpointing else
-                    "Drop --no-gradient-checkpointing, or lower --batch-size.")
-
-
-def record_encode_rate(cache_root: Path, cfg: TrainConfig, stats: dict) -> None:
-    """Seconds per latent encoded at first use, kept beside the cache for `train --dry-run`."""
-    import json
-
-    n, secs = stats.get("lazy_encoded", 0), stats.get("lazy_seconds", 0.0)
-    if not n or not secs:
-        return
-    try:
-        (Path(cache_root) / "encode_rate.json").write_text(json.dumps(
-            {"seconds_per_window": secs / n, "windows": n, "width": cfg.width, "height": cfg.height,
-             "frames": cfg.frames, "base_model": cfg.base_model}))
-    except OSError:
-        pass  # a hint for dry runs, never a reason to fail a finished run
-
-
-def write_cache_stats(out_dir: Path, rank: int, stats: dict) -> None:
-    import json
-
-    d = out_dir / "logs"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"cache_rank{rank}.json").write_text(json.dumps(stats, indent=1, default=str))
-
-
-@functools.lru_cache(maxsize=512)
-def _load_text(path: str) -> dict:
-    # prompts repeat across windows (the class template uses one prompt for every clip): read once
-    return load(Path(path))
-
-
-def cached_windows(run: Run, windows: list) -> list:
-    """`windows` with their latents in the cache, encoded now if this is their first batch. A
-    window that cannot be decoded is left out for the rest of the run (a warning says so) and its
-    place goes to the next training window of the same bucket that decodes: a batch keeps its
-    size and shape, and a run without such windows draws exactly what an up-front cache gives."""
-    bad = run.cache.ensure(windows, run.device, run.cache_stats)
-    for k in bad:
-        log.warning("window %s left out: it could not be decoded", k)
-    run.bad_windows |= bad
-    if not any(w.key in run.bad_windows for w in windows):
-        return windows
-    out, n = [], len(run.train_w)
-    for w in windows:
-        if w.key not in run.bad_windows:
-            out.append(w)
-            continue
-        i = next(j for j, x in enumerate(run.train_w) if x.key == w.key)
-        for k in range(1, n):
-            c = run.train_w[(i + k) % n]
-            if c.key in run.bad_windows or (c.width, c.height, c.frames) != (w.width, w.height, w.frames):
-                continue
-            more = run.cache.ensure([c], run.device, run.cache_stats)
-            run.bad_windows |= more
-            if not more:
-                out.append(c)
-                break
-        else:
-            raise TrainError("no training window of this bucket could be decoded; see the warnings above")
-    return out
-
-
-def _load_batch(windows, cache: Cache, null: dict, drops: list[bool]) -> dict:
-    """Stack cached latents and text embeddings; caption dropout swaps in the unconditional pair."""
-    import torch
-
-    lat, emb, mask = [], [], []
-    for w, drop in zip(windows, drops):
-        lat.append(load(cache.latent_path(w))["latents"])
-        t = null if drop else _load_text(str(cache.text_path(w.prompt)))
-        emb.append(t["embeds"])
-        mask.append(t["mask"])
-    return {"latents": torch.stack(lat), "embeds": torch.stack(emb), "mask": torch.stack(mask),
-            "keys": [w.key for w in windows]}
