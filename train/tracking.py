@@ -7,6 +7,14 @@ import json
 from pathlib import Path
 
 
+def missing_trackers(report_to: str) -> list[str]:
+    """The packages --report-to needs that are not installed."""
+    import importlib.util
+
+    want = {"none": [], "tensorboard": ["tensorboard"], "wandb": ["wandb"], "all": ["tensorboard", "wandb"]}[report_to]
+    return [m for m in want if importlib.util.find_spec(m) is None]
+
+
 class NullTracker:
     def log(self, values: dict, step: int) -> None:
         pass
