@@ -259,10 +259,10 @@ def distill_guidance_cmd(run, scale, train_steps, lr, dry_run, resume, no_progre
       train distill-guidance runs/chase-r16
       train distill-guidance runs/night --scale 4.5 --train-steps 100
     """
-    from .distill import distill_guidance
+    from .distill_run import distill_guidance
 
     if dry_run:
-        from .distill import dry_run as project
+        from .distill_run import dry_run as project
 
         with clean_errors(run):
             for line in project(run, "guidance"):
@@ -303,10 +303,10 @@ def distill_steps_cmd(run, steps, teacher_steps, pairs, train_steps, lr, dry_run
       train distill-steps runs/chase-r16 --steps 4
       train distill-steps runs/night --steps 4 --teacher-steps 32 --pairs 8 --train-steps 400
     """
-    from .distill import distill_steps
+    from .distill_run import distill_steps
 
     if dry_run:
-        from .distill import dry_run as project
+        from .distill_run import dry_run as project
 
         with clean_errors(run):
             for line in project(run, "steps", pairs=pairs):

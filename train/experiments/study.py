@@ -182,7 +182,8 @@ def study(run_dir, *, budgets=(16, 8, 4), prompts: int = 4, seeds=(0, 1), device
     import torch
     from tqdm import tqdm
 
-    from ..distill import _heldout, _null, sample_latents
+    from ..distill import sample_latents
+    from ..distill_run import _heldout, _null
     from ..validate import eval_loss
     from . import metrics as M
     from .runctx import open_run
