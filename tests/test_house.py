@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def catalog_tables() -> set[str]:
     """Every table and view the migrations create."""
-    text = (ROOT / "catalog" / "migrations.py").read_text()
+    text = "\n".join(p.read_text() for p in sorted((ROOT / "catalog" / "sql").glob("*.sql")))
     return set(re.findall(r"CREATE (?:OR REPLACE )?(?:TABLE|VIEW)\s+(?:IF NOT EXISTS\s+)?(\w+)", text))
 
 

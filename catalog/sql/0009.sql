@@ -1,0 +1,1 @@
+CREATE INDEX captions_by_clip ON captions (clip_id);
