@@ -104,7 +104,9 @@ def caption(catalog_path, model, query, limit, batch_size, prompt_name, vocab, f
                                 query_timeout)
     if not todo:
         return
-    if model == "toy" and not api:
+    from .caption.specs import captioner
+
+    if not api and (spec := captioner(model)) is not None and spec.kind == "toy":
         _warn_outside_the_toy_world(todo)
     common = dict(already_done=done, query=query, limit=limit, overwrite=overwrite, progress=not no_progress)
     if api:

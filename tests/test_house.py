@@ -178,3 +178,41 @@ def test_no_two_modules_import_each_other():
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+# a model's name compared with, or searched for, a literal: `model == "toy"`, `base_model in ("tiny", ...)`,
+# `"qwen3" in name`, `model.startswith("tiny-")` (a spec's kind or family compared is fine)
+NAME_TEST = re.compile(r"""\b(model|base_model|repo|model_name)\s*(==|!=|in)\s*[("']|"""
+                       r"""["'](qwen3|qwen2\.5|tiny-random|tiny|toy)["'] in\b|\.startswith\(["']tiny-""")
+REGISTRIES = {"train/specs.py", "dataengine/caption/specs.py"}
+
+
+def test_only_the_registries_know_a_model_by_its_name():
+    """What a model is (random, a toy, the real 2B; which Qwen-VL family; whether real-scale checks
+    apply) is asked of its spec (train.specs, dataengine.caption.specs), never guessed from its name
+    elsewhere."""
+    offenders = []
+    for pkg in ("dataengine", "train", "catalog"):
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            rel = str(f.relative_to(ROOT))
+            if rel in REGISTRIES:
+                continue
+            for n, line in enumerate(f.read_text().splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if NAME_TEST.search(code):
+                    offenders.append(f"{rel}:{n}: {line.strip()}")
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_the_specs_say_what_the_name_tests_used_to():
+    from dataengine.caption.specs import captioner, served_geometry
+    from train.specs import video_model
+
+    assert video_model("tiny").kind == "random" and not video_model("tiny").real_scale
+    assert video_model("toy").kind == "toy" and not video_model("toy").real_scale
+    real = video_model("Efficient-Large-Model/SANA-Video_2B_480p_diffusers")
+    assert real.kind == "real" and real.real_scale
+    assert captioner("tiny-qwen3-vl").geometry == (16, 2) and captioner("toy").label == "toy-qwen2-vl"
+    assert served_geometry("Qwen/Qwen3-VL-2B-Instruct") == (16, 2)
+    assert served_geometry("Qwen/Qwen2.5-VL-3B-Instruct") == served_geometry("qwen2-vl") == (14, 2)
+    assert captioner("Qwen/Qwen2-VL-2B-Instruct") is None

@@ -25,7 +25,7 @@ def build_cache(run: Run, manifest: Manifest, cache_root: Path, progress: bool) 
     from .models import load_components, with_flow_shift
 
     cfg, acc = run.cfg, run.acc
-    if run.want_cuda and not cfg.is_tiny and acc.is_main_process:
+    if run.want_cuda and cfg.model_spec.real_scale and acc.is_main_process:
         warn_if_too_big(cfg, run.device)  # before any model loads
     # bf16 weights for a bf16 run (fp32 copies of the 2B transformer and Gemma-2 2B cost ~18 GB of host
     # RAM on every rank); Gemma-2 never runs in fp16 (it overflows); the VAE stays fp32

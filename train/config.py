@@ -161,7 +161,7 @@ class TrainConfig:
         need(self.flow_shift > 0, "--flow-shift must be positive")
         need(self.validation_flow_shift > 0, "--validation-flow-shift must be positive")
         if self.gradient_checkpointing is None:
-            self.gradient_checkpointing = not self.is_tiny
+            self.gradient_checkpointing = self.model_spec.real_scale
         need(0 <= self.caption_dropout < 1, "--caption-dropout must be in [0, 1)")
         need(self.validation_every >= 0 and self.checkpoint_every >= 0, "intervals must be >= 0")
         need(self.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1")
@@ -193,9 +193,11 @@ class TrainConfig:
         return parse_frames(self.frame_buckets, self.frames)
 
     @property
-    def is_tiny(self) -> bool:
-        """A model built for CPU tests and demos (random `tiny` or trained `toy`), not the real 2B."""
-        return self.base_model in ("tiny", "toy")
+    def model_spec(self):
+        """What --base-model is (train.specs): its kind, and whether real-scale checks apply."""
+        from .specs import video_model
+
+        return video_model(self.base_model)
 
     def to_dict(self) -> dict:
         return asdict(self)

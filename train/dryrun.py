@@ -19,7 +19,7 @@ def dry_run_report(cfg: TrainConfig) -> list[str]:
     lines = sigmas.text(sigmas.stats(cfg.flow_shift, mode=cfg.timestep_sampling, mean=cfg.logit_mean,
                                      std=cfg.logit_std))
     lines.append(f"validation samples with flow shift {cfg.validation_flow_shift:g}")
-    if cfg.is_tiny:
+    if not cfg.model_spec.real_scale:
         lines.append("memory projection: skipped (the tiny model is not the real 2B transformer)")
         return lines
     from .memory import describe, project_config

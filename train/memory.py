@@ -293,7 +293,7 @@ def at_real_shape(cfg, run_dir) -> tuple:
 
     from .config import TrainConfig
 
-    if not cfg.is_tiny:
+    if cfg.model_spec.real_scale:
         return cfg, None
     real = TrainConfig()
     moved = dataclasses.replace(cfg, base_model=real.base_model, height=real.height, width=real.width,

@@ -116,11 +116,14 @@ def load_components(base_model: str, *, dtype=None, seed: int = 0) -> Components
     from dataengine.hub import quiet_loading_bars
 
     quiet_loading_bars()
+    from .specs import video_model
+
     dtype = dtype or torch.float32
-    if base_model == "tiny":
+    spec = video_model(base_model)
+    if spec.built:
         c = build_tiny(seed)
         c.weights_id = f"{TINY_NAME}-seed{seed}"
-    elif base_model == "toy":
+    elif spec.kind == "toy":
         c = _load_folder(toy_dir(), dtype, name="toy-sana-video")
     else:
         local = os.path.isdir(base_model)

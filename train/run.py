@@ -194,7 +194,7 @@ def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=No
     echo(manifest.summary())
     for p in dict.fromkeys(w.prompt for w in manifest.windows[:3]):
         echo(f"  prompt: {p}")
-    if cfg.base_model == "toy":
+    if cfg.model_spec.kind == "toy":
         from dataengine.world import TOY_WARNING, outside_world
 
         n = outside_world(w.video_path for w in manifest.windows)

@@ -31,17 +31,11 @@ from .models import Generation, prepare_frames
 from .prompts import Prompt
 from .api_client import ApiError, _Client, _RequestFailed
 from .run import CaptionSummary, LabelWriter, Prepared, _Preparer, catalog_rows
+from .specs import named_random, served_geometry
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_KIND = "openai-chat/video-jpeg"
-def geometry_for(model: str) -> tuple[int, int]:
-    """(patch, merge) of the served model's vision tower, from its name: Qwen3-VL uses 16 px
-    patches, the Qwen2/2.5-VL families 14 px; frames are sized to a multiple of patch*merge so the
-    server's own resize is the identity."""
-    return (16, 2) if "qwen3" in model.lower() else (14, 2)
-
-
 @dataclass
 class ApiSettings:
     base_url: str
@@ -136,9 +130,9 @@ class ApiCaptioner:
     def __init__(self, settings: ApiSettings, name: str | None = None):
         self.settings = settings
         self.name = name or settings.model
-        self.is_random = "tiny-random" in settings.model or "tiny-random" in self.name
+        self.is_random = named_random(settings.model) or named_random(self.name)
         self.device = "remote"
-        self.patch_size, self.merge_size = geometry_for(settings.model)
+        self.patch_size, self.merge_size = served_geometry(settings.model)
 
     def prepare(self, frames: np.ndarray, sampling) -> np.ndarray:
         return prepare_frames(frames, sampling, self.patch_size, self.merge_size)

@@ -35,7 +35,9 @@ class CaptionModelError(Exception):
 
 def resolve_model(name: str) -> str:
     """Alias -> hub id; hub ids, local paths and `tiny` pass through."""
-    if name == "qwen3-vl":
+    from .specs import family_of
+
+    if name in ALIASES and family_of(ALIASES[name]) == "qwen3-vl":
         try:
             import transformers
 
@@ -99,8 +101,10 @@ def prepare_frames(frames: np.ndarray, sampling, patch_size: int = 14, merge_siz
 
 def processor_geometry(model: str) -> tuple[int, int]:
     """(patch size, merge size) of a captioner's video processor, without loading its weights."""
-    if model in ("tiny", "toy") or model.startswith("tiny-"):
-        return (16, 2) if model == "tiny-qwen3-vl" else (14, 2)
+    from .specs import captioner
+
+    if (spec := captioner(model)) is not None:
+        return spec.geometry
     from transformers import AutoProcessor
 
     repo = resolve_model(model)
@@ -229,14 +233,12 @@ def _has_random_marker(repo: str, local: bool) -> bool:
 def captioner_label(model: str, name: str | None = None) -> str:
     """The name a labelling is stored under, known before any model loads (so a run can tell
     what is already done, and a bad --query fails, without paying for the model)."""
+    from .specs import captioner
+
     if name:
         return name
-    if model == "tiny":
-        return "tiny-random-qwen2-vl"
-    if model == "toy":
-        return "toy-qwen2-vl"
-    if model.startswith("tiny-"):
-        return f"tiny-random-{model[5:]}"
+    if (spec := captioner(model)) is not None:
+        return spec.label
     repo = ALIASES.get(model, model)
     if os.path.isdir(repo):
         return f"local:{os.path.basename(os.path.normpath(repo))}"
@@ -255,18 +257,21 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     else:
         torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    t0 = time.perf_counter()
-    if model == "tiny" or model.startswith("tiny-"):  # tiny, tiny-qwen2.5-vl, tiny-qwen3-vl
-        from .tiny import FAMILIES, build_tiny
+    from .specs import captioner, check_builtin, named_random
 
-        family = model[5:] or "qwen2-vl"
-        if family not in FAMILIES:
-            raise CaptionModelError(f"unknown tiny model {model!r}; use tiny, " +
-                                    ", ".join(f"tiny-{f}" for f in FAMILIES))
-        m, proc = build_tiny(seed, family)
+    t0 = time.perf_counter()
+    try:
+        check_builtin(model)
+    except ValueError as e:
+        raise CaptionModelError(str(e)) from e
+    spec = captioner(model)
+    if spec is not None and spec.built:  # tiny, tiny-qwen2.5-vl, tiny-qwen3-vl
+        from .tiny import build_tiny
+
+        m, proc = build_tiny(seed, spec.family)
         label = captioner_label(model, name)
         return QwenVLCaptioner(m.to(device=device, dtype=torch_dtype), proc, label, is_random=True, device=device)
-    repo = toy_dir() if model == "toy" else resolve_model(model)
+    repo = toy_dir() if spec is not None and spec.kind == "toy" else resolve_model(model)
     local = os.path.isdir(repo)
     local_only = False if local else hub_mode(repo)
     try:
@@ -286,9 +291,9 @@ def load_captioner(model: str, *, device: str | None = None, dtype: str | None =
             + offline_help(repo)
         ) from e
     m = m.to(device).eval()
-    is_random = "tiny-random" in str(getattr(m.config, "name_or_path", "")) or _has_random_marker(repo, local)
+    is_random = named_random(str(getattr(m.config, "name_or_path", ""))) or _has_random_marker(repo, local)
     label = captioner_label(model, name)
     log.info("loaded %s in %.1f s on %s (%s)", label, time.perf_counter() - t0, device, torch_dtype)
-    toy = model == "toy" or (local and (Path(repo) / "TOY_MODEL").is_file())
+    toy = (spec is not None and spec.kind == "toy") or (local and (Path(repo) / "TOY_MODEL").is_file())
     return QwenVLCaptioner(m, proc, label, is_random=is_random, device=device,
                            kind="random" if is_random else "toy" if toy else "real")
