@@ -22,11 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Iterator
 
 from .analyze import IngestOptions, VideoResult, analyze_video
-
-# Tests: a path to a marker file; the first Ray task to see no marker creates it and exits its
-# process, as a killed worker would (Ray then retries the task).
-FAULT_EXIT_ONCE = "DE_FAULT_EXIT_ONCE"
-
+from .faults import exit_once
 
 class RayUnavailable(Exception):
     """--ray was asked for but no cluster could be started or reached; the message says which."""
@@ -169,11 +165,7 @@ def _analyze_on_node(path: str, vid: str, opts: IngestOptions) -> VideoResult:
     import ray
 
     node = f"{ray.get_runtime_context().get_node_id()[:12]}@{socket.gethostname()}"
-    marker = os.environ.get(FAULT_EXIT_ONCE)
-    if marker and not os.path.exists(marker):
-        with open(marker, "w") as f:
-            f.write(node)
-        os._exit(1)  # a worker process dying mid-task, once
+    exit_once(node)  # test hook: a worker process dying mid-task, once (dataengine.faults)
     if not os.access(path, os.R_OK):
         return VideoResult(video_id=vid, path=path, size_bytes=0, status="failed", error_kind="unreadable on node",
                            error=f"node {node} cannot read {path} (is the video folder on shared storage?)",

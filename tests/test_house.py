@@ -216,3 +216,21 @@ def test_the_specs_say_what_the_name_tests_used_to():
     assert served_geometry("Qwen/Qwen3-VL-2B-Instruct") == (16, 2)
     assert served_geometry("Qwen/Qwen2.5-VL-3B-Instruct") == served_geometry("qwen2-vl") == (14, 2)
     assert captioner("Qwen/Qwen2-VL-2B-Instruct") is None
+
+
+def test_fault_hooks_live_in_one_module_and_are_read_when_they_fire():
+    """The test hooks (DE_FAULT_*) are named only in dataengine/faults.py, which reads them when a
+    hook is asked, never at import."""
+    named = [str(f.relative_to(ROOT)) for pkg in ("dataengine", "train", "catalog") for f in (ROOT / pkg).rglob("*.py")
+             if "DE_FAULT_" in f.read_text()]
+    assert named == ["dataengine/faults.py"]
+    import os
+
+    from dataengine import faults
+
+    os.environ[faults.KILL_AT_STEP] = "7"
+    try:
+        assert faults.step_hook(faults.KILL_AT_STEP) == 7
+    finally:
+        del os.environ[faults.KILL_AT_STEP]
+    assert faults.step_hook(faults.KILL_AT_STEP) == 0

@@ -16,6 +16,8 @@ import signal
 import time
 from pathlib import Path
 
+from dataengine import faults
+
 from . import checkpoint as ckpt
 from . import flow
 from .batches import _load_batch, build_cache, cached_windows, record_encode_rate, write_cache_stats  # noqa: F401
@@ -29,10 +31,6 @@ from .steplog import StepLog, _is_tty
 
 log = logging.getLogger(__name__)
 
-# Fault hooks for tests: SIGKILL right after that step (no cleanup), or poison one LoRA weight with
-# NaN right after that step's optimizer update (what `--lr inf` or a real divergence does).
-_FAULT_KILL_AT = int(os.environ.get("DE_FAULT_KILL_AT_STEP", "0") or 0)
-_FAULT_NAN_AT = int(os.environ.get("DE_FAULT_NAN_AT_STEP", "0") or 0)
 
 
 def weights_finite(params) -> bool:
@@ -243,7 +241,7 @@ def loop(run: Run, objective: Objective, progress: bool, clip_loss_sink) -> None
             if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0 and run.step < cfg.max_steps:
                 checkpoint(run, clip_loss_sink)
             t_last = time.perf_counter()  # steps/s measures training, not validation or checkpoints
-            if _FAULT_KILL_AT and run.step == _FAULT_KILL_AT and acc.is_main_process:
+            if (k := faults.step_hook(faults.KILL_AT_STEP)) and run.step == k and acc.is_main_process:  # test hook
                 os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume test: a real kill -9
         if run.step >= cfg.max_steps and not weights_finite(run.params):  # never save a NaN LoRA
             raise Diverged(run.step, last_good_checkpoint(run.ckpt_root))
@@ -319,7 +317,7 @@ def _apply(run: Run, finite_all: bool, losses: list, sig_all: list, loss_all: li
     run.nonfinite_run = 0
     run.optimizer.step()
     run.scheduler.step()
-    if _FAULT_NAN_AT and run.step == _FAULT_NAN_AT:
+    if (k := faults.step_hook(faults.NAN_AT_STEP)) and run.step == k:  # test hook (dataengine.faults)
         with torch.no_grad():
             run.params[0].view(-1)[0] = float("nan")
     if not weights_finite(run.params):

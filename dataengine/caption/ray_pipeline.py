@@ -13,7 +13,6 @@ retried (`max_restarts`, `max_task_retries`); a bad video is a row with its erro
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 import warnings
@@ -22,7 +21,8 @@ import numpy as np
 
 from catalog import db
 
-from ..executors import FAULT_EXIT_ONCE, ray_init
+from ..executors import ray_init
+from ..faults import exit_once
 from .models import Generation
 from .prompts import Prompt
 from .run import CaptionSummary, LabelWriter, Prepared, catalog_rows
@@ -87,11 +87,7 @@ class CaptionActor:
 
         from .models import video_metadata
 
-        marker = os.environ.get(FAULT_EXIT_ONCE)
-        if marker and not os.path.exists(marker):
-            with open(marker, "w") as f:
-                f.write(self.node)
-            os._exit(1)  # an actor process dying mid-batch, once
+        exit_once(self.node)  # test hook: an actor process dying mid-batch, once (dataengine.faults)
         n = len(batch["clip_id"])
         good = [i for i in range(n) if not batch["error"][i]]
         texts, tokens, nframes = [""] * n, [0] * n, [0] * n
