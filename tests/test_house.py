@@ -234,3 +234,18 @@ def test_fault_hooks_live_in_one_module_and_are_read_when_they_fire():
     finally:
         del os.environ[faults.KILL_AT_STEP]
     assert faults.step_hook(faults.KILL_AT_STEP) == 0
+
+
+def test_no_module_over_400_lines_and_no_function_over_80():
+    """A module a newcomer can read in one sitting, a function that fits a screen or two."""
+    big = []
+    for pkg in ("dataengine", "catalog", "train"):
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            src = f.read_text()
+            rel = str(f.relative_to(ROOT))
+            if len(src.splitlines()) > 400:
+                big.append(f"{rel}: {len(src.splitlines())} lines")
+            for node in ast.walk(ast.parse(src)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                    big.append(f"{rel}::{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert big == [], "\n".join(big)
