@@ -211,10 +211,10 @@ def test_the_captioner_test_has_teeth_frame_timing(world_catalog, tmp_path, monk
 
     import numpy as np
 
-    import dataengine.video as video
+    import dataengine.clipread as clipread
 
     good = FIGURES.get("captioner") or caption_scores(shutil.copy(world_catalog, tmp_path / "good.duckdb"))
-    monkeypatch.setattr(video, "pick_frames", lambda times, targets: np.minimum(np.arange(len(targets)),
+    monkeypatch.setattr(clipread, "pick_frames", lambda times, targets: np.minimum(np.arange(len(targets)),
                                                                                 len(times) - 1))
     f = caption_scores(shutil.copy(world_catalog, tmp_path / "c.duckdb"))
     print("\nwith the frame timing broken: " + ", ".join(f"{k} {v:.3f}" for k, v in f.items()))
