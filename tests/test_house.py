@@ -15,6 +15,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def code_lines(skip: set[str] = frozenset()):
+    """(path, line number, line) of every line of the three packages, files in `skip` left out."""
+    for pkg in ("dataengine", "train", "catalog"):
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            rel = str(f.relative_to(ROOT))
+            if rel not in skip:
+                for n, line in enumerate(f.read_text().splitlines(), 1):
+                    yield rel, n, line
+
+
 def catalog_tables() -> set[str]:
     """Every table and view the migrations create."""
     text = "\n".join(p.read_text() for p in sorted((ROOT / "catalog" / "sql").glob("*.sql")))
@@ -65,17 +75,10 @@ def test_files_are_written_one_way():
     """Every file is written through dataengine.atomic (mkstemp beside the target, then a rename),
     never to a predictable `name.tmp` that a planted symlink could redirect. The checkpoint folder
     is the one exception: it is made with mkdir, which fails on any existing name, link or not."""
-    allowed = {"dataengine/atomic.py", "train/checkpoint.py"}
     pat = re.compile(r"""\.tmp(\{|"|'|\.)""")
-    offenders = []
-    for pkg in ("dataengine", "train", "catalog"):
-        for f in sorted((ROOT / pkg).rglob("*.py")):
-            rel = str(f.relative_to(ROOT))
-            if rel in allowed:
-                continue
-            for n, line in enumerate(f.read_text().splitlines(), 1):
-                if pat.search(line) and "mkstemp(" not in line:
-                    offenders.append(f"{rel}:{n}: {line.strip()}")
+    offenders = [f"{rel}:{n}: {line.strip()}" for rel, n, line in
+                 code_lines(skip={"dataengine/atomic.py", "train/checkpoint.py"})
+                 if pat.search(line) and "mkstemp(" not in line]
     assert offenders == [], "\n".join(offenders)
 
 
@@ -191,16 +194,8 @@ def test_only_the_registries_know_a_model_by_its_name():
     """What a model is (random, a toy, the real 2B; which Qwen-VL family; whether real-scale checks
     apply) is asked of its spec (train.specs, dataengine.caption.specs), never guessed from its name
     elsewhere."""
-    offenders = []
-    for pkg in ("dataengine", "train", "catalog"):
-        for f in sorted((ROOT / pkg).rglob("*.py")):
-            rel = str(f.relative_to(ROOT))
-            if rel in REGISTRIES:
-                continue
-            for n, line in enumerate(f.read_text().splitlines(), 1):
-                code = line.split("#", 1)[0]
-                if NAME_TEST.search(code):
-                    offenders.append(f"{rel}:{n}: {line.strip()}")
+    offenders = [f"{rel}:{n}: {line.strip()}" for rel, n, line in code_lines(skip=REGISTRIES)
+                 if NAME_TEST.search(line.split("#", 1)[0])]
     assert offenders == [], "\n".join(offenders)
 
 
