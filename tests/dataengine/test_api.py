@@ -4,7 +4,6 @@ Qwen2-VL through transformers and enforcing the schema (dataengine.caption.local
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,12 +17,6 @@ from helpers import rows
 SMALL = ["--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress"]
 NAME = "tiny-random-qwen2-vl"
 
-
-@pytest.fixture()
-def cat(train_catalog, tmp_path):
-    p = tmp_path / "c.duckdb"
-    shutil.copy(train_catalog, p)
-    return p
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ a row that says what happened; no answer exhausts memory or time; the key is nev
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -110,12 +109,6 @@ class Hostile:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-
-@pytest.fixture()
-def cat(train_catalog, tmp_path):
-    p = tmp_path / "c.duckdb"
-    shutil.copy(train_catalog, p)
-    return p
 
 
 @pytest.fixture()

@@ -19,14 +19,6 @@ from dataengine.cli import main
 FAST = ["--free", "--max-new-tokens", "12", "--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress"]
 
 
-@pytest.fixture()
-def cat(train_catalog, tmp_path):
-    import shutil
-
-    p = tmp_path / "c.duckdb"
-    shutil.copy(train_catalog, p)
-    return p
-
 
 def caption(runner, cat, model, *extra):
     return runner.invoke(main, ["caption", "--catalog", str(cat), "--model", model, *FAST, *extra])

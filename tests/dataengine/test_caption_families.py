@@ -27,12 +27,6 @@ FAMILY_CLASS = {"qwen2-vl": "Qwen2VLForConditionalGeneration", "qwen2.5-vl": "Qw
                 "qwen3-vl": "Qwen3VLForConditionalGeneration"}
 
 
-@pytest.fixture()
-def cat(train_catalog, tmp_path):
-    p = tmp_path / "c.duckdb"
-    shutil.copy(train_catalog, p)
-    return p
-
 
 @pytest.fixture(scope="module")
 def family_dirs(tmp_path_factory):

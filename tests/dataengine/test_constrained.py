@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-
-import pytest
 
 from dataengine.caption.schema import MOTION, TIME_OF_DAY, Constraint, caption_schema, vocab_tags, worst_case_tokens
 from dataengine.cli import main
@@ -15,12 +12,6 @@ from helpers import rows
 # no --max-new-tokens: constrained runs default to the schema's bound, so nothing is cut off
 SMALL = ["--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress"]
 
-
-@pytest.fixture()
-def cat(train_catalog, tmp_path):
-    p = tmp_path / "c.duckdb"
-    shutil.copy(train_catalog, p)
-    return p
 
 
 def vocab():

@@ -16,12 +16,6 @@ from helpers import rows
 SMALL = ["--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress", "--limit", "2"]
 
 
-@pytest.fixture()
-def cat(train_catalog, tmp_path):
-    p = tmp_path / "c.duckdb"
-    shutil.copy(train_catalog, p)
-    return p
-
 
 def run(cat, hub, *, offline: bool, endpoint: str | None = None):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")}

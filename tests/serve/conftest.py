@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import time
 
 import pytest
+
+from helpers import free_port
 
 LIVE_TOKEN = "live-test-token-0123"
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -46,10 +47,6 @@ def served(train_catalog, trained_run, tmp_path):
     return {"catalog": cat, "runs": runs, **info}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
