@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+from abc import ABC, abstractmethod
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Iterator
@@ -79,7 +80,7 @@ def _warm() -> int:
     return os.getpid()
 
 
-class Executor:
+class Executor(ABC):
     """What ingest asks of a place to analyse videos: `map_videos` yields one VideoResult per
     (path, video id), in any order; `warm` may start workers early (it overlaps with hashing and
     opening the catalog) and `close` ends them. Both default to doing nothing."""
@@ -92,8 +93,9 @@ class Executor:
     def close(self) -> None:
         pass
 
+    @abstractmethod
     def map_videos(self, todo: list[tuple[str, str]], opts: IngestOptions) -> Iterator[VideoResult]:
-        raise NotImplementedError
+        """One VideoResult per (path, video id) of `todo`, in any order."""
 
 
 class LocalPool(Executor):
