@@ -47,7 +47,7 @@ def main() -> None:
 
     from dataengine.caption.models import load_captioner
     from dataengine.caption.prompts import SamplingParams, load_prompt
-    from dataengine.caption.run import _Preparer, caption_clips, select_clips
+    from dataengine.caption.run import Preparer, caption_clips, select_clips
     from dataengine.caption.schema import Constraint, SchemaGrammar
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
@@ -58,7 +58,7 @@ def main() -> None:
         con = load_prompt("caption_v1", sampling, constraint=Constraint())
         cap = load_captioner("tiny", device="cpu")
         todo, _ = select_clips(cat, "x", "y", query=None, limit=None, overwrite=False, retry_failed=False)
-        prep = _Preparer(cap, sampling)
+        prep = Preparer(cap, sampling)
         batches = [prep(todo[i:i + args.batch]) for i in range(0, len(todo), args.batch)]
         print(f"{len(todo)} clips in {len(batches)} batches of {args.batch}; tiny random Qwen2-VL on CPU, "
               f"{torch.get_num_threads()} torch threads")

@@ -27,6 +27,10 @@ class CatalogError(Exception):
     """A catalog that cannot be opened or used; the message is meant for the user."""
 
 
+class QueryError(CatalogError):
+    """The user's --query text was refused or failed; the message says why."""
+
+
 def resolve_path(path: str | os.PathLike | None) -> Path:
     """`--catalog PATH`, else $DE_CATALOG, else ./catalog.duckdb."""
     if path:

@@ -25,16 +25,12 @@ import functools
 import gc
 import json
 import os
-import threading
 from typing import Any
 
 import duckdb
 
-from .db import CatalogError, open_duckdb, resolve_path
-
-
-class QueryError(CatalogError):
-    """The user's --query text was refused or failed; the message says why."""
+from .db import CatalogError, QueryError, open_duckdb, resolve_path
+from .timeouts import query_deadline
 
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -247,11 +243,7 @@ def run_query(
         statements = con.extract_statements(sql)
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             raise QueryError("the query must be a single expression over the clips view")
-        timer = threading.Timer(timeout, con.interrupt) if timeout else None
-        if timer:
-            timer.daemon = True
-            timer.start()
-        try:
+        with query_deadline(con, timeout, hint="simplify it or raise --query-timeout"):
             if limit is not None and 0 < limit <= 1000:
                 # top-N on the narrow key first, then the wide rows of just those clips: sorting
                 # every matching row with all its columns is what costs at a million clips
@@ -265,15 +257,6 @@ def run_query(
             cols = [d[0] for d in cur.description]
             with _gc_paused():  # 300k+ row tuples: the cyclic collector's rescans cost seconds
                 rows = cur.fetchall()
-        except duckdb.InterruptException as e:
-            raise QueryError(f"the query ran longer than {timeout:g} s and was stopped; simplify it or raise "
-                             "--query-timeout") from e
-        except duckdb.Error as e:
-            msg = str(e).splitlines()[0]
-            raise QueryError(f"query failed: {msg}") from e
-        finally:
-            if timer:
-                timer.cancel()
         with _gc_paused():
             return [dict(zip(cols, r)) for r in rows]
     finally:

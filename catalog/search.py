@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from typing import Any
 
 STOP = frozenset("a an and are as at be by for from has have in into is it its of on or that the their then "
@@ -84,6 +83,7 @@ def search(text: str, catalog: str | os.PathLike | None = None, *, where: str | 
 
     from .db import CatalogError, resolve_path
     from .query import QueryError, check_where_clause, open_sandboxed, view_columns
+    from .timeouts import query_deadline
 
     words = terms(text)
     if not words:
@@ -102,11 +102,7 @@ def search(text: str, catalog: str | os.PathLike | None = None, *, where: str | 
         except duckdb.Error as e:
             raise CatalogError(f"{resolve_path(catalog)} has no clips view: it is not a catalog of this tool") from e
         clause = check_where_clause(where, cols) if where is not None else None
-        timer = threading.Timer(timeout, con.interrupt) if timeout else None
-        if timer:
-            timer.daemon = True
-            timer.start()
-        try:
+        with query_deadline(con, timeout, what="the search", hint="narrow the words or the filter"):
             ranked = con.execute(search_sql(clause, len(words)), [*words, int(limit)]).fetchall()
             if not ranked:
                 return []
@@ -115,13 +111,6 @@ def search(text: str, catalog: str | os.PathLike | None = None, *, where: str | 
                               [r[0] for r in ranked])
             names = [d[0] for d in cur.description][1:]
             rows = {r[0]: dict(zip(names, r[1:])) for r in cur.fetchall()}
-        except duckdb.InterruptException as e:
-            raise QueryError(f"the search ran longer than {timeout:g} s and was stopped") from e
-        except duckdb.Error as e:
-            raise QueryError(f"search failed: {str(e).splitlines()[0]}") from e
-        finally:
-            if timer:
-                timer.cancel()
         return [{**rows[cid], "score": round(float(s), 4)} for cid, s in ranked if cid in rows]
     finally:
         con.close()

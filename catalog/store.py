@@ -9,11 +9,18 @@ VIDEO_COLUMNS = [
     "video_id", "path", "size_bytes", "duration_s", "fps", "width", "height", "num_frames", "codec",
     "container", "rotation", "is_vfr", "reader", "status", "error", "error_kind", "split_key", "sar", "excluded",
 ]
-CLIP_COLUMNS = [
-    "clip_id", "video_id", "scene_index", "window_index", "start_frame", "end_frame", "start_s", "end_s",
-    "motion_score", "brightness", "colorfulness", "sharpness", "keyframe_path", "detector",
-    "detector_params", "split_key", "sig0", "sig1", "sig2",
-]
+# A clip row, declared once: (column, Python type, default if optional). The ingest's record of a
+# clip (`dataengine.analyze.ClipRecord`) is made from this list, the writer binds these columns,
+# and tests/catalog check that a fresh catalog's clip_segments table has exactly these columns.
+CLIP_FIELDS: tuple = (
+    ("clip_id", str), ("video_id", str), ("scene_index", int), ("window_index", int),
+    ("start_frame", int), ("end_frame", int), ("start_s", float), ("end_s", float),
+    ("motion_score", float), ("brightness", float), ("colorfulness", float), ("sharpness", float),
+    ("keyframe_path", "str | None"), ("detector", str), ("detector_params", str), ("split_key", str),
+    # visual signature: pHashes at 25/50/75% of the clip (dataengine.dedup); None before migration 6
+    ("sig0", "int | None", None), ("sig1", "int | None", None), ("sig2", "int | None", None),
+)
+CLIP_COLUMNS = [f[0] for f in CLIP_FIELDS]
 
 SQL_UPSERT_VIDEO = (
     f"INSERT OR REPLACE INTO videos ({', '.join(VIDEO_COLUMNS)}, ingested_at) "

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 
 import numpy as np
+
+from catalog.store import CLIP_FIELDS
 
 from . import identity
 from .scenes import DetectorOptions, SceneFeeder, SplitOptions, split_key, split_scenes
@@ -47,27 +49,10 @@ class IngestOptions:
         return split_key(self.detector, self.split, self.analysis_side, self.purity)
 
 
-@dataclass
-class ClipRecord:
-    clip_id: str
-    video_id: str
-    scene_index: int
-    window_index: int
-    start_frame: int
-    end_frame: int
-    start_s: float
-    end_s: float
-    motion_score: float
-    brightness: float
-    colorfulness: float
-    sharpness: float
-    keyframe_path: str | None
-    detector: str
-    detector_params: str
-    split_key: str
-    sig0: int | None = None  # visual signature: pHashes at 25/50/75% of the clip (dataengine.dedup)
-    sig1: int | None = None
-    sig2: int | None = None
+# One clip as ingest records it: the catalog's clip row (`catalog.store.CLIP_FIELDS`, declared once).
+ClipRecord = make_dataclass("ClipRecord", [f if len(f) == 2 else (f[0], f[1], field(default=f[2]))
+                                           for f in CLIP_FIELDS])
+ClipRecord.__module__ = __name__  # picklable: results travel from worker processes and Ray tasks
 
 
 @dataclass

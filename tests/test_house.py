@@ -244,3 +244,26 @@ def test_no_module_over_400_lines_and_no_function_over_80():
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
                     big.append(f"{rel}::{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert big == [], "\n".join(big)
+
+
+def test_one_timeout_helper():
+    """Work is stopped at its deadline through catalog/timeouts.py only: no other module starts a
+    timer that interrupts a connection or cuts a socket."""
+    offenders = [f"{rel}:{n}: {line.strip()}" for rel, n, line in code_lines(skip={"catalog/timeouts.py"})
+                 if re.search(r"\.interrupt\b|threading\.Timer\([^)]*(timeout|cut)", line)]
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_one_labelling_driver():
+    """The summary, run record, progress bar, label writer and salvage exist once (run.label_clips);
+    the backends (local, API, Ray) only prepare frames and generate. Nothing outside run.py makes a
+    summary or a writer, or starts a caption run record."""
+    pat = re.compile(r"\b(CaptionSummary\(|LabelWriter\(|start_run\(con, \"caption\"|\.salvage\()")
+    offenders = [f"{rel}:{n}: {line.strip()}" for rel, n, line in code_lines(skip={"dataengine/caption/run.py"})
+                 if pat.search(line)]
+    assert offenders == [], "\n".join(offenders)
+    from dataengine.caption.api import ApiBackend
+    from dataengine.caption.ray_pipeline import RayBackend
+    from dataengine.caption.run import Backend, LocalBackend
+
+    assert all(issubclass(b, Backend) for b in (LocalBackend, ApiBackend, RayBackend))

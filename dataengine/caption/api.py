@@ -25,17 +25,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from catalog import db
-
 from .models import Generation, prepare_frames
 from .prompts import Prompt
 from .api_client import ApiError, _Client, _RequestFailed
-from .run import CaptionSummary, LabelWriter, Prepared, _Preparer, catalog_rows
+from .run import Backend, CaptionSummary, Preparer, Prepared, Step, label_clips
 from .specs import named_random, served_geometry
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_KIND = "openai-chat/video-jpeg"
+
+
 @dataclass
 class ApiSettings:
     base_url: str
@@ -144,51 +144,47 @@ class ApiCaptioner:
         return (n // 2) * (h // unit) * (w // unit)
 
 
-def caption_via_api(catalog_path, settings: ApiSettings, prompt: Prompt, todo: list[dict], *, name: str | None,
-                    already_done: int = 0, query: str | None = None, limit: int | None = None,
-                    overwrite: bool = False, progress: bool = True) -> CaptionSummary:
-    """Label `todo` through the endpoint, `settings.concurrency` requests in flight. Rows go
-    through the same LabelWriter as in-process runs (coalesced short transactions)."""
-    t_start = time.perf_counter()
-    cap = ApiCaptioner(settings, name)
-    s = CaptionSummary(captioner=cap.name, prompt_version=prompt.version, is_random=cap.is_random,
-                       already_done=already_done, selected=len(todo) + already_done)
-    with db.writing(catalog_path) as con:
-        run = db.start_run(con, "caption", {"captioner": cap.name, "prompt_version": prompt.version, "query": query,
-                                             "limit": limit, "overwrite": overwrite, "executor": "api",
-                                             "endpoint": settings.base_url, "concurrency": settings.concurrency,
-                                             "sampling": prompt.sampling.__dict__})
-    text = prompt.render()
-    client = _Client(settings)
-    local = threading.local()
+class ApiBackend(Backend):
+    """Generation by a served endpoint, `settings.concurrency` requests in flight; each clip is
+    prepared in the thread that sends it (one `Preparer` per thread, so one open video each)."""
 
-    def one(row: dict) -> tuple[Prepared, Generation | None]:
-        prep = getattr(local, "prep", None)
+    desc = "caption (api)"
+
+    def __init__(self, settings: ApiSettings, name: str | None = None):
+        self.settings = settings
+        self.cap = ApiCaptioner(settings, name)
+        self.name, self.is_random = self.cap.name, self.cap.is_random
+        self.kind = "random" if self.is_random else "real"
+        self.client = _Client(settings)
+        self._local = threading.local()
+        self._ex: ThreadPoolExecutor | None = None
+
+    def run_params(self) -> dict:
+        return {"executor": "api", "endpoint": self.settings.base_url, "concurrency": self.settings.concurrency}
+
+    def _one(self, row: dict, text: str, prompt: Prompt) -> tuple[Prepared, Generation | None]:
+        prep = getattr(self._local, "prep", None)
         if prep is None:
-            prep = local.prep = _Preparer(cap, prompt.sampling)
-        p = prep([row])[0]
+            prep = self._local.prep = Preparer(self.cap, prompt.sampling)
+        p = prep.one(row)
         if p.error:
             return p, None
         t0 = time.perf_counter()
         try:
-            frames_b64 = encode_frames(p.video, settings.jpeg_quality)
-            data = client.post("/chat/completions", request_body(settings, frames_b64, text, prompt,
-                                                                 p.metadata["fps"]))
+            frames_b64 = encode_frames(p.video, self.settings.jpeg_quality)
+            data = self.client.post("/chat/completions", request_body(self.settings, frames_b64, text, prompt,
+                                                                      p.metadata["fps"]))
         except _RequestFailed as e:
             p.error, p.failed_at = f"request: {e}", "request"
             return p, None
         p.seconds += time.perf_counter() - t0
         content = data["choices"][0]["message"]["content"] or ""
-        return p, Generation(client.redact(content), cap.visual_tokens(p.video), int(p.video.shape[0]))
+        return p, Generation(self.client.redact(content), self.cap.visual_tokens(p.video), int(p.video.shape[0]))
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), unit="clip", desc="caption (api)", disable=not progress, dynamic_ncols=True)
-    writer = LabelWriter(catalog_path, s)
-    window = max(2, 2 * settings.concurrency)  # bounded: never more than this many clips in memory
-    ex = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="caption-api")
-    failed = False
-    try:
+    def steps(self, todo, prompt, s):
+        text = prompt.render()
+        window = max(2, 2 * self.settings.concurrency)  # bounded: never more than this many clips in memory
+        self._ex = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="caption-api")
         pending: set = set()
         it = iter(todo)
         exhausted = False
@@ -198,31 +194,26 @@ def caption_via_api(catalog_path, settings: ApiSettings, prompt: Prompt, todo: l
                 if row is None:
                     exhausted = True
                 else:
-                    pending.add(ex.submit(one, row))
+                    pending.add(self._ex.submit(self._one, row, text, prompt))
             if not pending:
                 break
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            results = [f.result() for f in done]  # ApiError (fatal) propagates from here
-            writer.add(catalog_rows(results, cap.name, "random" if cap.is_random else "real", prompt, s))
-            bar.update(len(results))
-            elapsed = time.perf_counter() - t_start
-            bar.set_postfix(clips_per_s=f"{s.attempted / elapsed:.2f}",
-                            fail=s.parse_failures + s.decode_failures + s.request_failures)
-        writer.flush()
-    except BaseException as e:
-        failed = True
-        writer.salvage(e)
-        raise
-    finally:
+            yield Step([f.result() for f in done])  # ApiError (fatal) propagates from here
+
+    def close(self, s, failed):
         # on failure do not wait for requests in flight (they may be retrying): their clips have
         # no row yet and a rerun labels them
-        ex.shutdown(wait=not failed, cancel_futures=True)
-        bar.close()
-        s.retries = client.retried
-        s.notes.append("sent without mm_processor_kwargs (the server refused the field)" if client.dropped_mm_kwargs
-                       else "sent with mm_processor_kwargs (vLLM's frame-rate hint)")
-        writer.finish(run, t_start)
-    return s
+        if self._ex is not None:
+            self._ex.shutdown(wait=not failed, cancel_futures=True)
+        s.retries = self.client.retried
+        s.notes.append("sent without mm_processor_kwargs (the server refused the field)"
+                       if self.client.dropped_mm_kwargs else "sent with mm_processor_kwargs (vLLM's frame-rate hint)")
+
+
+def caption_via_api(catalog_path, settings: ApiSettings, prompt: Prompt, todo: list[dict], *, name: str | None,
+                    **driver) -> CaptionSummary:
+    """Label `todo` through the endpoint (the one driver, `run.label_clips`, with `ApiBackend`)."""
+    return label_clips(catalog_path, ApiBackend(settings, name), prompt, todo, **driver)
 
 
 def api_key_from_env(var: str | None) -> str | None:

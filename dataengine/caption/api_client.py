@@ -11,6 +11,8 @@ import re
 import threading
 import time
 
+from catalog.timeouts import after
+
 log = logging.getLogger("dataengine.caption.api")
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -144,41 +146,38 @@ class _Client:
                 except OSError:
                     pass
 
-        timer = threading.Timer(self.s.timeout, cut)
-        timer.daemon = True
-        timer.start()
-        try:
-            r = self._session().post(url, json=body, timeout=(min(10.0, self.s.timeout), self.s.timeout),
-                                     stream=True)
+        with after(self.s.timeout, cut):
             try:
-                declared = r.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-                    raise _TooBig
-                chunks, got = [], 0
-                while True:
-                    if fired.is_set() or time.monotonic() > deadline:
-                        raise _Deadline
-                    chunk = r.raw.read1(65536, decode_content=True)  # what has arrived, not a full 64 KB
-                    if not chunk:
-                        break
-                    got += len(chunk)
-                    if got > MAX_RESPONSE_BYTES:
+                r = self._session().post(url, json=body, timeout=(min(10.0, self.s.timeout), self.s.timeout),
+                                         stream=True)
+                try:
+                    declared = r.headers.get("Content-Length", "")
+                    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
                         raise _TooBig
-                    chunks.append(chunk)
-                if fired.is_set():
-                    raise _Deadline
-                return r.status_code, dict(r.headers), b"".join(chunks)
+                    chunks, got = [], 0
+                    while True:
+                        if fired.is_set() or time.monotonic() > deadline:
+                            raise _Deadline
+                        chunk = r.raw.read1(65536, decode_content=True)  # what has arrived, not a full 64 KB
+                        if not chunk:
+                            break
+                        got += len(chunk)
+                        if got > MAX_RESPONSE_BYTES:
+                            raise _TooBig
+                        chunks.append(chunk)
+                    if fired.is_set():
+                        raise _Deadline
+                    return r.status_code, dict(r.headers), b"".join(chunks)
+                finally:
+                    r.close()
+            except (_TooBig, _Deadline):
+                raise
+            except Exception:
+                if fired.is_set():  # the watchdog cut the socket: whatever broke, the deadline passed
+                    raise _Deadline from None
+                raise
             finally:
-                r.close()
-        except (_TooBig, _Deadline):
-            raise
-        except Exception:
-            if fired.is_set():  # the watchdog cut the socket: whatever broke, the deadline passed
-                raise _Deadline from None
-            raise
-        finally:
-            timer.cancel()
-            held[0] = None
+                held[0] = None
 
     def post(self, path: str, body: dict) -> dict:
         import requests

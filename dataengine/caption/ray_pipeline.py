@@ -6,65 +6,47 @@
 
 Ray Data streams blocks between the stages, so a slow model applies backpressure to decoding and
 nothing is held in memory beyond a few batches. The prompt, frames, sampling, metadata, parser and
-rows are the local path's (`prepare_frames`, `video_metadata`, `catalog_rows`): with a greedy
+rows are the local path's (`Preparer`, `catalog_rows`, the driver `label_clips`): with a greedy
 model the same clips give identical rows either way. A killed actor is restarted and its batch
 retried (`max_restarts`, `max_task_retries`); a bad video is a row with its error, never retried.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 import warnings
+from collections import Counter
 
 import numpy as np
-
-from catalog import db
 
 from ..executors import ray_init
 from ..faults import exit_once
 from .models import Generation
 from .prompts import Prompt
-from .run import CaptionSummary, LabelWriter, Prepared, catalog_rows
+from .run import Backend, CaptionSummary, FrameGeometry, Preparer, Prepared, Step, label_clips
 
 
 class PrepareFrames:
-    """CPU stage: read each clip's range and prepare its frames (no model needed)."""
+    """CPU stage: read each clip's range and prepare its frames (no model needed), with the local
+    path's `Preparer`; the frames travel as bytes plus a shape."""
 
     def __init__(self, sampling, patch: int, merge: int):
-        self.sampling, self.patch, self.merge = sampling, patch, merge
-        self._reader = None
+        self.prep = Preparer(FrameGeometry(patch, merge), sampling)
 
     def __call__(self, batch: dict) -> dict:
-        from ..identity import check_source
-        from ..clipread import ClipReader
-        from ..video import VideoError
-        from .models import prepare_frames, video_metadata
-
         out = {k: [] for k in ("clip_id", "pixels", "shape", "fps", "error", "seconds")}
         for cid, vid, path, s, e in zip(batch["clip_id"], batch["video_id"], batch["video_path"], batch["start_s"],
                                         batch["end_s"]):
-            t0 = time.perf_counter()
-            pixels, shape, fps, err = b"", [0, 0, 0, 0], 0.0, ""
-            try:
-                check_source(path, vid)
-                if self._reader is None or self._reader.path != path:
-                    self._reader = ClipReader(path, max_pixels=self.sampling.max_pixels)
-                frames, times = self._reader.read(float(s), float(e), self.sampling.fps,
-                                                  max_frames=self.sampling.max_frames)
-                arr = prepare_frames(frames, self.sampling, self.patch, self.merge)
-                pixels, shape = arr.tobytes(), list(arr.shape)
-                fps = video_metadata(times, arr.shape[0], self.sampling.fps)["fps"]
-            except VideoError as ex:
-                err = f"{ex.kind}: {ex}"
-            except Exception as ex:  # a broken file must not stop the run
-                err = f"{type(ex).__name__}: {ex}"
+            p = self.prep.one({"clip_id": cid, "video_id": vid, "video_path": path, "start_s": float(s),
+                               "end_s": float(e)})
             out["clip_id"].append(cid)
-            out["pixels"].append(pixels)
-            out["shape"].append(np.asarray(shape, dtype=np.int64))
-            out["fps"].append(fps)
-            out["error"].append(err)
-            out["seconds"].append(time.perf_counter() - t0)
+            out["pixels"].append(b"" if p.error else p.video.tobytes())
+            out["shape"].append(np.asarray([0, 0, 0, 0] if p.error else p.video.shape, dtype=np.int64))
+            out["fps"].append(0.0 if p.error else p.metadata["fps"])
+            out["error"].append(p.error)
+            out["seconds"].append(p.seconds)
         return {k: (np.stack(v) if k == "shape" else np.asarray(v, dtype=object if k in ("pixels", "clip_id", "error")
                                                                    else None)) for k, v in out.items()}
 
@@ -112,83 +94,79 @@ class CaptionActor:
                 "kind": np.asarray([self.cap.kind] * n, dtype=object)}
 
 
-def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: list[dict], *, address: str,
-                   workers: int = 1, gpus_per_worker: float = 0.0, batch_size: int = 4, device: str | None = None,
-                   dtype: str | None = None, name: str | None = None, already_done: int = 0,
-                   query: str | None = None, limit: int | None = None, overwrite: bool = False,
-                   progress: bool = True) -> CaptionSummary:
-    import ray
+class RayBackend(Backend):
+    """Generation by captioner actors on a Ray cluster; frames prepared by CPU tasks."""
 
-    from .models import processor_geometry
+    desc = "caption (ray)"
 
-    t_start = time.perf_counter()
-    s = CaptionSummary(captioner=label, prompt_version=prompt.version, already_done=already_done,
-                       selected=len(todo) + already_done)
-    ray_init(address)
-    device = device or ("cuda" if gpus_per_worker > 0 else "cpu")
-    with db.writing(catalog_path) as con:
-        run = db.start_run(con, "caption", {"captioner": label, "prompt_version": prompt.version, "query": query,
-                                             "limit": limit, "batch_size": batch_size, "overwrite": overwrite,
-                                             "sampling": prompt.sampling.__dict__, "executor": "ray",
-                                             "workers": workers, "gpus_per_worker": gpus_per_worker})
-    import logging
+    def __init__(self, model: str, label: str, *, address: str, workers: int = 1, gpus_per_worker: float = 0.0,
+                 batch_size: int = 4, device: str | None = None, dtype: str | None = None, name: str | None = None):
+        self.model, self.name, self.address, self.workers = model, label, address, workers
+        self.gpus_per_worker, self.batch_size, self.dtype, self.model_name = gpus_per_worker, batch_size, dtype, name
+        self.device = device or ("cuda" if gpus_per_worker > 0 else "cpu")
+        self.nodes: Counter = Counter()
+        ray_init(address)
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # our own bar counts clips; Ray's per-operator bars would interleave
-    ctx.wait_for_min_actors_s = 900  # start once every captioner has loaded, so the work is shared from batch 1
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    patch, merge = processor_geometry(model)
-    items = [{k: r[k] for k in ("clip_id", "video_id", "video_path", "start_s", "end_s")} for r in todo]
-    by_id = {r["clip_id"]: r for r in todo}
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * workers)))
-    ds = ds.map_batches(PrepareFrames, fn_constructor_kwargs=dict(sampling=prompt.sampling, patch=patch, merge=merge),
-                        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
-                        num_cpus=0.5 if gpus_per_worker > 0 else 0)
-    with warnings.catch_warnings():  # Ray 2.5x deprecates passing actor options this way; they still apply
-        warnings.simplefilter("ignore")
-        # One CPU per model actor (on GPU nodes the GPUs are what they reserve), and SPREAD: the actors
-        # land on different nodes when they can. On CPU-only clusters the frame stage reserves no
-        # CPU of its own (it shares the node with the actors) so it can never starve behind them.
-        ds = ds.map_batches(CaptionActor, fn_constructor_kwargs=dict(model=model, name=name, device=device,
-                                                                     dtype=dtype, sampling=prompt.sampling,
-                                                                     text=prompt.render(),
-                                                                     schema=prompt.schema),
-                            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
-                            num_gpus=gpus_per_worker, num_cpus=1, max_restarts=3, max_task_retries=3,
-                            scheduling_strategy="SPREAD")
-    from collections import Counter
+    def run_params(self) -> dict:
+        return {"executor": "ray", "batch_size": self.batch_size, "workers": self.workers,
+                "gpus_per_worker": self.gpus_per_worker}
 
-    from tqdm import tqdm
+    def _dataset(self, todo: list[dict], prompt: Prompt):
+        import ray
 
-    nodes: Counter = Counter()
-    writer = LabelWriter(catalog_path, s)
-    bar = tqdm(total=len(todo), unit="clip", desc="caption (ray)", disable=not progress, dynamic_ncols=True)
+        from .models import processor_geometry
 
-    seen: set[str] = set()
-    try:
-        for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            results = []
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # our own bar counts clips; Ray's per-operator bars would interleave
+        ctx.wait_for_min_actors_s = 900  # start once every captioner has loaded, so the work is shared from batch 1
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        patch, merge = processor_geometry(self.model)
+        items = [{k: r[k] for k in ("clip_id", "video_id", "video_path", "start_s", "end_s")} for r in todo]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * self.workers)))
+        ds = ds.map_batches(PrepareFrames, fn_constructor_kwargs=dict(sampling=prompt.sampling, patch=patch,
+                                                                      merge=merge),
+                            batch_size=self.batch_size, compute=ray.data.ActorPoolStrategy(size=max(1, self.workers)),
+                            num_cpus=0.5 if self.gpus_per_worker > 0 else 0)
+        with warnings.catch_warnings():  # Ray 2.5x deprecates passing actor options this way; they still apply
+            warnings.simplefilter("ignore")
+            # One CPU per model actor (on GPU nodes the GPUs are what they reserve), and SPREAD: the actors
+            # land on different nodes when they can. On CPU-only clusters the frame stage reserves no
+            # CPU of its own (it shares the node with the actors) so it can never starve behind them.
+            return ds.map_batches(CaptionActor, fn_constructor_kwargs=dict(
+                model=self.model, name=self.model_name, device=self.device, dtype=self.dtype,
+                sampling=prompt.sampling, text=prompt.render(), schema=prompt.schema),
+                batch_size=self.batch_size, compute=ray.data.ActorPoolStrategy(size=self.workers),
+                num_gpus=self.gpus_per_worker, num_cpus=1, max_restarts=3, max_task_retries=3,
+                scheduling_strategy="SPREAD")
+
+    def steps(self, todo, prompt, s):
+        by_id = {r["clip_id"]: r for r in todo}
+        seen: set[str] = set()
+        for out in self._dataset(todo, prompt).iter_batches(batch_size=None, batch_format="numpy"):
+            pairs, kind = [], None
             for i, cid in enumerate(out["clip_id"]):
                 if cid in seen:  # a retried batch can never write a clip twice
                     continue
                 seen.add(cid)
-                nodes[str(out["node"][i])] += 1
+                self.nodes[str(out["node"][i])] += 1
                 p = Prepared(by_id[cid], error=str(out["error"][i] or ""), seconds=float(out["seconds"][i]))
                 g = None if p.error else Generation(str(out["text"][i]), int(out["visual_tokens"][i]),
                                                     int(out["num_frames"][i]))
-                results.append((p, g))
+                pairs.append((p, g))
                 s.is_random = s.is_random or bool(out["is_random"][i])
                 kind = str(out["kind"][i])
             per_clip = float(out["per_clip"][0]) if len(out["clip_id"]) else 0.0
-            s.generate_seconds += per_clip * sum(1 for _, g in results if g is not None)
-            writer.add(catalog_rows(results, label, kind if results else "real", prompt, s, per_clip))
-            bar.update(len(results))
-        writer.flush()
-    except BaseException as e:
-        writer.salvage(e)
-        raise
-    finally:
-        bar.close()
-        s.nodes = dict(nodes)
-        writer.finish(run, t_start)
-    return s
+            s.generate_seconds += per_clip * sum(1 for _, g in pairs if g is not None)
+            yield Step(pairs, per_clip, kind)
+
+    def close(self, s, failed):
+        s.nodes = dict(self.nodes)
+
+
+def caption_on_ray(catalog_path, model: str, label: str, prompt: Prompt, todo: list[dict], *, address: str,
+                   workers: int = 1, gpus_per_worker: float = 0.0, batch_size: int = 4, device: str | None = None,
+                   dtype: str | None = None, name: str | None = None, **driver) -> CaptionSummary:
+    """Label `todo` on a Ray cluster (the one driver, `run.label_clips`, with `RayBackend`)."""
+    backend = RayBackend(model, label, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                         batch_size=batch_size, device=device, dtype=dtype, name=name)
+    return label_clips(catalog_path, backend, prompt, todo, **driver)

@@ -1,13 +1,16 @@
 """`de caption`: label clips with a VLM, batch by batch, resumable.
 
-Pipeline per batch: a background thread reads and prepares the frames of batch i+1 (decode by
-time from the source range, resize with qwen-vl-utils) while the model generates batch i. The
-single writer (this process) stores each batch's rows in one transaction, so a kill loses at
-most one batch and a rerun labels only clips without a row for (captioner, prompt version).
+One driver (`label_clips`) over three backends that only prepare frames and generate text:
+`LocalBackend` here (a background thread reads and prepares the frames of batch i+1, decoding by
+time from the source range and resizing with qwen-vl-utils, while the model generates batch i),
+`api.ApiBackend` (a served endpoint) and `ray_pipeline.RayBackend` (a Ray Data pipeline). The
+driver is the single writer: each batch's rows go in one short transaction, so a kill loses at
+most the last batches and a rerun labels only clips without a row for (captioner, prompt version).
 """
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import os
@@ -24,7 +27,7 @@ from catalog.query import run_query
 from ..identity import check_source
 from ..clipread import ClipReader
 from ..video import VideoError
-from .models import video_metadata
+from .models import prepare_frames, video_metadata
 from .parse import parse_output
 from .prompts import Prompt
 
@@ -167,8 +170,10 @@ def select_clips(catalog_path, captioner: str, version: str, *, query: str | Non
     return todo, skipped
 
 
-class _Preparer:
-    """Decodes and prepares clips; keeps the last video open (clips come grouped by video)."""
+class Preparer:
+    """Decodes and prepares clips for any backend; keeps the last video open (clips come grouped by
+    video). `captioner` is anything with `prepare(frames, sampling)`: a loaded model, a served
+    model's geometry (`api.ApiCaptioner`) or a bare `FrameGeometry` (the Ray frame stage)."""
 
     def __init__(self, captioner, sampling):
         self.captioner = captioner
@@ -180,23 +185,33 @@ class _Preparer:
             self._reader = ClipReader(path, max_pixels=self.sampling.max_pixels)
         return self._reader
 
+    def one(self, row: dict) -> Prepared:
+        t0 = time.perf_counter()
+        try:
+            check_source(row["video_path"], row.get("video_id"))
+            reader = self._reader_for(row["video_path"])
+            frames, times = reader.read(row["start_s"], row["end_s"], self.sampling.fps,
+                                        max_frames=self.sampling.max_frames)
+            video = self.captioner.prepare(frames, self.sampling)
+            meta = video_metadata(times, int(video.shape[0]), self.sampling.fps)
+            return Prepared(row, video, int(video.shape[0]), seconds=time.perf_counter() - t0, metadata=meta)
+        except VideoError as e:
+            return Prepared(row, error=f"{e.kind}: {e}", seconds=time.perf_counter() - t0)
+        except Exception as e:  # a broken file must not stop the run
+            return Prepared(row, error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
+
     def __call__(self, batch: list[dict]) -> list[Prepared]:
-        out = []
-        for row in batch:
-            t0 = time.perf_counter()
-            try:
-                check_source(row["video_path"], row.get("video_id"))
-                reader = self._reader_for(row["video_path"])
-                frames, times = reader.read(row["start_s"], row["end_s"], self.sampling.fps,
-                                            max_frames=self.sampling.max_frames)
-                video = self.captioner.prepare(frames, self.sampling)
-                meta = video_metadata(times, int(video.shape[0]), self.sampling.fps)
-                out.append(Prepared(row, video, int(video.shape[0]), seconds=time.perf_counter() - t0, metadata=meta))
-            except VideoError as e:
-                out.append(Prepared(row, error=f"{e.kind}: {e}", seconds=time.perf_counter() - t0))
-            except Exception as e:  # a broken file must not stop the run
-                out.append(Prepared(row, error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0))
-        return out
+        return [self.one(row) for row in batch]
+
+
+class FrameGeometry:
+    """A captioner's frame side without its weights: what the Ray frame stage prepares with."""
+
+    def __init__(self, patch_size: int, merge_size: int):
+        self.patch_size, self.merge_size = patch_size, merge_size
+
+    def prepare(self, frames, sampling):
+        return prepare_frames(frames, sampling, self.patch_size, self.merge_size)
 
 
 def _batches(rows: list[dict], size: int) -> Iterator[list[dict]]:
@@ -223,62 +238,115 @@ def prefetched(fn, batches: list[list[dict]], overlap: bool) -> Iterator[tuple[l
             yield res, waited
 
 
-def caption_clips(catalog_path, captioner, prompt: Prompt, todo: list[dict], *, already_done: int = 0,
-                  query: str | None = None, limit: int | None = None, batch_size: int = 4, overwrite: bool = False,
-                  overlap: bool = True, progress: bool = True) -> CaptionSummary:
-    """Label `todo` (from `select_clips`). The catalog is held only while a batch is written:
-    connect, one transaction, close, so `de query` and `de stats` work during a long run."""
+@dataclass
+class Step:
+    """What a backend hands the driver: clips with their generation (None when the clip failed
+    before the model), the model's seconds per clip, and what made the labels when the backend
+    learns it only from its workers (Ray)."""
+    pairs: list
+    per_clip: float = 0.0
+    kind: str | None = None
+
+
+class Backend(abc.ABC):
+    """Where the text is generated: in this process, on a Ray cluster, or by a served endpoint.
+    A backend prepares frames and generates; the driver (`label_clips`) owns the summary, the run
+    record, the progress bar, the writer and the salvage."""
+
+    desc = "caption"
+    name: str = ""
+    is_random: bool = False
+    kind: str = "real"
+
+    def run_params(self) -> dict:
+        """What the run record says about this backend (beyond the prompt, query and sampling)."""
+        return {}
+
+    @abc.abstractmethod
+    def steps(self, todo: list[dict], prompt: Prompt, s: CaptionSummary) -> Iterator[Step]:
+        """Label `todo`, yielding results as they come; may add counts and notes to `s`."""
+
+    def close(self, s: CaptionSummary, failed: bool) -> None:
+        """Release workers; on failure do not wait for work in flight (a rerun redoes it)."""
+
+
+def label_clips(catalog_path, backend: Backend, prompt: Prompt, todo: list[dict], *, already_done: int = 0,
+                query: str | None = None, limit: int | None = None, overwrite: bool = False,
+                progress: bool = True) -> CaptionSummary:
+    """The one labelling driver. The catalog is held only while a batch is written (connect, one
+    transaction, close), so `de query` and `de stats` work during a long run; a failure keeps what
+    was labelled before it and records the run's end."""
     t_start = time.perf_counter()
-    version = prompt.version
-    s = CaptionSummary(captioner=captioner.name, prompt_version=version, is_random=captioner.is_random)
-    s.already_done = already_done
-    s.selected = len(todo) + s.already_done
+    s = CaptionSummary(captioner=backend.name, prompt_version=prompt.version, is_random=backend.is_random,
+                       already_done=already_done, selected=len(todo) + already_done)
     with db.writing(catalog_path) as con:
-        run = db.start_run(con, "caption", {"captioner": captioner.name, "prompt_version": version, "query": query,
-                                             "limit": limit, "batch_size": batch_size, "overwrite": overwrite,
-                                             "sampling": prompt.sampling.__dict__})
-    text = prompt.render()
+        run = db.start_run(con, "caption", {"captioner": backend.name, "prompt_version": prompt.version,
+                                             "query": query, "limit": limit, "overwrite": overwrite,
+                                             "sampling": prompt.sampling.__dict__, **backend.run_params()})
     from tqdm import tqdm
 
-    if overlap and str(getattr(captioner, "device", "cpu")).startswith("cpu"):
-        # On CPU the model and the decoder share cores: leave one core to the decode thread so
-        # prefetching overlaps instead of time-slicing with generation.
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
-
-    bar = tqdm(total=len(todo), unit="clip", desc="caption", disable=not progress, dynamic_ncols=True)
-    prep = _Preparer(captioner, prompt.sampling)
+    bar = tqdm(total=len(todo), unit="clip", desc=backend.desc, disable=not progress, dynamic_ncols=True)
     writer = LabelWriter(catalog_path, s)
+    failed = False
     try:
-        for prepared, waited in prefetched(prep, list(_batches(todo, batch_size)), overlap):
-            s.decode_seconds += waited
-            writer.add(_label_batch(captioner, prepared, text, prompt, s))
-            bar.update(len(prepared))
-            elapsed = time.perf_counter() - t_start
-            bar.set_postfix(clips_per_s=f"{s.attempted / elapsed:.2f}", fail=s.parse_failures + s.decode_failures)
+        for step in backend.steps(todo, prompt, s):
+            writer.add(catalog_rows(step.pairs, backend.name, step.kind or backend.kind, prompt, s, step.per_clip))
+            bar.update(len(step.pairs))
+            bar.set_postfix(clips_per_s=f"{s.attempted / (time.perf_counter() - t_start):.2f}",
+                            fail=s.parse_failures + s.decode_failures + s.request_failures)
         writer.flush()
     except BaseException as e:
+        failed = True
         writer.salvage(e)
         raise
     finally:
+        backend.close(s, failed)
         bar.close()
         writer.finish(run, t_start)
     return s
 
 
-def _label_batch(captioner, prepared: list[Prepared], text: str, prompt: Prompt, s: CaptionSummary) -> list[list]:
-    good = [p for p in prepared if not p.error]
-    gens, per_clip = [], 0.0
-    if good:
-        t0 = time.perf_counter()
-        gens = captioner.generate([p.video for p in good], text, prompt.sampling, [p.metadata for p in good],
-                                  schema=prompt.schema, seed=zlib.crc32(good[0].row["clip_id"].encode()))
-        dt = time.perf_counter() - t0
-        s.generate_seconds += dt
-        per_clip = dt / len(good)
-    results = [(p, None) for p in prepared if p.error] + [(p, g) for p, g in zip(good, gens)]
-    return catalog_rows(results, captioner.name, captioner.kind, prompt, s, per_clip)
+class LocalBackend(Backend):
+    """The model in this process; a background thread prepares batch i+1 while batch i generates."""
+
+    def __init__(self, captioner, batch_size: int = 4, overlap: bool = True):
+        self.captioner, self.batch_size, self.overlap = captioner, batch_size, overlap
+        self.name, self.is_random, self.kind = captioner.name, captioner.is_random, captioner.kind
+
+    def run_params(self) -> dict:
+        return {"executor": "local", "batch_size": self.batch_size}
+
+    def steps(self, todo, prompt, s):
+        if self.overlap and str(getattr(self.captioner, "device", "cpu")).startswith("cpu"):
+            # On CPU the model and the decoder share cores: leave one core to the decode thread so
+            # prefetching overlaps instead of time-slicing with generation.
+            import torch
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+        text = prompt.render()
+        prep = Preparer(self.captioner, prompt.sampling)
+        for prepared, waited in prefetched(prep, list(_batches(todo, self.batch_size)), self.overlap):
+            s.decode_seconds += waited
+            yield self._generate(prepared, text, prompt, s)
+
+    def _generate(self, prepared: list[Prepared], text: str, prompt: Prompt, s: CaptionSummary) -> Step:
+        good = [p for p in prepared if not p.error]
+        gens, per_clip = [], 0.0
+        if good:
+            t0 = time.perf_counter()
+            gens = self.captioner.generate([p.video for p in good], text, prompt.sampling,
+                                           [p.metadata for p in good], schema=prompt.schema,
+                                           seed=zlib.crc32(good[0].row["clip_id"].encode()))
+            dt = time.perf_counter() - t0
+            s.generate_seconds += dt
+            per_clip = dt / len(good)
+        return Step([(p, None) for p in prepared if p.error] + list(zip(good, gens)), per_clip)
+
+
+def caption_clips(catalog_path, captioner, prompt: Prompt, todo: list[dict], *, batch_size: int = 4,
+                  overlap: bool = True, **driver) -> CaptionSummary:
+    """Label `todo` (from `select_clips`) with a loaded captioner in this process."""
+    return label_clips(catalog_path, LocalBackend(captioner, batch_size, overlap), prompt, todo, **driver)
 
 
 def catalog_rows(results, name: str, kind: str, prompt: Prompt, s: CaptionSummary,

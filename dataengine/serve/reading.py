@@ -162,22 +162,10 @@ def _own_connection(catalog):
 def read_catalog(connection, timeout: float, fn, *args):
     """fn(con, *args) on the connection the context manager `connection` gives, interrupted at
     `timeout`, with DuckDB's errors as QueryError."""
-    import duckdb
+    from catalog.timeouts import query_deadline
 
-    from catalog.query import QueryError
-
-    with connection as con:
-        timer = threading.Timer(timeout, con.interrupt)
-        timer.daemon = True
-        timer.start()
-        try:
-            return fn(con, *args)
-        except duckdb.InterruptException as e:
-            raise QueryError(f"the query ran longer than {timeout:g} s and was stopped; simplify it") from e
-        except duckdb.Error as e:
-            raise QueryError(f"query failed: {str(e).splitlines()[0][:300]}") from e
-        finally:
-            timer.cancel()
+    with connection as con, query_deadline(con, timeout):
+        return fn(con, *args)
 
 
 # -- jobs for a worker process (the user's SQL runs there) --------------------------------------

@@ -126,3 +126,20 @@ def test_a_catalog_made_at_any_old_version_migrates_to_what_a_new_one_is(tmp_pat
         assert _schema(con) == want, f"a catalog made at version {k} differs after migrating"
         assert con.execute("SELECT path FROM videos").fetchall() == [("/x/a.mp4",)]
         con.close()
+
+
+def test_clip_columns_are_declared_once(tmp_path):
+    """The clip row is `catalog.store.CLIP_FIELDS`: the table a fresh catalog makes, the writer's
+    columns and ingest's ClipRecord all agree with it (a column added in one place only fails here)."""
+    import dataclasses
+
+    from catalog.store import CLIP_COLUMNS
+    from dataengine.analyze import ClipRecord
+
+    con = db.connect(tmp_path / "c.duckdb")
+    try:
+        table = [r[0] for r in con.execute("DESCRIBE clip_segments").fetchall()]
+    finally:
+        con.close()
+    assert [c for c in table if c != "created_at"] == CLIP_COLUMNS  # created_at: the catalog's own default
+    assert [f.name for f in dataclasses.fields(ClipRecord)] == CLIP_COLUMNS
