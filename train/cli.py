@@ -6,9 +6,7 @@ defaults), freeze the manifest, then call train.loop.train. Heavy imports happen
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -250,68 +248,12 @@ def build_toy(out_dir, parts, seed, quick, vae_from, one_process, threads):
         import torch
 
         torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    side = None
-    if "sana" in parts and "captioner" in parts and not one_process:
-        side = _side_build(out, seed, quick)
-        parts = ("sana",)
+    from .toy import ToyBuildError, build_toy as build
+
     try:
-        if "sana" in parts:
-            _build_toy_sana(out, seed, quick, vae_from, side)
-    except BaseException:
-        if side is not None and side.poll() is None:
-            side.terminate()
-            side.wait()
-        raise
-    if side is not None:
-        code = side.wait()
-        side.relay.join()
-        if code != 0:
-            raise click.ClickException(f"the captioner's build failed (exit {code}); its output is above")
-        click.echo(f"toy models built in {out} in {time.perf_counter() - t0:.0f} s")
-    if "captioner" in parts:
-        from dataengine.caption.toy import train_captioner
-
-        steps = dict(vision_steps=40, short_steps=20, steps=10) if quick else {}
-        f = train_captioner(out / "qwen2-vl", seed=seed, echo=click.echo, **steps)
-        click.echo(f"toy captioner: {f['vision_steps']} + {f['short_prompt_steps']} + {f['steps']} steps "
-                   f"(vision, short prompt, full prompt), {f['seconds']} s")
-
-
-def _side_build(out: Path, seed: int, quick: bool):
-    """The captioner's build in a side process on one core (see `train.toy.CoreShare`); its output
-    is relayed line by line."""
-    cmd = [sys.executable, "-m", "train.cli", "build-toy", "--out", str(out), "--part", "captioner",
-           "--seed", str(seed), "--threads", "1"] + (["--quick"] if quick else [])
-    click.echo("toy captioner: building in a side process on one core")
-    return _relayed(cmd)
-
-
-def _relayed(cmd: list[str]):
-    """A one-thread side process whose output lines are echoed as they come."""
-    import subprocess
-    import threading
-
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-    relay = threading.Thread(target=lambda: [click.echo(line.rstrip("\n")) for line in proc.stdout], daemon=True)
-    relay.start()
-    proc.relay = relay  # joined after the process ends, so its last lines are printed first
-    return proc
-
-
-def _build_toy_sana(out: Path, seed: int, quick: bool, vae_from, side) -> None:
-    import torch
-
-    from .toy import CoreShare, ToyConfig, build_sana
-
-    cfg = ToyConfig(seed=seed)
-    if quick:
-        cfg.vae_steps, cfg.dit_steps, cfg.clips = 20, 30, 32
-    share = CoreShare(side, torch.get_num_threads()) if side is not None else None
-    figures = build_sana(out / "sana", cfg, echo=click.echo, vae_from=vae_from, between_steps=share)
-    click.echo(f"toy SANA-Video: VAE PSNR {figures['vae_psnr_db']} dB (random: {figures['random_vae_psnr_db']} "
-               f"dB); {figures['seconds']} s")
+        build(out, tuple(parts), seed, quick, vae_from, one_process, echo=click.echo)
+    except ToyBuildError as e:
+        raise click.ClickException(str(e)) from e
 
 
 from .cli_experiments import register as _register_experiments  # noqa: E402

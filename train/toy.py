@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -199,8 +200,6 @@ def build_sana(out_dir, cfg: ToyConfig | None = None, echo=print, vae_from: str 
                between_steps=None) -> dict:
     """Train the toy SANA-Video and save it as a diffusers pipeline folder; returns the figures.
     With `vae_from` (a toy pipeline folder), reuse its VAE and train only the transformer."""
-    import torch
-
     cfg = cfg or ToyConfig()
     t0 = time.perf_counter()
     tok, te = encoder_parts(cfg.seed)
@@ -237,3 +236,69 @@ def build_sana(out_dir, cfg: ToyConfig | None = None, echo=print, vae_from: str 
         (out / "TOY_MODEL").write_text(json.dumps({"name": TOY_NAME, **figures}, indent=1) + "\n")
     echo(f"toy SANA-Video saved to {final} in {figures['seconds']} s")
     return figures
+
+
+class ToyBuildError(Exception):
+    """The toy build failed; the message is for the user (the side process's output is above it)."""
+
+
+def build_toy(out: Path, parts: tuple[str, ...], seed: int, quick: bool, vae_from=None, one_process: bool = False,
+              echo=print) -> None:
+    """Build the toy models into `out`: the SANA-Video (`sana`) and the captioner (`captioner`).
+    Both at once on more than one core: the captioner builds in a side process on one core
+    (`CoreShare`) while this process trains the SANA-Video; its output is relayed line by line."""
+    import torch
+
+    t0 = time.perf_counter()
+    side = None
+    if "sana" in parts and "captioner" in parts and not one_process:
+        side = side_build(out, seed, quick, echo)
+        parts = ("sana",)
+    try:
+        if "sana" in parts:
+            cfg = ToyConfig(seed=seed)
+            if quick:
+                cfg.vae_steps, cfg.dit_steps, cfg.clips = 20, 30, 32
+            share = CoreShare(side, torch.get_num_threads()) if side is not None else None
+            f = build_sana(out / "sana", cfg, echo=echo, vae_from=vae_from, between_steps=share)
+            echo(f"toy SANA-Video: VAE PSNR {f['vae_psnr_db']} dB (random: {f['random_vae_psnr_db']} dB); "
+                 f"{f['seconds']} s")
+    except BaseException:
+        if side is not None and side.poll() is None:
+            side.terminate()
+            side.wait()
+        raise
+    if side is not None:
+        code = side.wait()
+        side.relay.join()
+        if code != 0:
+            raise ToyBuildError(f"the captioner's build failed (exit {code}); its output is above")
+        echo(f"toy models built in {out} in {time.perf_counter() - t0:.0f} s")
+    if "captioner" in parts:
+        from dataengine.caption.toy import train_captioner
+
+        steps = dict(vision_steps=40, short_steps=20, steps=10) if quick else {}
+        f = train_captioner(out / "qwen2-vl", seed=seed, echo=echo, **steps)
+        echo(f"toy captioner: {f['vision_steps']} + {f['short_prompt_steps']} + {f['steps']} steps "
+             f"(vision, short prompt, full prompt), {f['seconds']} s")
+
+
+def side_build(out: Path, seed: int, quick: bool, echo):
+    """The captioner's build in a side process on one core; its output is relayed line by line."""
+    echo("toy captioner: building in a side process on one core")
+    return relayed([sys.executable, "-m", "train.cli", "build-toy", "--out", str(out), "--part", "captioner",
+                    "--seed", str(seed), "--threads", "1"] + (["--quick"] if quick else []), echo)
+
+
+def relayed(cmd: list[str], echo):
+    """A one-thread side process whose output lines are echoed as they come."""
+    import os
+    import subprocess
+    import threading
+
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    relay = threading.Thread(target=lambda: [echo(line.rstrip("\n")) for line in proc.stdout], daemon=True)
+    relay.start()
+    proc.relay = relay  # joined after the process ends, so its last lines are printed first
+    return proc

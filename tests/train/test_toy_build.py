@@ -116,9 +116,10 @@ def test_a_failing_side_build_fails_the_build_and_its_output_is_shown(tmp_path, 
     from click.testing import CliRunner
 
     import train.cli as cli
+    import train.toy as toy
 
-    monkeypatch.setattr(cli, "_side_build", lambda out, seed, quick: cli._relayed(
-        [sys.executable, "-c", "print('captioner: out of memory (planted)'); raise SystemExit(3)"]))
+    monkeypatch.setattr(toy, "side_build", lambda out, seed, quick, echo: toy.relayed(
+        [sys.executable, "-c", "print('captioner: out of memory (planted)'); raise SystemExit(3)"], echo))
     r = CliRunner().invoke(cli.main, ["build-toy", "--out", str(tmp_path), "--quick"])
     assert r.exit_code == 1, r.output
     assert "captioner: out of memory (planted)" in r.output
