@@ -33,16 +33,23 @@ def text(st: dict, width: int = 40) -> list[str]:
     return lines
 
 
-def plot(path, shifts: dict[str, float], *, mode: str = "logit_normal", mean: float = 0.0, std: float = 1.0) -> None:
-    """PNG of the training-sigma density under each named shift (the run's, and the alternatives)."""
+def plot(path, shifts: dict[str, float], *, mode: str = "logit_normal", mean: float = 0.0, std: float = 1.0) -> dict:
+    """PNG of the training-sigma density under each named shift (the run's, and the alternatives).
+    Returns what each curve shows ({label: shift, median, P(<0.5)}), also stored in the PNG's
+    `Description` text chunk, so a reader can check the picture against the run's config."""
+    import json
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    shown = {}
     for label, sh in shifts.items():
         s = sample(200_000, sh, mode=mode, mean=mean, std=std)
+        shown[label] = {"shift": sh, "median": round(float(np.median(s)), 4),
+                        "p_below_0.5": round(float((s < 0.5).mean()), 4)}
         ax.hist(s, bins=50, range=(0, 1), density=True, histtype="step", linewidth=1.5,
                 label=f"{label}: shift {sh:g}, median {np.median(s):.2f}, P(<0.5) {(s < 0.5).mean():.0%}")
     ax.set_xlabel("sigma (0 = clean, 1 = pure noise)")
@@ -50,5 +57,7 @@ def plot(path, shifts: dict[str, float], *, mode: str = "logit_normal", mean: fl
     ax.set_title(f"training noise levels ({mode}({mean:g}, {std:g}) then shift)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Description": json.dumps({"mode": mode, "mean": mean, "std": std,
+                                                                     "curves": shown})})
     plt.close(fig)
+    return shown

@@ -179,8 +179,26 @@ def test_experiment_generations_carry_the_runs_suffix_and_validation_shift(motio
     assert seen == ["A grey cat. motion score: 7."]
 
 
-def test_run_folder_has_the_sigma_plot(trained_run):
-    assert (trained_run / "sigma_distribution.png").stat().st_size > 5000
+def test_run_folder_has_the_sigma_plot_of_its_own_shift(trained_run):
+    """The plot shows the run's shift and the alternatives, and each curve is the shifted
+    logit-normal: its median is the shift map of sigmoid(mean) (the map is monotone), and a larger
+    shift puts more of the training at high noise."""
+    import json
+    import math
+
+    from PIL import Image
+
+    cfg = json.loads((trained_run / "config.json").read_text())
+    im = Image.open(trained_run / "sigma_distribution.png")
+    assert im.size == (660, 385)
+    shown = json.loads(im.text["Description"])
+    assert shown["curves"]["this run"]["shift"] == cfg["flow_shift"]
+    m = 1 / (1 + math.exp(-shown["mean"]))
+    for c in shown["curves"].values():
+        assert abs(c["median"] - c["shift"] * m / (1 + (c["shift"] - 1) * m)) < 0.01, c
+    by_shift = sorted(shown["curves"].values(), key=lambda c: c["shift"])
+    assert [c["p_below_0.5"] for c in by_shift] == sorted((c["p_below_0.5"] for c in by_shift), reverse=True)
+    assert len(by_shift) >= 3
 
 
 def test_dry_run_prints_the_sigma_distribution(runner, train_catalog):
