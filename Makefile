@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUNTIME := $(VENV)/.installed-runtime
 
-.PHONY: setup demo demo-study test test-no-browser test-fast test-rebuild bench gpu-check clean
+.PHONY: setup demo demo-study test test-no-browser test-fast test-shuffled test-rebuild bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,9 @@ test-rebuild: $(STAMP)  # rebuild the toy models from scratch and rerun every ou
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-shuffled: $(STAMP)  # the whole suite in a shuffled order (modules, and tests within each): order-independence
+	DE_TEST_SHUFFLE=$${SEED:-1} $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

@@ -18,6 +18,26 @@ import tempfile  # noqa: E402
 os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="de-test-cache-"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """DE_TEST_SHUFFLE=SEED runs the suite in a shuffled order (`make test-shuffled`): the modules
+    in a random order, and the tests in a random order within each module, so a test that passes
+    only after another one fails. Modules stay whole so module fixtures are made once."""
+    seed = os.environ.get("DE_TEST_SHUFFLE")
+    if not seed:
+        return
+    import random
+
+    rng = random.Random(seed)
+    by_module: dict = {}
+    for it in items:
+        by_module.setdefault(it.nodeid.split("::")[0], []).append(it)
+    modules = list(by_module.values())
+    rng.shuffle(modules)
+    for m in modules:
+        rng.shuffle(m)
+    items[:] = [it for m in modules for it in m]
+
+
 @pytest.fixture(scope="session")
 def videos(tmp_path_factory):
     """A folder of cartoons in several codecs/containers, plus the ground truth per file."""
@@ -98,3 +118,12 @@ def tiny_vlm_dir(tmp_path_factory):
     return str(d)
 
 
+
+
+@pytest.fixture(scope="session")
+def toy_night(tmp_path_factory):
+    """The toy night LoRA run (helpers.toy_night_run), trained once per test run. Tests that add to
+    a run folder take a private copy (`night_copy`); the catalog and its caches stay shared."""
+    from helpers import toy_night_run
+
+    return toy_night_run(tmp_path_factory.mktemp("toy-night"))

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def ingest_cli(runner, catalog, *paths, extra=()):
@@ -108,6 +109,14 @@ def toy_night_run(d, max_steps: int = 60):
                         output_dir=str(out), resume=None, dry_run=False, progress=False, echo=lambda *a, **k: None)
     assert rc == 0
     return out
+
+
+def night_copy(run, d):
+    """A private copy of a finished run folder (the LoRA, config, manifest and records) in d/night:
+    what a test writes into it (distill/, prune/, study/) is seen by no other module."""
+    import shutil
+
+    return Path(shutil.copytree(run, d / "night"))
 
 
 def needs(present: bool, reason: str):

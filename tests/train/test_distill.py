@@ -20,17 +20,34 @@ pytestmark = [pytest.mark.slow,
 
 
 @pytest.fixture(scope="module")
-def night_run(tmp_path_factory):
-    from helpers import toy_night_run
+def night_run(toy_night, tmp_path_factory):
+    from helpers import night_copy
 
-    return toy_night_run(tmp_path_factory.mktemp("distill"))
+    return night_copy(toy_night, tmp_path_factory.mktemp("distill"))
 
 
-def test_the_guidance_distilled_pass_is_closer_to_cfg_than_the_conditional_pass(night_run):
+@pytest.fixture(scope="module")
+def guidance_student(night_run):
+    """The guidance-distilled student of the night run (made once; tests in any order share it)."""
     from train.cli import main
 
     r = CliRunner().invoke(main, ["distill-guidance", str(night_run), "--train-steps", "60", "--no-progress"])
     assert r.exit_code == 0, r.output
+    return night_run / "distill" / "guidance"
+
+
+@pytest.fixture(scope="module")
+def step_student(night_run):
+    """The 4-step reflow student of the night run (made once; tests in any order share it)."""
+    from train.cli import main
+
+    r = CliRunner().invoke(main, ["distill-steps", str(night_run), "--steps", "4", "--pairs", "1",
+                                  "--teacher-steps", "16", "--train-steps", "300", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    return night_run / "distill" / "steps4"
+
+
+def test_the_guidance_distilled_pass_is_closer_to_cfg_than_the_conditional_pass(night_run, guidance_student):
     rec = json.loads((night_run / "distill" / "guidance" / "distill.json").read_text())
     print(f"\nguidance distillation: student to CFG velocity {rec['student_to_cfg']:.4f}, conditional pass alone "
           f"{rec['cond_to_cfg']:.4f} (ratio {rec['cond_to_cfg'] / rec['student_to_cfg']:.1f}x)")
@@ -40,13 +57,8 @@ def test_the_guidance_distilled_pass_is_closer_to_cfg_than_the_conditional_pass(
     assert meta["objective"] == "guidance_distillation" and meta["distilled_cfg"] == pytest.approx(rec["scale"])
 
 
-def test_the_step_distilled_student_beats_the_teacher_at_four_steps(night_run):
-    from train.cli import main
-
-    r = CliRunner().invoke(main, ["distill-steps", str(night_run), "--steps", "4", "--pairs", "1",
-                                  "--teacher-steps", "16", "--train-steps", "300", "--no-progress"])
-    assert r.exit_code == 0, r.output
-    out = night_run / "distill" / "steps4"
+def test_the_step_distilled_student_beats_the_teacher_at_four_steps(step_student):
+    out = step_student
     rec = json.loads((out / "distill.json").read_text())
     print(f"\nstep distillation (reflow): 4-step student to the teacher's 32-step output "
           f"{rec['student_to_teacher']:.4f}; the teacher at 4 steps {rec['teacher_short_to_teacher']:.4f} "
@@ -57,23 +69,37 @@ def test_the_step_distilled_student_beats_the_teacher_at_four_steps(night_run):
     assert (out / "reflow_pairs.pt").exists()
 
 
-def test_a_student_loads_through_diffusers_and_generates(night_run):
-    """Both LoRAs through diffusers' own loader onto the toy pipeline: a video comes out."""
+def test_a_student_loads_through_diffusers_and_takes_effect(night_run, step_student):
+    """Both LoRAs through diffusers' own loader onto the toy pipeline: from the same noise, the
+    student changes the video, and switching it off (weight 0) gives back the teacher's video."""
     import numpy as np
     import torch
     from diffusers import SanaVideoPipeline
 
-    student = night_run / "distill" / "steps4" / "pytorch_lora_weights.safetensors"
-    if not student.exists():
-        pytest.fail("run the step-distillation test first (this module's tests share its run)")
+    student = step_student / "pytorch_lora_weights.safetensors"
     pipe = SanaVideoPipeline.from_pretrained(str(assets_dir() / "toy" / "sana"))
+    pipe.set_progress_bar_config(disable=True)
     pipe.load_lora_weights(str(night_run), weight_name="pytorch_lora_weights.safetensors", adapter_name="style")
     pipe.load_lora_weights(str(student.parent), weight_name=student.name, adapter_name="student")
-    pipe.set_adapters(["style", "student"], [1.0, 1.0])
-    v = pipe(prompt="A grey cat rests alone in the kitchen at night; the camera is still.", height=64, width=64,
-             frames=9, num_inference_steps=4, guidance_scale=1.0, use_resolution_binning=False, output_type="np",
-             generator=torch.Generator().manual_seed(0)).frames
-    assert np.isfinite(np.asarray(v)).all() and np.asarray(v).shape[1:4] == (9, 64, 64)
+
+    def video(weights):
+        pipe.set_adapters(["style", "student"], weights)
+        return np.asarray(pipe(prompt="A grey cat rests alone in the kitchen at night; the camera is still.",
+                               height=64, width=64, frames=9, num_inference_steps=4, guidance_scale=1.0,
+                               use_resolution_binning=False, output_type="np",
+                               generator=torch.Generator().manual_seed(0)).frames)
+
+    both, teacher_only = video([1.0, 1.0]), video([1.0, 0.0])
+    pipe.set_adapters(["style"], [1.0])
+    style = np.asarray(pipe(prompt="A grey cat rests alone in the kitchen at night; the camera is still.",
+                            height=64, width=64, frames=9, num_inference_steps=4, guidance_scale=1.0,
+                            use_resolution_binning=False, output_type="np",
+                            generator=torch.Generator().manual_seed(0)).frames)
+    assert both.shape[1:4] == (9, 64, 64) and np.isfinite(both).all()
+    print(f"\nmean |student on - off| {np.abs(both - teacher_only).mean():.4f}; "
+          f"|off - style alone| {np.abs(teacher_only - style).mean():.6f}")
+    assert np.abs(both - teacher_only).mean() > 0.01  # the student's weights are applied
+    assert np.abs(teacher_only - style).mean() < 1e-4  # and switched off, it is the teacher
 
 
 def test_distilling_a_run_that_has_not_finished_is_a_clear_error(tmp_path):
@@ -107,13 +133,11 @@ def test_dry_run_projects_teacher_and_student_on_the_real_config(night_run, cmd)
     assert not (night_run / "distill" / "dry").exists()
 
 
-def test_the_study_measures_every_variant_against_the_teacher(night_run):
+def test_the_study_measures_every_variant_against_the_teacher(night_run, guidance_student, step_student):
     """`train study` after the distillations: one report, every variant with its NFE, time, memory
     and distances; the teacher at 32 steps is the reference (distance 0); missing axes are named."""
     from train.cli import main
 
-    if not (night_run / "distill" / "steps4" / "pytorch_lora_weights.safetensors").exists():
-        pytest.fail("run the distillation tests first (this module's tests share its run)")
     r = CliRunner().invoke(main, ["study", str(night_run), "--budgets", "8,4", "--prompts", "2", "--seeds", "1",
                                   "--captioner", "toy", "--no-progress"])
     assert r.exit_code == 0, r.output
