@@ -72,6 +72,7 @@ def test_export_writes_square_pixels(anamorphic, tmp_path):
         assert (info.width, info.height, info.sar) == (160, 90, 1.0)
 
 
+@pytest.mark.slow
 def test_buckets_use_the_display_aspect(anamorphic):
     _, cat = anamorphic
     r = run_train("--query", "video_path LIKE '%squeezed%'", "--preset", "tiny", "--width", "224", "--height", "224",

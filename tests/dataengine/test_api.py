@@ -14,6 +14,8 @@ import pytest
 from dataengine.cli import main
 from helpers import rows
 
+pytestmark = pytest.mark.slow  # a served model in another process, retries, kill -9
+
 SMALL = ["--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress"]
 NAME = "tiny-random-qwen2-vl"
 

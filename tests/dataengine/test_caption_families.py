@@ -20,6 +20,8 @@ import pytest
 from helpers import rows
 from dataengine.cli import main
 
+pytestmark = pytest.mark.slow  # builds and runs three model families
+
 FPS = 2.0
 FAST = ["--free", "--max-new-tokens", "8", "--fps", str(FPS), "--max-frames", "8", "--max-pixels", "12544", "--no-progress",
         "--limit", "1", "--query", "duration_s >= 2"]

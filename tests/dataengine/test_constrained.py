@@ -8,6 +8,9 @@ import re
 from dataengine.caption.schema import MOTION, TIME_OF_DAY, Constraint, caption_schema, vocab_tags, worst_case_tokens
 from dataengine.cli import main
 from helpers import rows
+import pytest
+
+pytestmark = pytest.mark.slow  # captions whole catalogs with tiny models, trains on the labels
 
 # no --max-new-tokens: constrained runs default to the schema's bound, so nothing is cut off
 SMALL = ["--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress"]

@@ -13,6 +13,8 @@ import pytest
 
 from helpers import rows
 
+pytestmark = pytest.mark.slow  # loads models in subprocesses with the hub unreachable
+
 SMALL = ["--fps", "2", "--max-frames", "4", "--max-pixels", "12544", "--no-progress", "--limit", "2"]
 
 

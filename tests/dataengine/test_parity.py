@@ -19,6 +19,8 @@ import pytest
 from dataengine.analyze import IngestOptions, analyze_video
 from dataengine.scenes import PYSCENEDETECT, DetectorOptions
 
+pytestmark = pytest.mark.slow  # decodes real footage with PySceneDetect and with our pass
+
 MEDIA = Path(__file__).resolve().parents[1] / "media"  # tests/media: real footage, with its licence
 REAL = sorted(MEDIA.glob("*.mp4")) if MEDIA.is_dir() else []
 

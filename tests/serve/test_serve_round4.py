@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.slow  # floods a served browser with concurrent requests
+
 
 @pytest.fixture()
 def app_on(served):

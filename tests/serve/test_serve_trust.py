@@ -206,6 +206,7 @@ def rss_mb(pid=None) -> float:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
 
 
+@pytest.mark.slow
 def test_a_greedy_filter_is_stopped_and_other_pages_stay_fast(live, served):
     url, browser = live
     requests.get(url + "/", params={"q": "duration_s > 0"}, timeout=60)  # a worker is warm

@@ -135,6 +135,7 @@ def test_one_bucket_keeps_the_plain_order_the_seed_experiment_used():
 
 # --- through the CLI ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_dry_run_prints_each_buckets_count(mixed):
     r = run_train("--query", "1=1", "--preset", "tiny", "--catalog", str(mixed), "--buckets", "auto",
                   "--frame-buckets", "9,17,33", "--holdout", "0", "--dry-run")

@@ -166,6 +166,7 @@ def test_missing_config_file_and_a_file_without_a_query(tmp_path):
     assert r.exit_code == 1 and r.output.strip() == 'Error: give --query "WHERE-CLAUSE" (see train --help)'
 
 
+@pytest.mark.slow
 def test_a_run_config_json_repeats_the_run(trained_run, tmp_path, tiny_sana_dir):
     """`train --config runs/a/config.json --output-dir runs/b` trains the same LoRA, bit for bit."""
     from safetensors.torch import load_file

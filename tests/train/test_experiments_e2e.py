@@ -11,6 +11,8 @@ import duckdb
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # eval, sweep-steps and compress on a trained tiny run
+
 CLI = [sys.executable, "-m", "train.cli"]
 
 

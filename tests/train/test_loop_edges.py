@@ -12,6 +12,8 @@ import pytest
 
 from helpers import metrics, run_train
 
+pytestmark = pytest.mark.slow  # a tiny training run per combination of options
+
 # (max_steps, validation_every, checkpoint_every, grad_accum)
 CASES = [
     (3, 2, 0, 1),   # the reported crash: the last step is not a validation step

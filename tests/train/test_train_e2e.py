@@ -18,6 +18,7 @@ from helpers import assert_same_training, free_port, metrics, rows, run_train
 TINY = ["--preset", "tiny", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_train_from_saved_tiny_model_writes_the_output_contract(tmp_path, train_catalog, tiny_sana_dir, trained_run):
     out = trained_run  # `train --query 1=1 --preset tiny --base-model <saved dir>` (see conftest)
     for f in ("pytorch_lora_weights.safetensors", "lora_metadata.json", "config.json", "manifest.jsonl",

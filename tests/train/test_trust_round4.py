@@ -27,6 +27,7 @@ def _invoke(*args):
 
 # --- 1. a distillation resumes as a distillation, and `train --resume` refuses it ---------------------
 
+@pytest.mark.slow
 def test_a_killed_guidance_distillation_resumes_as_itself(teacher):
     r = run_train("distill-guidance", teacher, "--train-steps", "4", "--no-progress",
                   env={"DE_FAULT_KILL_AT_STEP": "3"}, check=False)
@@ -221,6 +222,7 @@ def test_distilling_a_lora_for_another_base_model_is_one_line(teacher):
 
 # --- issue 35.5: the way in -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_missing_weights_say_the_next_step_and_leave_no_run_folder(train_catalog, tmp_path):
     out = tmp_path / "run"
     r = run_train("--query", "1=1", "--preset", "tiny", "--base-model", "nobody/not-a-model", "--catalog",
@@ -249,6 +251,7 @@ def _fresh_catalog(train_catalog, tmp_path, name):
     return d / "c.duckdb"
 
 
+@pytest.mark.slow
 def test_lazy_latents_train_the_same_run_as_an_upfront_cache(train_catalog, tmp_path, tiny_sana_dir):
     from helpers import assert_same_training
 
@@ -262,6 +265,7 @@ def test_lazy_latents_train_the_same_run_as_an_upfront_cache(train_catalog, tmp_
     assert_same_training(outs["lazy"], outs["all"])
 
 
+@pytest.mark.slow
 def test_a_short_run_encodes_only_the_windows_its_steps_use(train_catalog, tmp_path, tiny_sana_dir):
     from train.data import Manifest
 

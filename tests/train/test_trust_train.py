@@ -14,6 +14,8 @@ from click.testing import CliRunner
 
 from helpers import metrics, rows, run_train
 
+pytestmark = pytest.mark.slow  # each test trains a tiny run, some kill it and resume
+
 TINY = ["--preset", "tiny", "--no-progress"]
 
 
