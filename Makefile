@@ -23,9 +23,9 @@ demo: $(RUNTIME)
 demo-study: $(RUNTIME)  # the compression study on the demo's night run (after `make demo`)
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo_study.sh
 
-test: $(STAMP)
+test: $(STAMP)  # one worker per core (pytest-xdist), each module whole on one worker so its fixtures are made once
 	scripts/ensure-chromium
-	$(BIN)/python -m pytest -q --durations=40
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=40
 
 test-no-browser: $(STAMP)
 	$(BIN)/python -m pytest -q --deselect tests/serve/test_browser.py
@@ -34,7 +34,7 @@ test-rebuild: $(STAMP)  # rebuild the toy models from scratch and rerun every ou
 	DE_TEST_REBUILD=1 $(BIN)/python -m pytest -q -s tests/train/test_toy_rebuild.py
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
 
 test-shuffled: $(STAMP)  # the whole suite in a shuffled order (modules, and tests within each): order-independence
 	DE_TEST_SHUFFLE=$${SEED:-1} $(BIN)/python -m pytest -q
