@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from . import flow
-from .distill import PAIR_BATCH, REFERENCE_STEPS, GuidanceDistillation, Reflow, _seed, sample_latents
+from .distill import PAIR_BATCH, REFERENCE_STEPS, GuidanceDistillation, Reflow
 from .objectives import Objective, predict
 
 
@@ -76,8 +76,12 @@ def distill_guidance(run_dir, *, scale: float | None = None, train_steps: int = 
                         resume=resume, maker=maker)
     rec = evaluate_guidance(run_dir, lora, scale)
     (out / "distill.json").write_text(json.dumps(rec, indent=1) + "\n")
-    echo(f"guidance-distilled student: velocity distance to the teacher's CFG velocity {rec['student_to_cfg']:.4f}, "
-         f"teacher's conditional pass alone {rec['cond_to_cfg']:.4f} (held-out clips, {len(rec['sigmas'])} sigmas)")
+    lo, hi = rec["student_to_cfg_interval"]
+    clo, chi = rec["cond_to_cfg_interval"]
+    echo(f"guidance-distilled student: velocity distance to the teacher's CFG velocity {rec['student_to_cfg']:.4f} "
+         f"[{lo:.4f}, {hi:.4f}], teacher's conditional pass alone {rec['cond_to_cfg']:.4f} [{clo:.4f}, {chi:.4f}]: "
+         f"{rec['student_vs_cond']['verdict']} ({rec['samples']} paired samples of the run's evaluation set, "
+         f"{len(rec['sigmas'])} sigmas each)")
     echo(f"LoRA: {lora} (load it on top of {teacher})")
     return rec
 
@@ -101,8 +105,13 @@ def distill_steps(run_dir, *, steps: int = 4, teacher_steps: int = 32, pairs: in
     rec = evaluate_steps(run_dir, lora, steps, REFERENCE_STEPS)
     rec["pair_teacher_steps"] = teacher_steps
     (out / "distill.json").write_text(json.dumps(rec, indent=1) + "\n")
+    lo, hi = rec["student_to_teacher_interval"]
+    tlo, thi = rec["teacher_short_to_teacher_interval"]
+    c = rec["student_vs_teacher_short"]
     echo(f"{steps}-step student: latent distance to the teacher's {REFERENCE_STEPS}-step output "
-         f"{rec['student_to_teacher']:.4f}; the teacher itself at {steps} steps {rec['teacher_short_to_teacher']:.4f}")
+         f"{rec['student_to_teacher']:.4f} [{lo:.4f}, {hi:.4f}]; the teacher itself at {steps} steps "
+         f"{rec['teacher_short_to_teacher']:.4f} [{tlo:.4f}, {thi:.4f}]: the student is {c['verdict']} "
+         f"({rec['samples']} paired samples of the run's evaluation set; 95% intervals)")
     echo(f"LoRA: {lora} (load it on top of {teacher}; sample with {steps} Euler steps, guidance 1)")
     return rec
 
@@ -119,43 +128,54 @@ def student_pipeline(run_dir: Path, student_lora: Path, device: str | None = Non
     return ctx
 
 
-def _heldout(ctx, n: int = 8) -> list[dict]:
-    from .data import Manifest
-    from .experiments.runctx import eval_items
+def _evaluation_set(ctx, prompts: bool = True):
+    from .experiments import evalset
+    from .runfolder import ExperimentError
 
-    man = Manifest.read(ctx.out_dir / "manifest.jsonl")
-    windows = [w for w in man.windows if w.role == "holdout"] or man.windows[:n]
-    return eval_items(ctx, windows[:n])
+    try:
+        es = evalset.define(ctx.out_dir)
+        wins, prompts = evalset.load_items(ctx, es, prompts)
+    except evalset.EvalSetError as e:
+        raise ExperimentError(str(e)) from e
+    return es, wins, prompts
 
 
 def evaluate_guidance(run_dir: Path, student_lora: Path, scale: float, sigmas=(0.3, 0.6, 0.9)) -> dict:
-    """Mean squared distance, on held-out clips at fixed noise, of (the student's conditional pass)
-    and (the teacher's conditional pass alone) to the teacher's CFG velocity."""
+    """Mean squared distance, on the run's evaluation set (its held-out windows, each with the
+    set's noises, at fixed sigmas), of (the student's conditional pass) and (the teacher's
+    conditional pass alone) to the teacher's CFG velocity; paired per sample, with intervals."""
     import torch
+
+    from .experiments import evalset
+    from .experiments.uncertainty import compare, interval
 
     ctx = student_pipeline(run_dir, student_lora)
     tr, dev = ctx.pipe.transformer, ctx.device
     dtype = next(tr.parameters()).dtype
-    items = _heldout(ctx)
+    es, wins, _ = _evaluation_set(ctx, prompts=False)
     null = _null(ctx)
     d_student, d_cond = [], []
     with torch.no_grad():
-        for it in items:
+        for it, noise in evalset.noises(es, wins):
             x0 = it["latents"][None].float()
-            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(_seed(it["key"], 0)))
+            ds, dc = [], []
             for s in sigmas:
                 sig = torch.full((1,), s)
-                xt = flow.noisy(x0, noise, sig)
+                xt = flow.noisy(x0, noise[None], sig)
                 ctx.pipe.set_adapters(["style"], [1.0])
                 vc = predict(tr, xt, it["embeds"][None], it["mask"][None], sig, dtype, dev).float()
                 vu = predict(tr, xt, null[0][None], null[1][None], sig, dtype, dev).float()
                 vcfg = vu + scale * (vc - vu)
                 ctx.pipe.set_adapters(["style", "student"], [1.0, 1.0])
                 vs = predict(tr, xt, it["embeds"][None], it["mask"][None], sig, dtype, dev).float()
-                d_student.append(float(((vs - vcfg) ** 2).mean()))
-                d_cond.append(float(((vc - vcfg) ** 2).mean()))
-    return {"student_to_cfg": sum(d_student) / len(d_student), "cond_to_cfg": sum(d_cond) / len(d_cond),
-            "scale": scale, "sigmas": list(sigmas), "clips": len(items), "lora": str(student_lora)}
+                ds.append(float(((vs - vcfg) ** 2).mean()))
+                dc.append(float(((vc - vcfg) ** 2).mean()))
+            d_student.append(sum(ds) / len(ds))
+            d_cond.append(sum(dc) / len(dc))
+    return {"student_to_cfg": interval(d_student)[0], "cond_to_cfg": interval(d_cond)[0],
+            "student_to_cfg_interval": interval(d_student)[1:], "cond_to_cfg_interval": interval(d_cond)[1:],
+            "student_vs_cond": compare(d_student, d_cond), "scale": scale, "sigmas": list(sigmas),
+            "evaluation_set": es.as_json(), "samples": len(d_student), "lora": str(student_lora)}
 
 
 def _null(ctx) -> tuple:
@@ -170,36 +190,33 @@ def _null(ctx) -> tuple:
     return d["embeds"], d["mask"]
 
 
-def evaluate_steps(run_dir: Path, student_lora: Path, steps: int, teacher_steps: int, seeds=(0, 1)) -> dict:
-    """Latent distance to the teacher's own `teacher_steps` output from the same noise: the
-    student at `steps` Euler steps without CFG, and the teacher at `steps` steps with its CFG."""
-    import torch
+def evaluate_steps(run_dir: Path, student_lora: Path, steps: int, teacher_steps: int) -> dict:
+    """Latent distance to the teacher's own `teacher_steps` output from the same noise, on the
+    run's evaluation set (every window and prompt with each of its noises, sampled as `train study`
+    samples it): the student at `steps` Euler steps without CFG, and the teacher at `steps` steps
+    with its CFG; paired per sample, with intervals and a verdict."""
+    from .experiments import evalset
+    from .experiments.study_measure import sample_set
+    from .experiments.uncertainty import compare, interval
 
     ctx = student_pipeline(run_dir, student_lora)
     pipe, dev, cfg = ctx.pipe, ctx.device, ctx.cfg
     pipe.set_progress_bar_config(disable=True)
-    items = _heldout(ctx, n=4)
+    es, wins, prompts = _evaluation_set(ctx)
+    samples = evalset.noises(es, wins + prompts)
     null = _null(ctx)
-    # every (held-out prompt, seed) in one batch per sampler, grouped by latent shape
-    groups: dict[tuple, list] = {}
-    for it in items:
-        for seed in seeds:
-            z = torch.randn(tuple(it["latents"].shape), generator=torch.Generator().manual_seed(10_000 + seed))
-            groups.setdefault(tuple(it["latents"].shape), []).append((z, it["embeds"], it["mask"]))
-    d_student, d_short = [], []
-    for rows in groups.values():
-        z = torch.stack([r[0] for r in rows])
-        text = (torch.stack([r[1] for r in rows]), torch.stack([r[2] for r in rows]))
-        pipe.set_adapters(["style"], [1.0])
-        ref = sample_latents(pipe, text, null, z, cfg_scale=cfg.cfg, steps=teacher_steps, cfg=cfg, device=dev).float()
-        short = sample_latents(pipe, text, null, z, cfg_scale=cfg.cfg, steps=steps, cfg=cfg, device=dev).float()
-        pipe.set_adapters(["style", "student"], [1.0, 1.0])
-        stu = sample_latents(pipe, text, null, z, cfg_scale=1.0, steps=steps, cfg=cfg, device=dev, euler=True).float()
-        d_short += ((short - ref) ** 2).flatten(1).mean(1).tolist()
-        d_student += ((stu - ref) ** 2).flatten(1).mean(1).tolist()
-    return {"student_to_teacher": sum(d_student) / len(d_student),
-            "teacher_short_to_teacher": sum(d_short) / len(d_short), "steps": steps, "teacher_steps": teacher_steps,
-            "samples": len(d_student), "lora": str(student_lora)}
+    pipe.set_adapters(["style"], [1.0])
+    ref = sample_set(pipe, samples, null, cfg_scale=cfg.cfg, steps=teacher_steps, cfg=cfg, device=dev)[0]
+    short = sample_set(pipe, samples, null, cfg_scale=cfg.cfg, steps=steps, cfg=cfg, device=dev)[0]
+    pipe.set_adapters(["style", "student"], [1.0, 1.0])
+    stu = sample_set(pipe, samples, null, cfg_scale=1.0, steps=steps, cfg=cfg, device=dev, euler=True)[0]
+    d_short = ((short - ref) ** 2).flatten(1).mean(1).tolist()
+    d_student = ((stu - ref) ** 2).flatten(1).mean(1).tolist()
+    return {"student_to_teacher": interval(d_student)[0], "teacher_short_to_teacher": interval(d_short)[0],
+            "student_to_teacher_interval": interval(d_student)[1:],
+            "teacher_short_to_teacher_interval": interval(d_short)[1:],
+            "student_vs_teacher_short": compare(d_student, d_short), "steps": steps, "teacher_steps": teacher_steps,
+            "evaluation_set": es.as_json(), "samples": len(d_student), "lora": str(student_lora)}
 
 
 # ---- --dry-run: memory on the real 2B config -------------------------------------------------------

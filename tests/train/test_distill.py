@@ -21,9 +21,15 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def night_run(toy_night, tmp_path_factory):
+    """A copy of the night run with a small evaluation set (2 windows and 1 prompt x 3 noises =
+    9 paired samples), defined before any command uses the set."""
     from helpers import night_copy
+    from train.cli import main
 
-    return night_copy(toy_night, tmp_path_factory.mktemp("distill"))
+    run = night_copy(toy_night, tmp_path_factory.mktemp("distill"))
+    r = CliRunner().invoke(main, ["evalset", str(run), "--windows", "2", "--noises", "3", "--prompts", "1"])
+    assert r.exit_code == 0 and "= 9 paired samples" in r.output, r.output
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +72,9 @@ def test_the_step_distilled_student_beats_the_teacher_at_four_steps(step_student
     # the margin: at least 1.5x closer
     assert rec["teacher_steps"] == 32 and rec["pair_teacher_steps"] == 16
     assert rec["student_to_teacher"] * 1.5 < rec["teacher_short_to_teacher"]
+    # on the run's evaluation set, paired: the interval of the difference says "better", not only the means
+    assert rec["samples"] == 9 and rec["evaluation_set"]["samples"] == 9
+    assert rec["student_vs_teacher_short"]["verdict"] == "better", rec["student_vs_teacher_short"]
     assert (out / "reflow_pairs.pt").exists()
 
 
@@ -135,24 +144,62 @@ def test_dry_run_projects_teacher_and_student_on_the_real_config(night_run, cmd)
 
 def test_the_study_measures_every_variant_against_the_teacher(night_run, guidance_student, step_student):
     """`train study` after the distillations: one report, every variant with its NFE, time, memory
-    and distances; the teacher at 32 steps is the reference (distance 0); missing axes are named."""
+    and distances on the run's evaluation set, each figure with its interval and each variant with a
+    verdict against the teacher at its budget; the broken variants of --checks are told apart from
+    the teacher by every metric the report keeps; missing axes are named."""
     from train.cli import main
 
-    r = CliRunner().invoke(main, ["study", str(night_run), "--budgets", "8,4", "--prompts", "2", "--seeds", "1",
-                                  "--captioner", "toy", "--no-progress"])
+    r = CliRunner().invoke(main, ["study", str(night_run), "--budgets", "8,4", "--captioner", "toy", "--checks",
+                                  "--no-progress"])
     assert r.exit_code == 0, r.output
+    assert "evaluation set: 2 held-out windows + 1 validation prompts x 3 noises = 9 paired samples" in r.output
     res = json.loads((night_run / "study" / "study.json").read_text())
     rows = {x["variant"]: x for x in res["variants"]}
     print("\n" + (night_run / "study" / "report.md").read_text())
+    assert res["samples"] == 9 and res["evaluation_set"]["samples"] == 9 and res["level"] == 0.95
     assert set(rows) == {"teacher@32", "teacher@8", "teacher@4", "guidance-distilled@32", "guidance-distilled@8",
-                         "guidance-distilled@4", "step-distilled@4"}
+                         "guidance-distilled@4", "step-distilled@4", "check:lora-scale-0@32",
+                         "check:student-0-steps@4", "check:block-dropped@32"}
     assert rows["teacher@32"]["latent_distance"] == 0 and rows["teacher@32"]["nfe"] == 64
     assert rows["teacher@32"]["tag_agreement"] == 1.0  # the toy captioner against itself
-    assert all(0.0 <= x["tag_agreement"] <= 1.0 for x in rows.values())
+    assert rows["teacher@32"]["verdict"] == "reference"
+    for x in rows.values():  # every figure has its interval, around its mean
+        for m in x["metrics"].values():
+            assert m["low"] <= m["mean"] <= m["high"] and m["n"] in (2, 9), (x["variant"], m)
+    assert rows["step-distilled@4"]["against"] == "teacher@4" and rows["guidance-distilled@8"]["against"] == "teacher@8"
+    assert rows["teacher@8"]["against"] == "teacher@32"
+    assert all(x["verdict"] in ("better", "worse", "not distinguishable") for k, x in rows.items() if k != "teacher@32")
     assert rows["guidance-distilled@4"]["nfe"] == 4 and rows["teacher@4"]["nfe"] == 8
     assert all(x["seconds_per_video"] > 0 and x["params"] > 0 for x in rows.values())
-    assert rows["teacher@8"]["latent_distance"] < rows["teacher@4"]["latent_distance"]
+    assert rows["teacher@4"]["verdict"] == "worse"  # 4 steps are measurably further from 32 than 0 steps
     assert any(x["pareto"] for x in rows.values()) and rows["step-distilled@4"]["eval_loss"] is None
+    assert not any(x["pareto"] for x in rows.values() if x["check"])
+    # each kept metric tells at least one broken variant from the teacher, with its interval clear of it
+    for key, c in res["checks"].items():
+        assert c["separates"] or key in res["dropped_metrics"], (key, c)
+    assert rows["check:lora-scale-0@32"]["vs"]["latent_distance"]["low"] > 0
+    assert rows["check:block-dropped@32"]["vs"]["eval_loss"]["verdict"] == "worse"
     assert any("pruned" in m for m in res["missing"]) and any("LoRA ranks" in m for m in res["missing"])
     assert (night_run / "study" / "quality_vs_latency.png").stat().st_size > 1000
     assert (night_run / "study" / "report.html").exists()
+    assert not (night_run / "study" / ".reference_frames.npy").exists()
+    assert "Per-tag agreement" in (night_run / "study" / "report.md").read_text() or \
+        all(v == 1.0 for x in rows.values() for v in (x["tags"] or {}).values())
+
+
+def test_the_same_study_twice_gives_the_same_figures(toy_night, tmp_path):
+    """Everything the study samples is seeded by the evaluation set: a second run of the same
+    command gives the same distances and intervals (only the measured seconds and memory move)."""
+    from helpers import night_copy
+    from train.cli import main
+
+    run = night_copy(toy_night, tmp_path)
+    args = ["study", str(run), "--budgets", "4", "--windows", "1", "--noises", "2", "--prompts", "1", "--no-progress"]
+    figures = []
+    for _ in range(2):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 0, r.output
+        res = json.loads((run / "study" / "study.json").read_text())
+        figures.append({x["variant"]: (x["metrics"], x["vs"], x["verdict"]) for x in res["variants"]})
+    assert figures[0] == figures[1]
+    assert set(figures[0]) == {"teacher@32", "teacher@4"} and res["samples"] == 4

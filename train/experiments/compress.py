@@ -78,16 +78,14 @@ def save_truncated(out_dir: Path, sd: dict, k: int, base_meta: dict) -> Path:
 
 
 def compress(run_dir, *, ranks=None, device=None, seed=None, steps=None, limit_prompts=None, progress=True) -> dict:
-    from safetensors.torch import load_file
     from tqdm import tqdm
 
-    from ..data import Manifest
     from ..lora import WEIGHTS_NAME
     from dataengine.media import save_gif
     from ..prompts import validation_prompts
     from ..validate import eval_loss
     from . import metrics as M
-    from .runctx import ExperimentError, eval_items, generate, open_run
+    from .runctx import ExperimentError, generate, open_run
 
     run_dir = Path(run_dir)
     from .. import runfolder
@@ -115,9 +113,13 @@ def compress(run_dir, *, ranks=None, device=None, seed=None, steps=None, limit_p
     seed = cfg.validation_seed if seed is None else seed
     steps = steps or cfg.validation_steps
     vps = validation_prompts(cfg.validation_prompts)[: limit_prompts or None]
-    man = Manifest.read(run_dir / "manifest.jsonl")
-    hold = [w for w in man.windows if w.role == "holdout"]
-    items = eval_items(ctx, hold)
+    from . import evalset
+
+    try:  # the eval loss on the run's evaluation set (the windows every compression command scores on)
+        es = evalset.define(run_dir)
+        items = evalset.load_items(ctx, es, prompts=False)[0]
+    except evalset.EvalSetError as e:
+        raise ExperimentError(str(e)) from e
     rows, refs = [], {}
     pipe = ctx.pipe
     for name, k, path, energy in tqdm(variants, desc="compress", unit="rank", disable=not progress):
@@ -140,7 +142,8 @@ def compress(run_dir, *, ranks=None, device=None, seed=None, steps=None, limit_p
                      "ssim_vs_full": float(np.mean([M.ssim(v, rf) for v, rf in zip(vids, refs)])),
                      "palette_distance_vs_full": float(np.mean([M.palette_distance(v, rf) for v, rf in zip(vids, refs)])),
                      "path": str(path)})
-    res = {"run": str(run_dir), "rank": r, "alpha": alpha, "random_base": ctx.is_random, "variants": rows}
+    res = {"run": str(run_dir), "rank": r, "alpha": alpha, "random_base": ctx.is_random, "variants": rows,
+           "evaluation_set": es.as_json()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(res, indent=1, default=float))
     _plot(rows, out / "rank_tradeoff.png")

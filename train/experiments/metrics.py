@@ -142,3 +142,15 @@ def first_spike(steps: list[int], values: list[float], k: float = 3.0, window: i
     """The first step of the first run of spiking values (grad-norm spikes)."""
     ex = explosions(steps, values, k, window, warm)
     return ex[0] if ex else None
+
+
+def temporal_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """How differently two videos of the same noise change from frame to frame: the mean squared
+    difference of their consecutive-frame differences (frames in [0, 1], (T, H, W, C)). A variant
+    that flickers, or moves where the teacher holds still, scores above 0; a constant shift of
+    every frame (a brightness change) does not count here."""
+    if len(a) < 2 or len(b) < 2:
+        return 0.0
+    da = np.diff(np.asarray(a, dtype=np.float32), axis=0)
+    db = np.diff(np.asarray(b, dtype=np.float32), axis=0)
+    return float(((da - db) ** 2).mean())

@@ -68,9 +68,8 @@ def drop_blocks(transformer, drop: list[int]):
 
 def prune_run(run_dir, *, drop: int, heal_steps: int = 100, random_draws: int = 4, device: str | None = None,
               seed: int = 0, progress: bool = True, echo=print, resume: bool = False) -> dict:
-    from ..data import Manifest
     from ..validate import eval_loss
-    from .runctx import ExperimentError, eval_items, open_run
+    from .runctx import ExperimentError, open_run
 
     from ..runfolder import ensure_writable, folder
 
@@ -85,11 +84,16 @@ def prune_run(run_dir, *, drop: int, heal_steps: int = 100, random_draws: int = 
     pipe.unload_lora_weights()
     teacher = pipe.transformer
     dtype = next(teacher.parameters()).dtype
-    man = Manifest.read(run_dir / "manifest.jsonl")
-    windows = [w for w in man.windows if w.role == "holdout"] or [w for w in man.windows][:8]
-    items = eval_items(ctx, windows)
+    from . import evalset
+
+    try:  # the run's evaluation set: the windows every compression command scores on
+        es = evalset.define(run_dir)
+        items = evalset.load_items(ctx, es, prompts=False)[0]
+    except evalset.EvalSetError as e:
+        raise ExperimentError(str(e)) from e
     if not items:
         raise ExperimentError("no held-out windows to measure on")
+    echo(es.describe())
     imp = block_importance(teacher, items, ctx.device, dtype)
     order = [int(i) for i in np.argsort(imp)]
     least = sorted(order[:drop])
@@ -112,8 +116,8 @@ def prune_run(run_dir, *, drop: int, heal_steps: int = 100, random_draws: int = 
     model_dir = out / "model"
     pipe.transformer = pruned
     pipe.save_pretrained(model_dir, safe_serialization=True)
-    record = {"run": str(run_dir), "blocks": n, "dropped": least, "importance": imp, "eval_loss_full": full,
-              "eval_loss_pruned": pruned_loss, "random": rand,
+    record = {"run": str(run_dir), "evaluation_set": es.as_json(), "blocks": n, "dropped": least, "importance": imp,
+              "eval_loss_full": full, "eval_loss_pruned": pruned_loss, "random": rand,
               "params_full": sum(p.numel() for p in teacher.parameters()),
               "params_pruned": sum(p.numel() for p in pruned.parameters())}
     maker = {"command": "train prune", "resume": f"train prune {run_dir} --drop {drop} --resume"}
