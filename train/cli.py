@@ -258,7 +258,10 @@ def build_toy(out_dir, parts, seed, quick, vae_from, one_process, threads):
 
 from .cli_experiments import register as _register_experiments  # noqa: E402
 
-_register_experiments(main)  # eval, sweep-steps, compress, compare
+_register_experiments(main)  # eval, sweep-steps, compress, compare, prune, distill-*
+from .cli_study import register as _register_study  # noqa: E402
+
+_register_study(main)  # evalset, study
 
 if __name__ == "__main__":
     main()

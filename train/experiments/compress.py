@@ -84,7 +84,7 @@ def compress(run_dir, *, ranks=None, device=None, seed=None, steps=None, limit_p
     from dataengine.media import save_gif
     from ..prompts import validation_prompts
     from ..validate import eval_loss
-    from . import metrics as M
+    from . import evalset, metrics as M
     from .runctx import ExperimentError, generate, open_run
 
     run_dir = Path(run_dir)
@@ -113,13 +113,7 @@ def compress(run_dir, *, ranks=None, device=None, seed=None, steps=None, limit_p
     seed = cfg.validation_seed if seed is None else seed
     steps = steps or cfg.validation_steps
     vps = validation_prompts(cfg.validation_prompts)[: limit_prompts or None]
-    from . import evalset
-
-    try:  # the eval loss on the run's evaluation set (the windows every compression command scores on)
-        es = evalset.define(run_dir)
-        items = evalset.load_items(ctx, es, prompts=False)[0]
-    except evalset.EvalSetError as e:
-        raise ExperimentError(str(e)) from e
+    es, items = evalset.window_items(ctx)  # the eval loss on the run's evaluation set
     rows, refs = [], {}
     pipe = ctx.pipe
     for name, k, path, energy in tqdm(variants, desc="compress", unit="rank", disable=not progress):

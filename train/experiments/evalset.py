@@ -152,3 +152,14 @@ def noises(es: EvalSet, items: list[dict]) -> list[tuple[dict, object]]:
 
     return [(it, torch.randn(it["shape"], generator=torch.Generator().manual_seed(es.noise_seed(it["key"], k))))
             for it in items for k in range(es.noises)]
+
+
+def window_items(ctx) -> tuple[EvalSet, list[dict]]:
+    """The set and its window items (what an eval loss needs), errors as ExperimentError."""
+    from ..runfolder import ExperimentError
+
+    try:
+        es = define(ctx.out_dir)
+        return es, load_items(ctx, es, prompts=False)[0]
+    except EvalSetError as e:
+        raise ExperimentError(str(e)) from e

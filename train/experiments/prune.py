@@ -86,11 +86,7 @@ def prune_run(run_dir, *, drop: int, heal_steps: int = 100, random_draws: int = 
     dtype = next(teacher.parameters()).dtype
     from . import evalset
 
-    try:  # the run's evaluation set: the windows every compression command scores on
-        es = evalset.define(run_dir)
-        items = evalset.load_items(ctx, es, prompts=False)[0]
-    except evalset.EvalSetError as e:
-        raise ExperimentError(str(e)) from e
+    es, items = evalset.window_items(ctx)  # the run's evaluation set: what every compression command scores on
     if not items:
         raise ExperimentError("no held-out windows to measure on")
     echo(es.describe())
