@@ -94,6 +94,9 @@ def _add_train_options(f):
 @click.option("--resume", default=None, help="latest, or a checkpoint folder: continue exactly where it stopped.")
 @click.option("--dry-run", is_flag=True, help="Resolve the query; print the manifest, the sigma distribution and the "
                                              "projected GPU memory; load no model.")
+@click.option("--preview", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="With --dry-run: write every selected window as the model will see it (training size, crop, fps, "
+                   "frames; exact pixels as animated WebP), windows.jsonl with each prompt, and summary.png.")
 @click.option("--no-progress", is_flag=True, help="No progress bars: a log line every --log-every steps instead.")
 @click.option("--dedup", is_flag=True, default=None,
               help="Keep one clip per near-duplicate group (the clips view's dup_rank = 1; see `de dedup`).")
@@ -103,7 +106,7 @@ def _add_train_options(f):
 @_add_train_options
 @click.pass_context
 def main(ctx, query, config_file, preset, print_config, buckets, frame_buckets, output_dir, motion_score,
-         gradient_checkpointing, resume, dry_run, no_progress, dedup, cache_all, **opts):
+         gradient_checkpointing, resume, dry_run, preview, no_progress, dedup, cache_all, **opts):
     """Train a SANA-Video LoRA on the clips a SQL filter selects.
 
     \b
@@ -114,6 +117,7 @@ def main(ctx, query, config_file, preset, print_config, buckets, frame_buckets, 
       train --query "1=1" --preset tiny --output-dir runs/smoke      # CPU smoke run
       train --resume latest --output-dir runs/smoke                  # continue a run
       train --query "tags LIKE '%night%'" --dry-run
+      train --query "tags LIKE '%night%'" --dry-run --preview preview/   # see the exact frames that train
       train --query "NOT rejected AND coalesce(train_loss_z, 0) < 2" --dedup   # curated, one per duplicate group
       train --config my_run.toml                                     # options (and the query) from a file
       train --config runs/a/config.json --output-dir runs/b          # repeat a run
@@ -126,6 +130,8 @@ def main(ctx, query, config_file, preset, print_config, buckets, frame_buckets, 
 
     if query is None and resume is None and config_file is None and not print_config:
         raise click.ClickException(NEEDS_QUERY)
+    if preview and not dry_run:
+        raise click.UsageError("--preview goes with --dry-run (it shows what a run would train on, and trains nothing)")
     overrides = {k: v for k, v in opts.items() if v is not None}
     if buckets is not None:
         overrides["buckets"] = buckets
@@ -153,7 +159,7 @@ def main(ctx, query, config_file, preset, print_config, buckets, frame_buckets, 
     try:
         code = start_training(query=query, preset=preset, overrides=overrides, output_dir=output_dir,
                               resume=resume, dry_run=dry_run, progress=not no_progress, echo=click.echo,
-                              config_file=config_file)
+                              config_file=config_file, preview=preview)
     except (RunError, CatalogError) as e:
         raise click.ClickException(str(e)) from e
     sys.exit(code)

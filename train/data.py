@@ -283,3 +283,29 @@ def read_window(w: Window, height: int, width: int, reader_cache: dict | None = 
         reader = cache[w.video_path] = ClipReader(w.video_path, max_pixels=max(height * width * 4, 64 * 64))
     frames, _ = reader.read(w.start_s, w.clip_end_s, w.fps, exact=w.frames)
     return resize_crop(frames, height, width)
+
+
+def resolve_video_paths(manifest: Manifest, catalog: str) -> int:
+    """The manifest freezes *what* is trained (video ids, times, prompts); *where* each video lives
+    is looked up in the catalog now, so a library that was moved and re-ingested still resumes.
+    Returns how many windows changed path. A catalog that cannot be read leaves the frozen paths."""
+    from catalog import db
+
+    ids = sorted({w.video_id for w in manifest.windows})
+    try:
+        con = db.connect(catalog, read_only=True)
+    except db.CatalogError:
+        return 0
+    try:
+        from catalog.browse import video_paths
+
+        now = video_paths(con, ids)
+    finally:
+        con.close()
+    changed = 0
+    for w in manifest.windows:
+        p = now.get(w.video_id)
+        if p and p != w.video_path:
+            w.video_path = p
+            changed += 1
+    return changed

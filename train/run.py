@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, TrainConfig
-from .data import DataError, Manifest, build_manifest, select_rows
+from .data import DataError, Manifest, build_manifest, resolve_video_paths, select_rows
 from .dryrun import cache_estimate, dry_run_report, write_sigma_plot
 from .configfile import read_config_file
 from .presets import load_preset
@@ -92,32 +92,6 @@ def check_trackers(report_to: str) -> None:
                        f"(pip install {' '.join(missing)}), or use --report-to none")
 
 
-def resolve_video_paths(manifest: Manifest, catalog: str) -> int:
-    """The manifest freezes *what* is trained (video ids, times, prompts); *where* each video lives
-    is looked up in the catalog now, so a library that was moved and re-ingested still resumes.
-    Returns how many windows changed path. A catalog that cannot be read leaves the frozen paths."""
-    from catalog import db
-
-    ids = sorted({w.video_id for w in manifest.windows})
-    try:
-        con = db.connect(catalog, read_only=True)
-    except db.CatalogError:
-        return 0
-    try:
-        from catalog.browse import video_paths
-
-        now = video_paths(con, ids)
-    finally:
-        con.close()
-    changed = 0
-    for w in manifest.windows:
-        p = now.get(w.video_id)
-        if p and p != w.video_path:
-            w.video_path = p
-            changed += 1
-    return changed
-
-
 def plain_maker(out: Path) -> dict:
     """Who wrote a run folder, and the command that continues it: a plain `train` run."""
     return {"command": "train", "resume": f"train --resume latest --output-dir {out}"}
@@ -170,7 +144,8 @@ def check_same_objective(out: Path, objective, maker: dict) -> None:
                        + f"); resume it with the settings it was started with, or remove the folder to start again")
 
 
-def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=None, objective=None, maker=None):
+def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=None, objective=None, maker=None,
+             preview=None):
     from catalog import db
 
     cfg = resolve_config(query, preset, overrides, config_file)
@@ -205,6 +180,13 @@ def _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file=No
         for line in dry_run_report(cfg):
             echo(line)
         echo(cache_estimate(cfg, manifest))
+        if preview:
+            from .preview import PreviewError, preview_run
+
+            try:
+                preview_run(cfg, manifest, preview, echo)
+            except PreviewError as e:
+                raise RunError(str(e)) from e
         echo(f"dry run: would write {out}/ (manifest, config, LoRA, gallery); no model loaded")
         return None
     check_trackers(cfg.report_to)
@@ -305,7 +287,7 @@ def cache_summary(out: Path) -> dict:
 
 
 def start_training(*, query, preset, overrides, output_dir, resume, dry_run, progress, echo,
-                   config_file=None, objective=None, maker: dict | None = None) -> int:
+                   config_file=None, objective=None, maker: dict | None = None, preview=None) -> int:
     """A training run from the CLI's arguments. `objective` (train.objectives) replaces flow
     matching (the distillation commands pass theirs); `maker` names the command that writes the
     folder and the command line that continues it ({"command", "resume"}), recorded in run.json
@@ -324,7 +306,7 @@ def start_training(*, query, preset, overrides, output_dir, resume, dry_run, pro
             output_dir = read_config_file(config_file).get("output_dir")
         cfg, manifest, out, run_id = _other_rank_run(output_dir)
     else:
-        made = _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file, objective, maker)
+        made = _new_run(query, preset, overrides, output_dir, dry_run, echo, config_file, objective, maker, preview)
         if made is None:
             return 0
         cfg, manifest, out, run_id = made

@@ -105,7 +105,11 @@ def test_clip_score_from_local_weights(tmp_path):
 
 
 def test_the_pareto_front_keeps_only_undominated_points():
-    from train.experiments.study import pareto
+    """With no spread in the samples every difference is supported, and the front is the plain one."""
+    from train.experiments.uncertainty import supported_front
+
+    def pareto(pts):
+        return supported_front([t for t, _ in pts], [[d] * 5 for _, d in pts])
 
     pts = [(1.0, 0.5), (2.0, 0.1), (2.0, 0.3), (0.5, 0.9), (3.0, 0.1), (1.0, 0.5)]
     # (2, .3) is beaten by (2, .1); (3, .1) by (2, .1); the duplicate (1, .5) pair do not dominate each other

@@ -79,7 +79,7 @@ def test_the_disk_full_message_names_the_command_that_continues_the_run(tmp_path
 
 # --- 9-13: one door for run folders: damaged, missing, foreign, non-finite, unwritable ----------------
 
-READERS = [["compress"], ["study", "--prompts", "1", "--seeds", "1", "--budgets", "2"], ["prune", "--drop", "1"],
+READERS = [["compress"], ["study", "--windows", "1", "--noises", "1", "--prompts", "0", "--budgets", "2"], ["prune", "--drop", "1"],
            ["sweep-steps", "--steps-list", "1,2"], ["distill-guidance", "--train-steps", "1"],
            ["distill-steps", "--steps", "1", "--teacher-steps", "2", "--pairs", "1", "--train-steps", "1"]]
 
