@@ -48,6 +48,8 @@ TRAIN_OPTIONS = [
     ("--seed", "seed", int, "[default: 42]"),
     ("--timestep-sampling", "timestep_sampling", click.Choice(["logit_normal", "uniform"]), "[default: logit_normal]"),
     ("--flow-shift", "flow_shift", float, "Shift applied to training sigmas (NVIDIA's SANA-Video training value). [default: 3]"),
+    ("--sigma-min", "sigma_min", float, "Train only on noise levels from this sigma up (after the shift). [default: 0]"),
+    ("--sigma-max", "sigma_max", float, "Train only on noise levels up to this sigma (after the shift). [default: 1]"),
     ("--validation-flow-shift", "validation_flow_shift", float, "Sampler shift for validation and generation. [default: 8]"),
     ("--validation-every", "validation_every", int, "Steps between validations, 0 = off. [default: 500]"),
     ("--validation-prompts", "validation_prompts", str, "File of 'summary | prompt' lines, or TOML [[prompt]] tables / JSONL objects that may set seed, size (WxH), frames and cfg per prompt [default: the original five]."),

@@ -85,6 +85,8 @@ class TrainConfig:
     # (configs/sana_video_config/Sana_2000M_480px_AdamW_fsdp.yaml); our 224x224 clips have ~8x fewer
     # tokens than 480x832, which argues for less shift, not more.
     flow_shift: float = 3.0
+    sigma_min: float = 0.0  # training sigmas are mapped onto [sigma_min, sigma_max] after the shift
+    sigma_max: float = 1.0
     max_nonfinite: int = 10  # abort after this many non-finite losses in a row
     # validation
     validation_every: int = 500
@@ -159,6 +161,7 @@ class TrainConfig:
         need(self.mixed_precision in ("bf16", "fp16", "no"), "--mixed-precision must be bf16, fp16 or no")
         need(self.timestep_sampling in ("logit_normal", "uniform"), "--timestep-sampling must be logit_normal or uniform")
         need(self.flow_shift > 0, "--flow-shift must be positive")
+        need(0.0 <= self.sigma_min < self.sigma_max <= 1.0, "--sigma-min and --sigma-max: 0 <= min < max <= 1")
         need(self.validation_flow_shift > 0, "--validation-flow-shift must be positive")
         if self.gradient_checkpointing is None:
             self.gradient_checkpointing = self.model_spec.real_scale

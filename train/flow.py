@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 EVAL_SIGMAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-SIGMA_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+SIGMA_BUCKETS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)  # the loss is logged per bin
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
@@ -20,15 +20,18 @@ def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
 
 
 def sample_sigmas(n: int, *, mode: str = "logit_normal", mean: float = 0.0, std: float = 1.0,
-                  shift: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """n training sigmas in (0, 1): logit-normal (SD3's default) or uniform, then shifted."""
+                  shift: float = 1.0, generator: torch.Generator | None = None, lo: float = 0.0,
+                  hi: float = 1.0) -> torch.Tensor:
+    """n training sigmas in (0, 1): logit-normal (SD3's default) or uniform, then shifted, then
+    mapped onto [lo, hi] (`--sigma-min/--sigma-max`: train only some noise levels)."""
     if mode == "logit_normal":
         u = torch.sigmoid(torch.randn(n, generator=generator) * std + mean)
     elif mode == "uniform":
         u = torch.rand(n, generator=generator)
     else:
         raise ValueError(f"unknown timestep sampling {mode!r}")
-    return shift_sigmas(u.clamp(1e-5, 1 - 1e-5), shift)
+    s = shift_sigmas(u.clamp(1e-5, 1 - 1e-5), shift)
+    return s if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * s
 
 
 def _bcast(sigmas: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -56,7 +59,7 @@ def per_sample_loss(pred: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
 def bucket_of(sigma: float) -> str:
     for lo, hi in zip(SIGMA_BUCKETS[:-1], SIGMA_BUCKETS[1:]):
         if sigma < hi or hi == SIGMA_BUCKETS[-1]:
-            return f"{lo:.1f}-{hi:.1f}"
+            return f"{lo:.3f}-{hi:.3f}"
     return "?"
 
 

@@ -272,8 +272,9 @@ def step(run: Run, objective: Objective, t_last: float) -> None:
         batch = _load_batch(windows, run.cache, run.null, drops[mine])
         x0 = batch["latents"].to(device)
         noise = torch.randn((len(gidx), *x0.shape[1:]), generator=run.gen)[mine].to(device)
-        sig = flow.sample_sigmas(len(gidx), mode=cfg.timestep_sampling, mean=cfg.logit_mean,
-                                 std=cfg.logit_std, shift=cfg.flow_shift, generator=run.gen)[mine].to(device)
+        sig = flow.sample_sigmas(len(gidx), mode=cfg.timestep_sampling, mean=cfg.logit_mean, std=cfg.logit_std,
+                                 shift=cfg.flow_shift, generator=run.gen, lo=cfg.sigma_min,
+                                 hi=cfg.sigma_max)[mine].to(device)
         ctx = acc.no_sync(run.model) if micro < cfg.grad_accum - 1 else contextlib.nullcontext()
         with ctx, acc.autocast():
             per = objective.per_sample(run.model, batch, x0, noise, sig, run.weight_dtype, device)

@@ -122,7 +122,8 @@ class RunFolders:
         return {"name": name, "run": run if isinstance(run, dict) else {},
                 "config": config if isinstance(config, dict) else {},
                 "steps": steps, "loss_svg": metrics_svg(metrics, "loss"), "lr_svg": metrics_svg(metrics, "lr"),
-                "eval_svg": metrics_svg(metrics, "eval_loss"), "reports": reports, "images": images,
+                "eval_svg": metrics_svg(metrics, "eval_loss"), "sigma_svg": by_sigma_svg(metrics),
+                "reports": reports, "images": images,
                 "damaged": damaged}
 
     def runs_using(self, clip_id: str) -> list[str]:
@@ -213,3 +214,51 @@ def metrics_svg(metrics: list[dict], key: str, w: int = 520, h: int = 160) -> st
             f'<text x="4" y="{sy(y0) + 4:.0f}" font-size="10">{y0:.4g}</text>'
             f'<text x="{sx(x0):.0f}" y="{h - 8}" font-size="10">step {int(x0)}</text>'
             f'<text x="{sx(x1) - 40:.0f}" y="{h - 8}" font-size="10">step {int(x1)}</text></svg>')
+
+
+def by_sigma_svg(metrics: list[dict], key: str = "eval_loss_by_sigma", w: int = 520, h: int = 180) -> str | None:
+    """The held-out loss per noise level, one line per validation (lighter = earlier), as SVG text:
+    where a run learns (or forgets) shows as the lines parting at some sigmas and not others."""
+    curves = []
+    for m in metrics:
+        d, step = m.get(key), m.get("step")
+        if not isinstance(d, dict) or not isinstance(step, (int, float)) or isinstance(step, bool):
+            continue
+        pts = []
+        for k, v in d.items():
+            try:
+                x = float(k)
+            except ValueError:
+                continue
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"):
+                pts.append((x, float(v)))
+        if len(pts) > 1:
+            curves.append((step, sorted(pts)))
+    if not curves:
+        return None
+    xs = [x for _, c in curves for x, _ in c]
+    ys = [y for _, c in curves for _, y in c]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+    pad = 36
+
+    def sx(x):
+        return pad + (x - x0) / (x1 - x0) * (w - 2 * pad)
+
+    def sy(y):
+        return h - pad + (y0 - y) / (y1 - y0) * (h - 2 * pad)
+
+    lines = []
+    for i, (step, c) in enumerate(curves):
+        shade = int(200 - 170 * (i / max(1, len(curves) - 1)))
+        pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in c)
+        lines.append(f'<polyline fill="none" stroke="rgb({shade},{shade},255)" stroke-width="1.5" points="{pts}">'
+                     f'<title>step {int(step)}</title></polyline>')
+    return (f'<svg class="plot" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{key}">'
+            + "".join(lines)
+            + f'<text x="{pad}" y="14" font-size="12">held-out loss by noise level, step {int(curves[0][0])} '
+              f'(light) to {int(curves[-1][0])} (dark)</text>'
+              f'<text x="4" y="{sy(y1) + 4:.0f}" font-size="10">{y1:.4g}</text>'
+              f'<text x="4" y="{sy(y0) + 4:.0f}" font-size="10">{y0:.4g}</text>'
+              f'<text x="{sx(x0):.0f}" y="{h - 8}" font-size="10">sigma {x0:g}</text>'
+              f'<text x="{sx(x1) - 50:.0f}" y="{h - 8}" font-size="10">sigma {x1:g}</text></svg>')

@@ -64,7 +64,7 @@ def test_compare_marks_explosions_in_the_report(tmp_path):
             for s in range(1, 61):
                 loss = 50.0 if s == boom else 1.0 / (1 + 0.01 * s)
                 f.write(json.dumps({"step": s, "loss": loss, "grad_norm": 20.0 if s == boom else 0.3, "lr": 1e-4,
-                                    "loss_by_sigma": {"0.8-1.0": loss}}) + "\n")
+                                    "loss_by_sigma": {"0.875-1.000": loss}}) + "\n")
                 if s % 20 == 0:
                     f.write(json.dumps({"step": s, "eval_loss": 0.9 - s / 1000}) + "\n")
         (d / "config.json").write_text(json.dumps({"rank": int(name[4:]), "lr": 1e-4, "warmup_steps": 0}))

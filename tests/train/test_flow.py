@@ -43,5 +43,13 @@ def test_loss_is_fp32_and_bucketed():
     per = flow.per_sample_loss(pred, tgt)
     assert per.dtype == torch.float32 and torch.allclose(per, torch.ones(2))
     by = flow.loss_by_bucket(torch.tensor([0.05, 0.95, 0.9]), torch.tensor([1.0, 2.0, 4.0]))
-    assert by == {"0.0-0.2": 1.0, "0.8-1.0": 3.0}
+    assert by == {"0.000-0.125": 1.0, "0.875-1.000": 3.0}  # 8 bins of sigma
     assert torch.allclose(flow.timesteps(torch.tensor([0.5])), torch.tensor([500.0]))
+
+
+def test_sigma_range_confines_the_training_noise_levels():
+    g = torch.Generator().manual_seed(0)
+    s = flow.sample_sigmas(20000, shift=3.0, generator=g, lo=0.6, hi=1.0)
+    assert s.min() >= 0.6 and s.max() <= 1.0 and s.std() > 0.05
+    full = flow.sample_sigmas(20000, shift=3.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(0.6 + 0.4 * full, s)  # the same draws, mapped onto the range
