@@ -57,6 +57,7 @@ NAMES: list[tuple[int, str]] = [
     (8, "excluded spans"),
     (9, "captions by clip"),
     (10, "label model kind"),
+    (11, "camera motion measured"),
 ]
 
 

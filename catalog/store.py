@@ -19,6 +19,10 @@ CLIP_FIELDS: tuple = (
     ("keyframe_path", "str | None"), ("detector", str), ("detector_params", str), ("split_key", str),
     # visual signature: pHashes at 25/50/75% of the clip (dataengine.dedup); None before migration 6
     ("sig0", "int | None", None), ("sig1", "int | None", None), ("sig2", "int | None", None),
+    # camera motion measured in the decode pass (dataengine.camera); None before migration 11
+    ("cam_pan", "float | None", None), ("cam_tilt", "float | None", None), ("cam_zoom", "float | None", None),
+    ("cam_rotation", "float | None", None), ("cam_shake", "float | None", None),
+    ("camera_measured", "str | None", None),
 )
 CLIP_COLUMNS = [f[0] for f in CLIP_FIELDS]
 

@@ -57,7 +57,10 @@ def catalog_stats(con, top_tags: int = 20) -> dict[str, Any]:
         "      WHERE status = 'ok' AND excluded IS NOT NULL AND excluded <> '[]') "
         "GROUP BY 1, 2 HAVING frames > 0 ORDER BY frames / greatest(num_frames, 1) DESC, 1 LIMIT 5"
     ).fetchall()
+    camera = con.execute("SELECT coalesce(camera_measured, 'not measured'), count(*) FROM clips "
+                         "GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
     return {
+        "camera_measured": camera,
         "excluded_by_reason": [(r, n, int(f or 0)) for r, n, f in excluded],
         "excluded_by_video": [(p, int(nf or 0), int(f), why or "") for p, nf, f, why in per_video],
         "videos_ok": v.get("ok", 0),

@@ -19,6 +19,7 @@ from catalog.store import CLIP_FIELDS
 from . import identity
 from .scenes import DetectorOptions, SceneFeeder, SplitOptions, split_key, split_scenes
 from .dedup import clip_signature, small_luma
+from .camera import CameraTracker, clip_camera
 from .stats import FrameStats, clip_stats
 from .purity import PurityResult, Thumbs, merge, purify
 from .video import VideoError, analysis_size, iter_frames, prefetch, probe
@@ -120,6 +121,7 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     size = analysis_size(info.width, info.height, opts.analysis_side)
     feeder = SceneFeeder(opts.detector, info.nominal_fps)
     stats = FrameStats(stride=max(1, round((info.nominal_fps or 24.0) / 8)))
+    camera = CameraTracker(stride=stats.stride)
     times_parts: list[np.ndarray] = []
     keyframes: list[tuple[int, bytes]] = []  # (frame index, jpeg)
     smalls: list[tuple[int, np.ndarray]] = []  # (frame index, 32x32 luma): near-duplicate signatures
@@ -131,6 +133,7 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
         reader = fb.reader
         feeder.update(fb.frames, bgr=fb.bgr)
         stats.update(fb.frames, fb.times, bgr=fb.bgr)
+        camera.update(fb.frames, bgr=fb.bgr)
         if thumbs is not None:
             thumbs.update(fb.frames, bgr=fb.bgr)
         times_parts.append(fb.times)
@@ -154,6 +157,7 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
                             pure.found_cuts)
     split = split_scenes(pure.cuts, times, opts.split, pure.spans)
     per_frame = stats.arrays()
+    cam = camera.arrays()
     steps = np.diff(times)
     res.reader = reader
     res.num_frames = n
@@ -183,6 +187,7 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
             **clip_stats(per_frame, c.start_frame, c.end_frame),
             keyframe_path=kf_path, detector=opts.detector.name, detector_params=det_params,
             split_key=opts.split_key, **(dict(zip(("sig0", "sig1", "sig2"), sig)) if sig else {}),
+            **clip_camera(cam, c.start_frame, c.end_frame, res.fps or 24.0),
         ))
 
 

@@ -73,6 +73,9 @@ def format_stats(s: dict) -> str:
     m = s["means"]
     if s["clips"]:
         out += ["", "means: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items() if v is not None)]
+    if s.get("camera_measured"):
+        out += ["camera (measured in the decode pass): "
+                + ", ".join(f"{k} {n}" for k, n in s["camera_measured"])]
     if s["labellings"]:
         out += ["", "labellings (captioner @ prompt version: ok / parse errors / decode errors):"]
         for cap, ver, ok, pe, de_, rnd in s["labellings"]:
