@@ -9,7 +9,7 @@ export DE_CATALOG="$PWD/catalog.duckdb"
 rm -rf runs/night/prune runs/night/compress runs/night/distill runs/night/study runs/night/evalset.json
 
 echo "== the compression study on the night run: pruning, rank, distillation, sampling budgets, one report"
-train evalset runs/night --windows 4 --noises 4 --prompts 2   # what every command below scores on
+train evalset runs/night --windows 4 --noises 2 --prompts 1   # what every command below scores on (10 samples)
 train prune runs/night --drop 1 --heal-steps 30 --no-progress
 train compress runs/night --ranks 4,2 --limit-prompts 1 --no-progress
 train distill-guidance runs/night --train-steps 60 --no-progress

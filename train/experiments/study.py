@@ -132,6 +132,7 @@ def study(run_dir, *, budgets=(16, 8, 4), windows: int | None = None, noises: in
     m = Measure(ctx, samples, wins, _null(ctx), agree, out)
     measured = {}
     try:
+        m.warm_up()
         for v in tqdm(grid, desc="study", unit="variant", disable=not progress):
             measured[v.name] = m.variant(v)
     finally:
