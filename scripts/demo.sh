@@ -26,6 +26,8 @@ de caption --model toy --no-progress
 de captions list
 echo "-- its tags against the truth"
 de captions diff synth-truth@world-v1 toy-qwen2-vl
+echo "-- a measured signal next to the labels: clips whose camera the decode pass measured as still, with the labelled camera"
+de query "camera_measured = 'static'" --columns clip_id,camera_measured,cam_pan,motion_score,camera --limit 8
 
 echo "== 5. train on a tag query with the toy SANA-Video, on the toy captioner's labels"
 de captions use toy-qwen2-vl

@@ -83,7 +83,8 @@ def _verdict_lines(rows: list[dict]) -> list[str]:
         if r["verdict"] == "reference":
             continue
         c = r["vs"][PRIMARY]
-        s = (f"{r['variant']}: {r['verdict']} than {r['against']} (latent distance {c['difference']:+.4g}, "
+        rel = "from" if r["verdict"] == "not distinguishable" else "than"
+        s = (f"{r['variant']}: {r['verdict']} {rel} {r['against']} (latent distance {c['difference']:+.4g}, "
              f"95% interval {c['low']:+.4g} to {c['high']:+.4g}, {c['samples']} samples)")
         if r["verdict"] == "not distinguishable" and c["samples_needed"]:
             s += f"; a difference this size needs ~{c['samples_needed']} samples"
