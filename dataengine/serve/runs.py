@@ -186,6 +186,20 @@ def read_jsonl(p: Path | None) -> tuple[list[dict], str | None]:
     return out, (f"{bad} damaged line(s) left out" if bad else None)
 
 
+def _axes(xs, ys, w: int, h: int, pad: int = 36):
+    """(the data's bounds, x -> pixel, y -> pixel, the padding) of a small SVG plot."""
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+
+    def sx(x):
+        return pad + (x - x0) / (x1 - x0) * (w - 2 * pad)
+
+    def sy(y):
+        return h - pad + (y0 - y) / (y1 - y0) * (h - 2 * pad)
+
+    return (x0, x1, y0, y1), sx, sy, pad
+
+
 def metrics_svg(metrics: list[dict], key: str, w: int = 520, h: int = 160) -> str | None:
     """A small line plot of one metric against step, as SVG text (numbers only: nothing to escape)."""
     pts = [(m["step"], float(m[key])) for m in metrics if key in m and "step" in m
@@ -195,15 +209,7 @@ def metrics_svg(metrics: list[dict], key: str, w: int = 520, h: int = 160) -> st
     if len(pts) < 1:
         return None
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-    pad = 36
-
-    def sx(x):
-        return pad + (x - x0) / (x1 - x0) * (w - 2 * pad)
-
-    def sy(y):
-        return h - pad + (y0 - y) / (y1 - y0) * (h - 2 * pad)
+    (x0, x1, y0, y1), sx, sy, pad = _axes(xs, ys, w, h)
 
     line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
     dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5"/>' for x, y in pts)
@@ -238,15 +244,7 @@ def by_sigma_svg(metrics: list[dict], key: str = "eval_loss_by_sigma", w: int = 
         return None
     xs = [x for _, c in curves for x, _ in c]
     ys = [y for _, c in curves for _, y in c]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-    pad = 36
-
-    def sx(x):
-        return pad + (x - x0) / (x1 - x0) * (w - 2 * pad)
-
-    def sy(y):
-        return h - pad + (y0 - y) / (y1 - y0) * (h - 2 * pad)
+    (x0, x1, y0, y1), sx, sy, pad = _axes(xs, ys, w, h)
 
     lines = []
     for i, (step, c) in enumerate(curves):
