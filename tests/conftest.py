@@ -20,12 +20,30 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:  # pytest -n N: sh
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
+# The modules that take longest (seconds of one worker, measured), started first: with one module
+# per worker at a time (`--dist loadfile`), the last long module to start sets the wall time.
+LONGEST = ["tests/train/test_distill.py", "tests/train/test_toy_outcomes.py", "tests/dataengine/test_ray.py",
+           "tests/train/test_trust_train.py", "tests/train/test_train_e2e.py", "tests/test_gpu_check.py",
+           "tests/train/test_buckets.py", "tests/dataengine/test_offline.py", "tests/train/test_clip_losses.py",
+           "tests/train/test_toy_build.py", "tests/dataengine/test_api.py", "tests/train/test_trust_round4.py",
+           "tests/train/test_loop_edges.py", "tests/train/test_prune.py", "tests/train/test_sigma_bins.py"]
+
+
+def _longest_first(items) -> None:
+    rank = {m: i for i, m in enumerate(LONGEST)}
+    order = {}
+    for i, it in enumerate(items):
+        order.setdefault(it.nodeid.split("::")[0], i)
+    items.sort(key=lambda it: (rank.get(it.nodeid.split("::")[0], len(LONGEST)), order[it.nodeid.split("::")[0]]))
+
+
 def pytest_collection_modifyitems(config, items):
     """DE_TEST_SHUFFLE=SEED runs the suite in a shuffled order (`make test-shuffled`): the modules
     in a random order, and the tests in a random order within each module, so a test that passes
     only after another one fails. Modules stay whole so module fixtures are made once."""
     seed = os.environ.get("DE_TEST_SHUFFLE")
     if not seed:
+        _longest_first(items)
         return
     import random
 
