@@ -37,6 +37,82 @@ def make_catalog(tmp: Path, clips: int) -> Path:
     return cat
 
 
+def per_step(cap, batches, con, free, batch: int) -> None:
+    """The same batches generated constrained, then free with as many new tokens forced: the same
+    number of forward steps over the same inputs. The first pass warms up; the second is reported."""
+    from dataengine.caption import schema as schema_mod
+    from dataengine.caption.prompts import SamplingParams
+
+    orig_call = schema_mod.GrammarLogitsProcessor.__call__
+    spent, calls = [0.0], [0]
+
+    def timed_call(self, input_ids, scores):
+        t = time.perf_counter()
+        out = orig_call(self, input_ids, scores)
+        spent[0] += time.perf_counter() - t
+        calls[0] += 1  # one call per decoding step
+        return out
+
+    schema_mod.GrammarLogitsProcessor.__call__ = timed_call
+    text_c, text_f = con.render(), free.render()
+    try:
+        for _ in range(2):
+            steps_total, t_con, t_free, spent[0] = 0, 0.0, 0.0, 0.0
+            for b in batches:
+                vids, metas = [p.video for p in b], [p.metadata for p in b]
+                calls[0] = 0
+                t = time.perf_counter()
+                cap.generate(vids, text_c, con.sampling, metas, schema=con.schema)
+                t_con += time.perf_counter() - t
+                n_steps = calls[0]
+                forced = SamplingParams(**{**free.sampling.__dict__, "max_new_tokens": n_steps})
+                t_free += _forced_free(cap, vids, text_f, forced, metas, n_steps)
+                steps_total += n_steps
+    finally:
+        schema_mod.GrammarLogitsProcessor.__call__ = orig_call
+    t_proc = spent[0]
+    print(f"per step, batch {batch}, {steps_total} steps over the same batches: constrained {t_con:.2f} s, "
+          f"free {t_free:.2f} s -> {100 * (t_con / t_free - 1):+.1f}% time "
+          f"({steps_total * batch / t_con:.0f} vs {steps_total * batch / t_free:.0f} row-tokens/s); "
+          f"inside the grammar processor: {t_proc:.2f} s ({100 * t_proc / t_con:.1f}% of constrained)")
+
+
+def _forced_free(cap, vids, text, sampling, metas, n_steps: int) -> float:
+    """Seconds of a free generation made to run exactly `n_steps` new tokens."""
+    orig_gen = cap.model.generate
+
+    def forced_gen(**kw):
+        return orig_gen(**kw, min_new_tokens=n_steps)
+
+    cap.model.generate = forced_gen
+    try:
+        t = time.perf_counter()
+        cap.generate(vids, text, sampling, metas)
+        return time.perf_counter() - t
+    finally:
+        cap.model.generate = orig_gen
+
+
+def end_to_end(cat, cap, con, free, batch: int) -> None:
+    """`de caption`'s runner, decode overlapped: clips/s constrained against free."""
+    from dataengine.caption.run import caption_clips, select_clips
+
+    def run(name, prompt):
+        cap.name = name
+        todo, _ = select_clips(cat, name, prompt.version, query=None, limit=None, overwrite=False,
+                               retry_failed=False)
+        s = caption_clips(cat, cap, prompt, todo, batch_size=batch, progress=False)
+        print(f"  {name:<12} {s.seconds:6.2f} s  {s.attempted / s.seconds:6.2f} clips/s  parsed "
+              f"{s.labelled}/{s.attempted}  max_new_tokens {prompt.sampling.max_new_tokens}")
+        return s
+
+    print("end to end (de caption runner, decode overlapped):")
+    f = run("free", free)
+    c = run("constrained", con)
+    print(f"clips/s constrained / free: {(c.attempted / c.seconds) / (f.attempted / f.seconds):.2f}x "
+          "(the runs generate different numbers of tokens; the per-step line above is the like-for-like cost)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=32)
@@ -47,7 +123,7 @@ def main() -> None:
 
     from dataengine.caption.models import load_captioner
     from dataengine.caption.prompts import SamplingParams, load_prompt
-    from dataengine.caption.run import Preparer, caption_clips, select_clips
+    from dataengine.caption.run import Preparer, select_clips
     from dataengine.caption.schema import Constraint, SchemaGrammar
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
@@ -62,74 +138,12 @@ def main() -> None:
         batches = [prep(todo[i:i + args.batch]) for i in range(0, len(todo), args.batch)]
         print(f"{len(todo)} clips in {len(batches)} batches of {args.batch}; tiny random Qwen2-VL on CPU, "
               f"{torch.get_num_threads()} torch threads")
-
         t0 = time.perf_counter()
         SchemaGrammar(con.schema, cap.processor.tokenizer, cap.model.config.get_text_config().vocab_size)
         print(f"grammar compile (once per run): {time.perf_counter() - t0:.3f} s")
         cap.grammar(con.schema)  # compiled and cached for the runs below
-
-        # per step: same batches, same number of steps
-        from dataengine.caption import schema as schema_mod
-
-        steps_total, t_con, t_free, t_proc = 0, 0.0, 0.0, 0.0
-
-        orig_call = schema_mod.GrammarLogitsProcessor.__call__
-        spent, calls = [0.0], [0]
-
-        def timed_call(self, input_ids, scores):
-            t = time.perf_counter()
-            out = orig_call(self, input_ids, scores)
-            spent[0] += time.perf_counter() - t
-            calls[0] += 1  # one call per decoding step
-            return out
-
-        schema_mod.GrammarLogitsProcessor.__call__ = timed_call
-        text_c, text_f = con.render(), free.render()
-        for rep in range(2):  # first pass warms up; the second is reported
-            steps_total, t_con, t_free, spent[0] = 0, 0.0, 0.0, 0.0
-            for b in batches:
-                vids, metas = [p.video for p in b], [p.metadata for p in b]
-                calls[0] = 0
-                t = time.perf_counter()
-                cap.generate(vids, text_c, con.sampling, metas, schema=con.schema)
-                t_con += time.perf_counter() - t
-                n_steps = calls[0]
-                forced = SamplingParams(**{**free.sampling.__dict__, "max_new_tokens": n_steps})
-                orig_gen = cap.model.generate
-
-                def forced_gen(**kw):
-                    return orig_gen(**kw, min_new_tokens=n_steps)
-
-                cap.model.generate = forced_gen
-                try:
-                    t = time.perf_counter()
-                    cap.generate(vids, text_f, forced, metas)
-                    t_free += time.perf_counter() - t
-                finally:
-                    cap.model.generate = orig_gen
-                steps_total += n_steps
-            t_proc = spent[0]
-        schema_mod.GrammarLogitsProcessor.__call__ = orig_call
-        print(f"per step, batch {args.batch}, {steps_total} steps over the same batches: constrained {t_con:.2f} s, "
-              f"free {t_free:.2f} s -> {100 * (t_con / t_free - 1):+.1f}% time "
-              f"({steps_total * args.batch / t_con:.0f} vs {steps_total * args.batch / t_free:.0f} row-tokens/s); "
-              f"inside the grammar processor: {t_proc:.2f} s ({100 * t_proc / t_con:.1f}% of constrained)")
-
-        # end to end through de caption's runner
-        def run(name, prompt):
-            cap.name = name
-            todo, _ = select_clips(cat, name, prompt.version, query=None, limit=None, overwrite=False,
-                                   retry_failed=False)
-            s = caption_clips(cat, cap, prompt, todo, batch_size=args.batch, progress=False)
-            print(f"  {name:<12} {s.seconds:6.2f} s  {s.attempted / s.seconds:6.2f} clips/s  parsed "
-                  f"{s.labelled}/{s.attempted}  max_new_tokens {prompt.sampling.max_new_tokens}")
-            return s
-
-        print("end to end (de caption runner, decode overlapped):")
-        f = run("free", free)
-        c = run("constrained", con)
-        print(f"clips/s constrained / free: {(c.attempted / c.seconds) / (f.attempted / f.seconds):.2f}x "
-              "(the runs generate different numbers of tokens; the per-step line above is the like-for-like cost)")
+        per_step(cap, batches, con, free, args.batch)
+        end_to_end(cat, cap, con, free, args.batch)
 
 
 if __name__ == "__main__":

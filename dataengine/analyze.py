@@ -20,7 +20,7 @@ from . import identity
 from .scenes import DetectorOptions, SceneFeeder, SplitOptions, split_key, split_scenes
 from .dedup import clip_signature, small_luma
 from .camera import CameraTracker, clip_camera
-from .stats import FrameStats, clip_stats
+from .stats import FrameStats, clip_stats, luma
 from .purity import PurityResult, Thumbs, merge, purify
 from .video import VideoError, analysis_size, iter_frames, prefetch, probe
 
@@ -132,8 +132,9 @@ def _analyze(path: str, opts: IngestOptions, res: VideoResult) -> None:
     for fb in prefetch(iter_frames(path, info, size, prefer=opts.reader, threads=opts.decode_threads)):
         reader = fb.reader
         feeder.update(fb.frames, bgr=fb.bgr)
-        stats.update(fb.frames, fb.times, bgr=fb.bgr)
-        camera.update(fb.frames, bgr=fb.bgr)
+        gray = luma(fb.frames, fb.bgr)  # once, for the stats and the camera
+        stats.update(fb.frames, fb.times, bgr=fb.bgr, gray=gray)
+        camera.update(fb.frames, bgr=fb.bgr, gray=gray)
         if thumbs is not None:
             thumbs.update(fb.frames, bgr=fb.bgr)
         times_parts.append(fb.times)

@@ -88,13 +88,14 @@ class CameraTracker:
         self.rows: list[tuple] = []   # (frame index of the newer frame, frames apart, dx, dy, log_s, deg)
         self.failed: list[int] = []   # frame indices whose pair could not be fitted
 
-    def update(self, frames: np.ndarray, bgr: bool = False) -> None:
+    def update(self, frames: np.ndarray, bgr: bool = False, gray: np.ndarray | None = None) -> None:
+        """`gray`: the frames' luma when the caller already has it (the ingest computes it once)."""
         from .stats import luma
 
         idx = np.arange(self._n, self._n + len(frames))
         pick = np.nonzero(idx % self.stride == 0)[0]
         if len(pick):
-            gray = luma(frames[pick], bgr)
+            gray = luma(frames[pick], bgr) if gray is None else gray[pick]
             for k, g in zip(idx[pick], gray):
                 if self._prev is not None:
                     r = fit_pair(self._prev[1], g)

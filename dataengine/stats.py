@@ -75,8 +75,8 @@ class FrameStats:
         self._prev_small: np.ndarray | None = None
         self._prev_t: float | None = None
 
-    def update(self, frames: np.ndarray, times: np.ndarray, bgr: bool = False) -> None:
-        gray = luma(frames, bgr)
+    def update(self, frames: np.ndarray, times: np.ndarray, bgr: bool = False, gray: np.ndarray | None = None) -> None:
+        gray = luma(frames, bgr) if gray is None else gray  # the caller's luma of these frames, when it has it
         self.brightness.append(gray.mean(axis=(1, 2)) / 255.0)
         idx = np.arange(self._n, self._n + len(frames))
         pick = np.nonzero(idx % self.stride == 0)[0]

@@ -172,8 +172,9 @@ def evaluate_guidance(run_dir: Path, student_lora: Path, scale: float, sigmas=(0
                 dc.append(float(((vc - vcfg) ** 2).mean()))
             d_student.append(sum(ds) / len(ds))
             d_cond.append(sum(dc) / len(dc))
-    return {"student_to_cfg": interval(d_student)[0], "cond_to_cfg": interval(d_cond)[0],
-            "student_to_cfg_interval": interval(d_student)[1:], "cond_to_cfg_interval": interval(d_cond)[1:],
+    (s_mean, *s_ci), (c_mean, *c_ci) = interval(d_student), interval(d_cond)  # one bootstrap each
+    return {"student_to_cfg": s_mean, "cond_to_cfg": c_mean, "student_to_cfg_interval": s_ci,
+            "cond_to_cfg_interval": c_ci,
             "student_vs_cond": compare(d_student, d_cond), "scale": scale, "sigmas": list(sigmas),
             "evaluation_set": es.as_json(), "samples": len(d_student), "lora": str(student_lora)}
 
@@ -212,9 +213,9 @@ def evaluate_steps(run_dir: Path, student_lora: Path, steps: int, teacher_steps:
     stu = sample_set(pipe, samples, null, cfg_scale=1.0, steps=steps, cfg=cfg, device=dev, euler=True)[0]
     d_short = ((short - ref) ** 2).flatten(1).mean(1).tolist()
     d_student = ((stu - ref) ** 2).flatten(1).mean(1).tolist()
-    return {"student_to_teacher": interval(d_student)[0], "teacher_short_to_teacher": interval(d_short)[0],
-            "student_to_teacher_interval": interval(d_student)[1:],
-            "teacher_short_to_teacher_interval": interval(d_short)[1:],
+    (s_mean, *s_ci), (t_mean, *t_ci) = interval(d_student), interval(d_short)  # one bootstrap each
+    return {"student_to_teacher": s_mean, "teacher_short_to_teacher": t_mean, "student_to_teacher_interval": s_ci,
+            "teacher_short_to_teacher_interval": t_ci,
             "student_vs_teacher_short": compare(d_student, d_short), "steps": steps, "teacher_steps": teacher_steps,
             "evaluation_set": es.as_json(), "samples": len(d_student), "lora": str(student_lora)}
 

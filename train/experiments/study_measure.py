@@ -115,8 +115,9 @@ class Measure:
             lat, secs, peak = self._sample(pipe, v)
             per = self._frames(pipe, lat)
             tr = pipe.transformer
-            ev = None if v.kind == "steps" else [
-                eval_loss(tr, [it], self.ctx.device, next(tr.parameters()).dtype)["eval_loss"] for it in self.wins]
+            ev = None if v.kind == "steps" else [  # per window: paired with the teacher's, window by window
+                eval_loss(tr, [it], self.ctx.device, next(tr.parameters()).dtype,
+                          batch=self.ctx.cfg.batch_size)["eval_loss"] for it in self.wins]
             params = sum(p.numel() for n, p in tr.named_parameters() if "lora_" not in n)
         if self.ref_lat is None:
             self.ref_lat = lat
